@@ -1,0 +1,1 @@
+"""BitHarbor client: validate, plan, apply, status."""

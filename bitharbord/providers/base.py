@@ -1,0 +1,50 @@
+"""The one shape every resource kind shares, and the context `observe`/`apply` run in."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from bitharbord.config import Harbor
+from bitharbord.reconcile.plan import Action
+from bitharbord.system.runner import Runner
+
+Spec = Mapping[str, Any]  # desired state of one resource, JSON-shaped
+Observed = Mapping[str, Any]  # observed state of one resource, JSON-shaped
+
+
+@dataclass
+class Context:
+    """What observe() and apply() may touch: the runner for processes, the harbor they serve."""
+
+    runner: Runner
+    harbor: Harbor
+    state_dir: Path
+    privileged: bool = True  # False under --state-dir as non-root: ownership is not managed
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TemporaryError(RuntimeError):
+    """Worth retrying later (busy device, network); the executor skips dependents and goes on."""
+
+
+class Provider(Protocol):
+    kind: ClassVar[str]
+
+    def desired(self, harbor: Harbor) -> Mapping[str, Spec]:
+        """Pure: what harbor.yaml wants, by resource name."""
+        ...
+
+    async def observe(self, ctx: Context, desired: Mapping[str, Spec]) -> Mapping[str, Observed]:
+        """Read-only: what is there now, for the names wanted (and any others this kind owns)."""
+        ...
+
+    def diff(self, name: str, want: Spec | None, have: Observed | None) -> list[Action]:
+        """Pure: the actions that take `have` to `want`; [] when they agree."""
+        ...
+
+    async def apply(self, action: Action, ctx: Context) -> None:
+        """Carry out one action. Guarded (create only if missing) and safe to repeat."""
+        ...

@@ -1,0 +1,80 @@
+"""Named schema migrations, applied in order, each in its own transaction and recorded in `_migrations`.
+
+Never edit a migration that has shipped: add a new one. Names sort in the order they apply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "0001_media_core",
+        (
+            """CREATE TABLE media_core (
+                id INTEGER PRIMARY KEY,
+                type TEXT NOT NULL,
+                title TEXT,
+                file_hash TEXT UNIQUE,
+                blob_path TEXT,
+                size INTEGER,
+                mime TEXT,
+                created_at TEXT,
+                added_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+                metadata_fingerprint TEXT,
+                vector_row INTEGER
+            )""",
+            "CREATE INDEX media_core_type ON media_core(type)",
+            """CREATE TABLE movies (
+                media_id INTEGER PRIMARY KEY REFERENCES media_core(id) ON DELETE CASCADE,
+                tmdb_id INTEGER,
+                ia_identifier TEXT,
+                year INTEGER,
+                runtime_min INTEGER,
+                synopsis TEXT,
+                director TEXT,
+                cast_json TEXT,
+                genres_json TEXT,
+                poster_hash TEXT
+            )""",
+            """CREATE TABLE online_video (
+                media_id INTEGER PRIMARY KEY REFERENCES media_core(id) ON DELETE CASCADE,
+                youtube_id TEXT UNIQUE,
+                channel TEXT,
+                upload_date TEXT,
+                description TEXT,
+                tags_json TEXT,
+                url TEXT
+            )""",
+            """CREATE TABLE personal_media (
+                media_id INTEGER PRIMARY KEY REFERENCES media_core(id) ON DELETE CASCADE,
+                captured_at TEXT,
+                gps_lat REAL,
+                gps_lon REAL,
+                camera TEXT,
+                width INTEGER,
+                height INTEGER,
+                duration_s REAL
+            )""",
+            """CREATE TABLE idmap (
+                row_id INTEGER PRIMARY KEY,
+                media_id INTEGER NOT NULL REFERENCES media_core(id),
+                type TEXT NOT NULL,
+                embedder TEXT NOT NULL,
+                vector_hash TEXT,
+                deleted INTEGER NOT NULL DEFAULT 0
+            )""",
+            "CREATE INDEX idmap_media ON idmap(media_id)",
+        ),
+    ),
+)
+
+
+def names() -> list[str]:
+    return [m.name for m in MIGRATIONS]

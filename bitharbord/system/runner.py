@@ -1,0 +1,132 @@
+"""The only code in BitHarbor that runs processes.
+
+Every command is an argv tuple (never a shell string), run asynchronously, and returns a `Result`.
+`RecordingRunner` runs nothing: it records argv and answers from a table, for dry runs and tests of
+what a provider *would* run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+Argv = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: Argv
+    returncode: int
+    stdout: str
+    stderr: str
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class CommandError(RuntimeError):
+    """A command exited non-zero (or could not be started) where success was required."""
+
+    def __init__(self, result: Result) -> None:
+        self.result = result
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        tail = detail[-1] if detail else "no output"
+        super().__init__(f"{' '.join(result.argv)} exited {result.returncode}: {tail}")
+
+
+class Runner(Protocol):
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float | None = 600.0,
+        env: Mapping[str, str] | None = None,
+    ) -> Result: ...
+
+
+class ProcessRunner:
+    """Runs commands for real with asyncio subprocesses."""
+
+    def __init__(self, *, guard: Callable[[Argv], None] | None = None) -> None:
+        # A guard sees every argv before it runs and may raise to refuse it (tests use one to
+        # make sure only their own loop devices are ever touched).
+        self._guard = guard
+        self.history: list[Result] = []
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float | None = 600.0,
+        env: Mapping[str, str] | None = None,
+    ) -> Result:
+        args: Argv = tuple(argv)
+        if self._guard is not None:
+            self._guard(args)
+        started = time.monotonic()
+        full_env = {**os.environ, "LC_ALL": "C", **(env or {})}
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=full_env,
+            )
+        except OSError as exc:  # not installed, not executable
+            result = Result(args, 127, "", f"{args[0]}: {exc.strerror or exc}", time.monotonic() - started)
+        else:
+            try:
+                out, err = await asyncio.wait_for(
+                    proc.communicate(input.encode() if input is not None else None), timeout
+                )
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                result = Result(args, -9, "", f"timed out after {timeout}s", time.monotonic() - started)
+            else:
+                result = Result(
+                    args,
+                    proc.returncode if proc.returncode is not None else -1,
+                    out.decode(errors="replace"),
+                    err.decode(errors="replace"),
+                    time.monotonic() - started,
+                )
+        self.history.append(result)
+        if check and not result.ok:
+            raise CommandError(result)
+        return result
+
+
+@dataclass
+class RecordingRunner:
+    """Runs nothing. Records every argv; answers from `responses` keyed by argv (default: success)."""
+
+    responses: dict[Argv, Result] = field(default_factory=dict)
+    calls: list[Argv] = field(default_factory=list)
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float | None = 600.0,
+        env: Mapping[str, str] | None = None,
+    ) -> Result:
+        args: Argv = tuple(argv)
+        self.calls.append(args)
+        result = self.responses.get(args, Result(args, 0, "", ""))
+        if check and not result.ok:
+            raise CommandError(result)
+        return result
