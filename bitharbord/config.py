@@ -178,6 +178,8 @@ _WANTED_KEYS = ("title", "tmdb", "archive", "youtube", "youtube_playlist", "yout
 
 
 def _wanted_kind(value: Any) -> str | None:
+    if isinstance(value, BaseModel):  # serialising: the tag is the first field of the model
+        return next(iter(type(value).model_fields))
     if isinstance(value, Mapping):
         for key in _WANTED_KEYS:
             if key in value:
@@ -275,7 +277,7 @@ class Reconcile(Model):
 
 
 class Harbor(Model):
-    apiVersion: Literal["bitharbor/v1"]  # noqa: N815 - the YAML key
+    apiVersion: Literal["bitharbor/v1"]
     storage: Storage = Field(default_factory=Storage)
     paths: Paths
     library: Library = Field(default_factory=Library)
@@ -408,21 +410,27 @@ def _field_name(loc: Loc) -> str:
 
 
 def _data_loc(data: Any, loc: Loc) -> tuple[Loc, bool]:
-    """Map a pydantic error loc onto the document: drop union tags; say whether the full path exists."""
-    out: list[str | int] = []
-    cur = data
-    for i, part in enumerate(loc):
-        if isinstance(cur, Mapping) and part in cur:
-            out.append(part)
-            cur = cur[part]
-        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
-            out.append(part)
-            cur = cur[part]
-        elif i == len(loc) - 1:
-            out.append(part)  # a missing or unknown field: name it, point at its parent
-            return tuple(out), False
-        # else: a union tag or model name pydantic put into the loc; skip it
-    return tuple(out), True
+    """Map a pydantic error loc onto the document, dropping the union tags pydantic inserts (a tag can
+    share its name with a field, e.g. `title`, so try both readings). Says whether the full path exists."""
+
+    def walk(cur: Any, rest: Loc) -> tuple[Loc, bool, int]:
+        if not rest:
+            return (), True, 0
+        part, tail = rest[0], rest[1:]
+        options: list[tuple[Loc, bool, int]] = []
+        in_map = isinstance(cur, Mapping) and part in cur
+        in_list = isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur)
+        if in_map or in_list:
+            sub, exists, depth = walk(cur[part], tail)
+            options.append(((part, *sub), exists, depth + 1))
+        if not tail:
+            options.append(((part,), False, 0))  # a missing or unknown field: name it, point at its parent
+        else:
+            options.append(walk(cur, tail))  # `part` was a union tag or model name: skip it
+        return max(options, key=lambda o: (o[1], o[2]))
+
+    path, exists, _ = walk(data, loc)
+    return path, exists
 
 
 def _describe(err: Mapping[str, Any]) -> str:

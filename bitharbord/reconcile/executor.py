@@ -170,7 +170,8 @@ def _record(report: ApplyReport, journal: Journal | None, metrics: Metrics | Non
     if journal is not None:
         journal.record(report.plan_digest, result)
     if metrics is not None:
-        metrics.actions.labels(verb=action.verb.name.lower(), kind=action.kind, result=result.outcome.name.lower()).inc()
+        metrics.actions.labels(verb=action.verb.name.lower(), kind=action.kind,
+                               result=result.outcome.name.lower()).inc()
     event = {"applied": "action.applied", "failed": "action.failed", "not applied": "action.not_applied"}
     level = log.error if result.outcome is Outcome.FAILED else log.info
     level(event[result.outcome.value], address=action.address, verb=action.verb.value, kind=action.kind,

@@ -91,3 +91,17 @@ async def migrate(path: Path, migrations: Sequence[Migration] = MIGRATIONS) -> l
 
 def schema_version(applied: Sequence[str]) -> str:
     return applied[-1] if applied else "none"
+
+
+def read_schema_version(path: Path) -> str | None:
+    """Synchronous read-only peek for status pages: the last applied migration, None without a database."""
+    if not path.exists():
+        return None
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT name FROM _migrations ORDER BY name").fetchall()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return schema_version([str(r[0]) for r in rows])

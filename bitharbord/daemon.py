@@ -1,0 +1,317 @@
+"""bitharbord: wires the parts. Named, guarded asyncio tasks; signals; sd_notify READY/STATUS/WATCHDOG."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sdnotify
+import structlog
+from aiohttp import web
+
+from bitharbord import __version__
+from bitharbord.api.app import init_app
+from bitharbord.config import ConfigError, Harbor, load, parse
+from bitharbord.metrics import Metrics
+from bitharbord.providers import registry
+from bitharbord.providers.base import Context
+from bitharbord.reconcile import executor
+from bitharbord.reconcile.loop import Desired, Loop, Reconciler
+from bitharbord.reconcile.plan import Plan
+from bitharbord.store import db
+from bitharbord.system.atomic import write_atomic
+from bitharbord.system.runner import ProcessRunner, Runner
+
+log = structlog.get_logger("bitharbord")
+
+
+@dataclass(frozen=True)
+class Settings:
+    config_path: Path
+    state_dir: Path
+    sandbox: Path | None = None  # under --state-dir every managed path is rebased below this root
+    socket_path: Path | None = None  # None: from harbor.yaml (server.socket.path)
+    http: str | None = ""  # "" from harbor.yaml, None off, else HOST:PORT
+    once: bool = False  # reconcile once and exit (no servers)
+
+    @classmethod
+    def sandboxed(cls, state_dir: Path, **kw: Any) -> Settings:
+        state_dir = state_dir.resolve()
+        return cls(config_path=kw.pop("config_path", None) or state_dir / "harbor.yaml", state_dir=state_dir,
+                   sandbox=state_dir / "root", socket_path=kw.pop("socket_path", None)
+                   or state_dir / "bitharbord.sock", **kw)
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, runner: Runner | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.runner = runner or ProcessRunner()
+        self.stop = asyncio.Event()
+        self.started = time.time()
+        self.notifier = sdnotify.SystemdNotifier()
+        self._desired: Desired | None = None
+        self._config_stamp: tuple[int, int] | None = None
+        self.config_error = ""
+        self.bound_http: str | None = None
+        self.reconciler = Reconciler(
+            registry.providers(), self._context,
+            journal=executor.Journal(settings.state_dir / "journal.jsonl"), metrics=self.metrics,
+        )
+        self.loop = Loop(self.reconciler, self.current_desired, stop=self.stop, on_pass=self._on_pass)
+
+    # ------------------------------------------------------------------ desired state
+
+    def _context(self, harbor: Harbor) -> Context:
+        return Context(runner=self.runner, harbor=harbor, state_dir=self.settings.state_dir,
+                       privileged=os.geteuid() == 0 and self.settings.sandbox is None)
+
+    def _make_desired(self, harbor: Harbor, source: str, path: str) -> Desired:
+        effective = harbor.rebased(self.settings.sandbox) if self.settings.sandbox else harbor
+        return Desired(harbor, effective, source, path)
+
+    def desired_from(self, source: Any, path: Any) -> Desired:
+        """The desired state a request names: its config text, or (none given) the one in force."""
+        if source is None:
+            current = self.current_desired()
+            if current is None:
+                raise ConfigError([_no_config(self.settings.config_path)])
+            return current
+        if not isinstance(source, str):
+            raise ConfigError([_problem(str(path or "request"), "config must be the text of a harbor.yaml")])
+        name = str(path) if isinstance(path, str) and path else "harbor.yaml"
+        return self._make_desired(parse(source, name), source, name)
+
+    def current_desired(self) -> Desired | None:
+        """The config file in force, re-read when it changes on disk (level-triggered: edits count too)."""
+        path = self.settings.config_path
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            self._desired, self._config_stamp = None, None
+            return None
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self._config_stamp:
+            self._config_stamp = stamp
+            try:
+                harbor = load(path)
+            except ConfigError as exc:
+                self.config_error = str(exc)
+                log.error("config.invalid", path=str(path), error=str(exc))
+                self.metrics.errors.labels(where="config").inc()
+            else:
+                self.config_error = ""
+                self._desired = self._make_desired(harbor, path.read_text(), str(path))
+                log.info("config.loaded", path=str(path), digest=harbor.digest)
+        return self._desired
+
+    def _store_config(self, desired: Desired) -> None:
+        path = self.settings.config_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, desired.source.encode(), mode=0o640)
+        st = path.stat()
+        self._config_stamp = (st.st_mtime_ns, st.st_size)
+        self._desired = Desired(desired.harbor, desired.effective, desired.source, str(path))
+        self.config_error = ""
+
+    # ------------------------------------------------------------------ plan / apply for the API
+
+    async def plan(self, desired: Desired) -> Plan:
+        async with self.reconciler.lock:
+            return await self.reconciler.plan(desired)
+
+    async def apply(self, desired: Desired, saved: Plan | None, *,
+                    allow_destroy: bool) -> tuple[Plan, executor.ApplyReport]:
+        async with self.reconciler.lock:
+            plan = saved or await self.reconciler.plan(desired)
+            report = await self.reconciler.apply(plan, desired, allow_destroy=allow_destroy, stop=self.stop)
+            # Not refused: harbor.yaml is now the desired state the loop keeps reconciling.
+            self._store_config(desired)
+        self.loop.wake.set()
+        return plan, report
+
+    # ------------------------------------------------------------------ status
+
+    @property
+    def socket_group(self) -> str | None:
+        d = self._desired
+        return d.harbor.server.socket.group if d else None
+
+    @property
+    def token_file(self) -> str | None:
+        d = self._desired
+        return d.harbor.server.http.token_file if d else None
+
+    def status(self) -> dict[str, Any]:
+        d = self._desired
+        schema = None
+        if d is not None:
+            with contextlib.suppress(Exception):
+                schema = db.read_schema_version(Path(d.effective.paths.media_root) / db.DB_NAME)
+        loop = self.loop.status.to_dict()
+        conditions = [{
+            "type": "Ready",
+            "status": loop["last_result"] == "converged",
+            "reason": loop["last_error"] or loop["last_result"],
+        }]
+        if self.config_error:
+            conditions.append({"type": "ConfigInvalid", "status": True, "reason": self.config_error})
+        return {
+            "version": __version__,
+            "uptime_s": round(time.time() - self.started, 1),
+            "sandbox": str(self.settings.sandbox) if self.settings.sandbox else None,
+            "config": {"path": str(self.settings.config_path), "digest": d.harbor.digest} if d else None,
+            "schema_version": schema,
+            "reconcile": loop,
+            "conditions": conditions,
+            "recent_actions": self.reconciler.journal.tail(20) if self.reconciler.journal else [],
+        }
+
+    def _on_pass(self, st: Any) -> None:
+        summary = st.last_result if not st.last_error else f"error: {st.last_error}"
+        self.notify(f"STATUS={summary}; {st.pending} pending; pass {st.passes}"[:200])
+
+    def notify(self, message: str) -> None:
+        self.notifier.notify(message)
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.current_desired()
+        if self.settings.once:
+            await self.loop.run_once()
+            return 0 if self.loop.status.last_result in ("converged", "no configuration applied yet") else 1
+        runner = web.AppRunner(init_app(self), handle_signals=False, access_log=None)
+        await runner.setup()
+        try:
+            await self._serve(runner)
+            self.notify("READY=1")
+            self.notify(f"STATUS=serving; {self.loop.status.last_result}")
+            log.info("daemon.ready", socket=str(self.socket_path), http=self.http_listen, version=__version__)
+            tasks = [
+                self._task("reconcile", self.loop.run),
+                self._task("watch", self._watch),
+            ]
+            if os.environ.get("WATCHDOG_USEC"):
+                tasks.append(self._task("watchdog", self._watchdog))
+            await self.stop.wait()
+            self.notify("STOPPING=1")
+            log.info("daemon.stopping")
+            # The reconcile task finishes the action in flight (the executor checks `stop` between actions).
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=120)
+        finally:
+            await runner.cleanup()
+            if self.socket_path and self.socket_path.is_socket():
+                self.socket_path.unlink()
+        log.info("daemon.stopped")
+        return 0
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("daemon.signal", signal=sig.name)
+        self.stop.set()
+
+    def _task(self, name: str, fn: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        async def guarded() -> None:
+            while not self.stop.is_set():
+                try:
+                    await fn()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a task dying must not take the daemon with it silently
+                    self.metrics.errors.labels(where=name).inc()
+                    log.exception("task.crashed", task=name, error=str(exc))
+                    await asyncio.sleep(1)
+
+        return asyncio.create_task(guarded(), name=name)
+
+    @property
+    def socket_path(self) -> Path | None:
+        if self.settings.socket_path:
+            return self.settings.socket_path
+        d = self._desired
+        return Path(d.harbor.server.socket.path) if d else Path("/run/bitharbor/bitharbord.sock")
+
+    @property
+    def http_listen(self) -> str | None:
+        if self.settings.http != "":
+            return self.settings.http
+        d = self._desired
+        return d.harbor.server.http.listen if d else None
+
+    async def _serve(self, runner: web.AppRunner) -> None:
+        path = self.socket_path
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_socket():
+                path.unlink()  # a stale socket from a crash
+            site = web.UnixSite(runner, str(path))
+            await site.start()
+            d = self._desired
+            os.chmod(path, int(d.harbor.server.socket.mode, 8) if d else 0o660)
+            group = self.socket_group
+            if group:
+                try:
+                    os.chown(path, -1, grp.getgrnam(group).gr_gid)
+                except (KeyError, PermissionError) as exc:
+                    log.warning("socket.group_not_set", group=group, error=str(exc))
+        listen = self.http_listen
+        if listen:
+            host, _, port = listen.rpartition(":")
+            tcp = web.TCPSite(runner, host.strip("[]"), int(port))
+            await tcp.start()
+            self.bound_http = tcp.name
+
+    async def _watch(self) -> None:
+        """watchfiles only wakes the loop early; the periodic pass is the truth."""
+        from watchfiles import awatch
+
+        while not self.stop.is_set():
+            config = self.settings.config_path
+            d = self._desired
+            folders = [w.path.rstrip("/") + "/" for w in d.effective.library.watch] if d else []
+            existing = [p for p in [config.parent, *(Path(f) for f in folders)] if p.is_dir()]
+            if not existing:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), timeout=5)
+                continue
+
+            def relevant(_change: object, path: str, folders: list[str] = folders) -> bool:
+                return path == str(config) or any(path.startswith(f) for f in folders)
+
+            digest_before = d.harbor.digest if d else None
+            async for _changes in awatch(*existing, stop_event=self.stop, debounce=500, recursive=True,
+                                         watch_filter=relevant):
+                self.loop.wake.set()
+                now = self._desired
+                if (now.harbor.digest if now else None) != digest_before:
+                    break  # the watch list may have changed: start a new watcher
+
+    async def _watchdog(self) -> None:
+        interval = int(os.environ["WATCHDOG_USEC"]) / 1_000_000 / 2
+        while not self.stop.is_set():
+            self.notify("WATCHDOG=1")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=interval)
+
+
+def _problem(file: str, message: str) -> Any:
+    from bitharbord.config import Problem
+
+    return Problem(file, 0, 0, "", message)
+
+
+def _no_config(path: Path) -> Any:
+    return _problem(str(path), "no harbor.yaml is in force yet: give one (bitharborctl plan -f harbor.yaml)")

@@ -1,0 +1,156 @@
+"""The level-triggered reconcile loop: plan from current state on an interval (or when woken), apply the safe part,
+back off on errors. Events only wake it early; the periodic pass is the truth."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from bitharbord.config import Harbor
+from bitharbord.metrics import Metrics
+from bitharbord.providers.base import Context, Provider
+from bitharbord.reconcile import executor
+from bitharbord.reconcile.plan import Plan
+from bitharbord.reconcile.planner import make_plan, observe
+
+log = structlog.get_logger("bitharbord.reconcile")
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The desired state in force: what the user wrote (for digests) and what the daemon acts on."""
+
+    harbor: Harbor  # as written
+    effective: Harbor  # rebased into the sandbox under --state-dir, else the same
+    source: str
+    path: str
+
+
+@dataclass
+class Reconciler:
+    providers: Sequence[Provider]
+    make_context: Callable[[Harbor], Context]
+    journal: executor.Journal | None = None
+    metrics: Metrics | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def plan(self, desired: Desired) -> Plan:
+        ctx = self.make_context(desired.effective)
+        snapshot = await observe(self.providers, desired.effective, ctx)
+        return make_plan(self.providers, snapshot, config_source=desired.source, config_path=desired.path,
+                         config_digest=desired.harbor.digest)
+
+    async def apply(self, plan: Plan, desired: Desired, *, allow_destroy: bool = False,
+                    stop: asyncio.Event | None = None) -> executor.ApplyReport:
+        ctx = self.make_context(desired.effective)
+        return await executor.apply(plan, self.providers, desired.effective, ctx, allow_destroy=allow_destroy,
+                                    journal=self.journal, metrics=self.metrics, stop=stop)
+
+
+@dataclass
+class LoopStatus:
+    passes: int = 0
+    last_at: float | None = None
+    last_duration_s: float | None = None
+    last_result: str = "never run"
+    last_error: str = ""
+    pending: int = 0
+    blocked: list[str] = field(default_factory=list)  # destructive actions waiting for an explicit apply
+    next_in_s: float = 0.0
+    last_plan: Plan | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passes": self.passes, "last_at": self.last_at, "last_duration_s": self.last_duration_s,
+            "last_result": self.last_result, "last_error": self.last_error, "pending": self.pending,
+            "blocked": self.blocked, "next_in_s": self.next_in_s,
+        }
+
+
+class Loop:
+    def __init__(self, reconciler: Reconciler, desired: Callable[[], Desired | None], *, stop: asyncio.Event,
+                 on_pass: Callable[[LoopStatus], None] | None = None) -> None:
+        self.reconciler = reconciler
+        self.desired = desired
+        self.stop = stop
+        self.wake = asyncio.Event()
+        self.status = LoopStatus()
+        self.on_pass = on_pass
+        self._failures = 0
+
+    def delay(self, harbor: Harbor | None) -> float:
+        interval = float(harbor.reconcile.interval if harbor else 60)
+        if self._failures == 0:
+            return interval
+        ceiling = float(harbor.reconcile.max_backoff if harbor else 900)
+        return min(ceiling, 2.0 ** (self._failures - 1))
+
+    async def run_once(self) -> LoopStatus:
+        desired = self.desired()
+        st = self.status
+        if desired is None:
+            st.last_result = "no configuration applied yet"
+            return st
+        metrics = self.reconciler.metrics
+        started = time.monotonic()
+        plan: Plan | None = None
+        try:
+            async with self.reconciler.lock:
+                plan = await self.reconciler.plan(desired)
+                safe = plan.safe_part()
+                st.blocked = [a.address for a in plan.actions if a not in safe.actions]
+                report = None
+                if not safe.empty:
+                    report = await self.reconciler.apply(safe, desired, stop=self.stop)
+            if report is not None and not report.ok:
+                failed = [r for r in report.results if r.outcome is executor.Outcome.FAILED]
+                raise RuntimeError("; ".join(f"{r.address}: {r.error}" for r in failed) or "not all applied")
+        except Exception as exc:
+            self._failures += 1
+            st.last_result, st.last_error = "error", str(exc)
+            if plan is not None:
+                st.pending = len(plan.actions)
+            if metrics:
+                metrics.reconciles.labels(result="error").inc()
+                metrics.errors.labels(where="reconcile").inc()
+            log.error("reconcile.failed", error=str(exc), failures=self._failures)
+        else:
+            self._failures = 0
+            applied = len(safe.actions)
+            st.pending = len(st.blocked)
+            st.last_result = "converged" if not st.blocked else "waiting for an explicit apply"
+            st.last_error = ""
+            st.last_plan = plan
+            if metrics:
+                metrics.reconciles.labels(result="ok").inc()
+                if not st.blocked:
+                    metrics.last_success.set(time.time())
+            log.info("reconcile.pass", applied=applied, blocked=len(st.blocked))
+        finally:
+            duration = time.monotonic() - started
+            st.passes += 1
+            st.last_at, st.last_duration_s = time.time(), round(duration, 4)
+            if metrics:
+                metrics.reconcile_duration.observe(duration)
+                metrics.pending.set(st.pending)
+        if self.on_pass:
+            self.on_pass(st)
+        return st
+
+    async def run(self) -> None:
+        while not self.stop.is_set():
+            await self.run_once()
+            desired = self.desired()
+            delay = self.delay(desired.harbor if desired else None)
+            self.status.next_in_s = delay
+            self.wake.clear()
+            waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(self.stop.wait())]
+            await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            for task in waiters:
+                task.cancel()
+

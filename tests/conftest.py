@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bitharbord.config import Harbor, parse
+from bitharbord.providers.base import Context
+from bitharbord.system.runner import ProcessRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def harbor_text(root: Path, extra: str = "") -> str:
+    return (
+        "apiVersion: bitharbor/v1\n"
+        "paths:\n"
+        f"  media_root: {root}/media\n"
+        f"  index_root: {root}/index\n"
+        f"  config_root: {root}/config\n"
+        '  mode: "0750"\n'
+        "library:\n"
+        "  watch:\n"
+        f"    - {{path: {root}/inbox, type: personal}}\n" + extra
+    )
+
+
+@pytest.fixture
+def make_harbor(tmp_path: Path) -> Callable[[str], Harbor]:
+    def make(extra: str = "") -> Harbor:
+        return parse(harbor_text(tmp_path / "box", extra), "harbor.yaml")
+
+    return make
+
+
+@pytest.fixture
+def ctx_for(tmp_path: Path) -> Callable[[Harbor], Context]:
+    def make(harbor: Harbor) -> Context:
+        return Context(runner=ProcessRunner(), harbor=harbor, state_dir=tmp_path / "state", privileged=False)
+
+    return make

@@ -1,0 +1,126 @@
+"""The first providers against the real filesystem and a real SQLite file: create, drift, converge."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bitharbord.config import Harbor
+from bitharbord.providers import registry
+from bitharbord.providers.base import Context
+from bitharbord.providers.database import Database, db_path
+from bitharbord.reconcile import executor
+from bitharbord.reconcile.plan import Plan, Verb
+from bitharbord.reconcile.planner import make_plan, observe
+from bitharbord.store import db
+from bitharbord.store.migrations import MIGRATIONS, Migration
+
+Make = Callable[[str], Harbor]
+Ctx = Callable[[Harbor], Context]
+
+
+async def plan_of(harbor: Harbor, ctx: Context) -> Plan:
+    providers = registry.providers()
+    return make_plan(providers, await observe(providers, harbor, ctx))
+
+
+async def converge(harbor: Harbor, ctx: Context) -> executor.ApplyReport:
+    plan = await plan_of(harbor, ctx)
+    return await executor.apply(plan, registry.providers(), harbor, ctx)
+
+
+async def test_fresh_box_converges_and_second_plan_is_empty(make_harbor: Make, ctx_for: Ctx) -> None:
+    harbor = make_harbor("")
+    ctx = ctx_for(harbor)
+    report = await converge(harbor, ctx)
+    assert report.ok and len(report.results) == 6
+    for root in (harbor.paths.media_root, harbor.paths.index_root, harbor.paths.config_root):
+        assert oct(os.stat(root).st_mode & 0o777) == "0o750"
+    assert Path(harbor.library.watch[0].path).is_dir()
+    assert (await plan_of(harbor, ctx)).empty
+
+
+async def test_mode_drift_is_one_update_with_chmod(make_harbor: Make, ctx_for: Ctx) -> None:
+    harbor = make_harbor("")
+    ctx = ctx_for(harbor)
+    await converge(harbor, ctx)
+    os.chmod(harbor.paths.index_root, 0o755)
+    plan = await plan_of(harbor, ctx)
+    assert [(a.address, a.verb, a.reason) for a in plan.actions] == [
+        (f"dir.{harbor.paths.index_root}", Verb.UPDATE, "mode 0755 -> 0750")]
+    assert plan.actions[0].commands == (("chmod", "0750", harbor.paths.index_root),)
+    assert (await executor.apply(plan, registry.providers(), harbor, ctx)).ok
+    assert os.stat(harbor.paths.index_root).st_mode & 0o777 == 0o750
+
+
+async def test_watch_folder_mode_is_left_alone(make_harbor: Make, ctx_for: Ctx) -> None:
+    harbor = make_harbor("")
+    ctx = ctx_for(harbor)
+    await converge(harbor, ctx)
+    os.chmod(harbor.library.watch[0].path, 0o777)
+    assert (await plan_of(harbor, ctx)).empty
+
+
+async def test_database_is_wal_with_recorded_migrations(make_harbor: Make, ctx_for: Ctx) -> None:
+    harbor = make_harbor("")
+    await converge(harbor, ctx_for(harbor))
+    path = db_path(harbor)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert [r[0] for r in conn.execute("SELECT name FROM _migrations")] == [m.name for m in MIGRATIONS]
+    assert conn.execute("SELECT count(*) FROM media_core").fetchone()[0] == 0
+    conn.close()
+    assert db.read_schema_version(path) == MIGRATIONS[-1].name
+
+
+async def test_pending_migration_is_planned_and_applied_in_a_transaction(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    first = (Migration("0001_a", ("CREATE TABLE a (x INTEGER)",)),)
+    assert await db.migrate(path, first) == ["0001_a"]
+    assert await db.migrate(path, first) == []  # idempotent
+    broken = (*first, Migration("0002_b", ("CREATE TABLE b (x INTEGER)", "CREATE TABLE a (y INTEGER)")))
+    with pytest.raises(sqlite3.OperationalError):
+        await db.migrate(path, broken)
+    conn = sqlite3.connect(path)
+    # The failed migration left nothing behind: no table b, not recorded.
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name='b'").fetchone() is None
+    assert [r[0] for r in conn.execute("SELECT name FROM _migrations")] == ["0001_a"]
+    conn.close()
+    facts = await db.inspect(path)
+    assert facts is not None and db.pending(facts.applied, broken) == ["0002_b"]
+
+
+def test_database_newer_than_code_is_an_error() -> None:
+    with pytest.raises(db.SchemaError, match="9999_future"):
+        db.pending(["0001_media_core", "9999_future"])
+
+
+def test_database_diff_names_pending_migrations(make_harbor: Make) -> None:
+    harbor = make_harbor("")
+    want = Database().desired(harbor)["catalog"]
+    actions = Database().diff("catalog", want, {"path": want["path"], "journal_mode": "delete", "migrations": []})
+    assert actions[0].verb is Verb.UPDATE
+    assert actions[0].reason == "journal_mode delete -> wal; migrate: 0001_media_core"
+
+
+async def test_observe_never_creates_the_database(make_harbor: Make, ctx_for: Ctx) -> None:
+    harbor = make_harbor("")
+    await observe(registry.providers(), harbor, ctx_for(harbor))
+    assert not db_path(harbor).exists()
+    assert not Path(harbor.paths.media_root).exists()
+
+
+async def test_index_store_files(make_harbor: Make, ctx_for: Ctx) -> None:
+    harbor = make_harbor("")
+    await converge(harbor, ctx_for(harbor))
+    root = Path(harbor.paths.index_root)
+    assert (root / "vectors.fp32").stat().st_size == 0
+    assert (root / "ann").is_dir()
+    assert '"embedder": "minilm"' in (root / "index.json").read_text()
+    (root / "ann").rmdir()
+    plan = await plan_of(harbor, ctx_for(harbor))
+    assert [(a.address, a.reason) for a in plan.actions] == [("index.store", "missing: ann/")]
