@@ -238,7 +238,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("-f", "--file", help="the harbor.yaml to apply")
     ap.add_argument("--allow-destroy", action="store_true",
                     help="permit destructive actions that harbor.yaml also opts into")
-    ap.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    ap.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                    help="'text' (default): the plan and one line per action; 'json': plan and report as JSON")
     ap.set_defaults(func=cmd_apply)
 
     d = sub.add_parser("diff", help="compare a harbor.yaml with the desired state in force",
@@ -251,7 +252,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="how the box is: config, reconcile state, conditions",
                        description="The daemon's view of the box: config in force, schema version, the last "
                                    "reconcile pass, conditions and the recent actions.")
-    s.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    s.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                   help="'text' (default) or 'json' (the /v1/status document)")
     s.set_defaults(func=cmd_status)
     return p
 

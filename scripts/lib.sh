@@ -1,0 +1,42 @@
+# Shared by scripts/demo.sh and scripts/test.sh: install what BitHarbor needs, idempotently.
+# shellcheck shell=bash
+
+PYTHON=${PYTHON:-python3.11}
+
+# Debian packages the tests and the daemon use (only installed when running as root and missing).
+SYSTEM_PACKAGES=(util-linux e2fsprogs xfsprogs btrfs-progs)
+
+ensure_system_packages() {
+  local missing=() pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "note: not root, so not installing: ${missing[*]} (tests that need them will say so)" >&2
+    return 0
+  fi
+  echo "== apt-get install ${missing[*]}"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# ensure_venv DIR SPEC: a venv at DIR with `pip install -e SPEC`; re-installs only when pyproject.toml changed.
+ensure_venv() {
+  local dir=$1 spec=$2 stamp
+  stamp="$dir/.bitharbor-installed"
+  if ! command -v "$PYTHON" >/dev/null; then
+    echo "error: $PYTHON not found; BitHarbor needs Python 3.11" >&2
+    return 1
+  fi
+  [ -x "$dir/bin/python" ] || "$PYTHON" -m venv "$dir"
+  local want
+  want="$(sha256sum pyproject.toml | cut -d' ' -f1) $spec"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "== installing BitHarbor ($spec) into $dir (a few minutes the first time)"
+    # torch is pinned in pyproject.toml to the CPU wheel on local disk; numpy stays at 1.25.0 for diskannpy.
+    "$dir/bin/pip" install -q --disable-pip-version-check -e "$spec" 2>&1 | grep -v "^WARNING: Location" || true
+    "$dir/bin/python" -c "import bitharbord, bitharborctl" || return 1
+    echo "$want" > "$stamp"
+  fi
+}

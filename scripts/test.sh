@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Install everything the tests need, then lint, type-check and run the whole test suite.
+# Extra arguments go to pytest (e.g. `bash scripts/test.sh -k config`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_system_packages "${SYSTEM_PACKAGES[@]}"
+ensure_venv .venv '.[test]'
+echo "== ruff";  .venv/bin/ruff check bitharbord bitharborctl tests bench
+echo "== mypy --strict"; .venv/bin/mypy bitharbord bitharborctl
+echo "== pytest"
+.venv/bin/pytest -q -p no:cacheprovider "$@"
