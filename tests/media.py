@@ -16,7 +16,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from PIL import Image, ImageDraw
-from PIL.ExifTags import IFD, Base, GPS
+from PIL.ExifTags import GPS, IFD, Base
 
 
 def _dms(value: float) -> tuple[Fraction, Fraction, Fraction]:
