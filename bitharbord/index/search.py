@@ -1,0 +1,514 @@
+"""Search over the vector store: ANN over the rows present at the last build, an exact scan of the fresh tail,
+tombstone and media-type filtering, and an exact fp32 cosine re-rank of every candidate.
+
+How a query is answered (rows 0..built_rows-1 are "built", rows built_rows..rows-1 are the "fresh tail"):
+
+- Built rows, no type filter: the ANN index returns `rerank` (default 100) candidates; each is re-scored exactly
+  on its fp32 row from the memory-mapped `vectors.fp32`.
+- Built rows, type filter, per requested type:
+  * the type has <= `type_scan_limit` (20k) built rows: exact scan of an in-RAM copy of that type's rows.
+    Exact, so recall is 1.0 however rare the type; 20k x 1024-d is ~80 MB read per query (a few ms), the
+    same order as one ANN query at 1M. Filtering the global ANN's results instead loses a rare type almost
+    entirely (a 1% type leaves ~1 of 100 candidates), and DiskANN's label filters measured 0.30-0.80 recall.
+  * a larger type that is at most `type_index_max_fraction` (20%) of the library: its own ANN index, built
+    beside the global one at rebuild time (normal recall and latency, at the cost of a second copy of those
+    rows in the index).
+  * a larger, common type: the global ANN over-fetches rerank / fraction (<= 5x) candidates and keeps that
+    type's rows.
+- Fresh tail: exact scan (numpy) of the rows appended since the build, so new items are findable at once.
+- Deleted rows (tombstones) are hidden in the ANN indexes and filtered everywhere; `min_score` and `k` apply
+  to the merged, exactly scored candidates.
+
+Rebuild: `prepare_rebuild()` (owner thread, cheap: snapshots row count, liveness and types) -> `job.run()`
+(may run in a worker thread: reads only the snapshot and immutable files, builds a new index generation in
+`<index root>/ann/gen-NNNNNN.partial/`, fsyncs, renames it to `gen-NNNNNN/`) -> `install(built)` (owner
+thread: records the generation, its build duration and parameters in the store manifest -- the atomic swap
+point -- then switches searches to it and deletes the old generation). `rebuild()` does all three. An hnsw
+rebuild is incremental when the previous index is hnsw and not too full of tombstones: a copy of it gets the
+tail added. A crash at any point leaves the previous generation in use; stray directories are removed when a
+Searcher opens.
+
+`needs_rebuild()`: the tail holds >= `rebuild_threshold` (10k) rows, or >= `rebuild_fraction` (5%) of the
+built rows (and >= `rebuild_min_rows`), or tombstones since the build reach `tombstone_fraction` (10%) of the
+indexed rows, or the configured backend differs from the installed one.
+
+`ann_dtype="int8"` keeps a reduced-precision copy in the ANN index (DiskANN only: a quarter of fp32; diskannpy
+has no fp16 and hnswlib stores fp32 only); re-ranking always reads the fp32 rows.
+
+Not thread-safe: search, delete and install belong to one owner thread (e.g. one executor thread); only
+`RebuildJob.run()` is meant to run elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+from bitharbord.index.ann import AnnIndex, I64Matrix, create_index, load_index, topk
+from bitharbord.index.vectors import F32Matrix, I64Array, VectorStore, fsync_dir, normalize_queries
+
+log = structlog.get_logger("bitharbord.index.search")
+
+ANN_DIR = "ann"
+_GEN = re.compile(r"^gen-(\d{6})(\.partial)?$")
+_STRAY = re.compile(r"^(gen-\d{6}(\.partial)?|diskann-build-.*)$")
+_TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Hit:
+    row_id: int
+    score: float
+    type: str
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    backend: str = "hnsw"
+    ann_params: Mapping[str, Any] = field(default_factory=dict)
+    ann_dtype: Literal["float32", "int8"] = "float32"
+    rerank: int = 100
+    width: int | None = None
+    type_scan_limit: int = 20_000
+    type_index_max_fraction: float = 0.2
+    overfetch_cap: int = 4096
+    rebuild_threshold: int = 10_000
+    rebuild_fraction: float = 0.05
+    rebuild_min_rows: int = 1_000
+    tombstone_fraction: float = 0.1
+    incremental: bool = True
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("hnsw", "diskann", "flat"):
+            raise ValueError(f"index backend: {self.backend!r} is not one of diskann, flat, hnsw")
+        if self.ann_dtype not in ("float32", "int8"):
+            raise ValueError(f"ann_dtype: expected 'float32' or 'int8', got {self.ann_dtype!r}")
+        if self.ann_dtype == "int8" and self.backend != "diskann":
+            raise ValueError(f"ann_dtype int8 (reduced-precision ANN storage): the {self.backend} backend stores "
+                             "float32 only; use backend diskann or ann_dtype float32")
+        for name in ("rerank", "rebuild_threshold", "overfetch_cap"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if self.type_scan_limit < 0 or self.rebuild_min_rows < 0:
+            raise ValueError("type_scan_limit and rebuild_min_rows must not be negative")
+        for name in ("rebuild_fraction", "tombstone_fraction"):
+            if not 0 < float(getattr(self, name)) <= 1:
+                raise ValueError(f"{name}: expected a fraction in (0, 1], got {getattr(self, name)!r}")
+        if not 0 <= self.type_index_max_fraction <= 1:
+            raise ValueError(f"type_index_max_fraction: expected 0..1, got {self.type_index_max_fraction!r}")
+
+    @classmethod
+    def from_settings(cls, index: Any, **overrides: Any) -> SearchConfig:
+        """From the harbor.yaml `index` section (bitharbord.config.Index: backend, rebuild_threshold,
+        rebuild_fraction, fp16). fp16 asks for reduced-precision ANN storage, which is int8 on DiskANN."""
+        fp16 = bool(getattr(index, "fp16", False))
+        backend = str(index.backend)
+        if fp16 and backend != "diskann":
+            raise ValueError(f"index.fp16: reduced-precision ANN storage needs backend diskann (the {backend} "
+                             "backend stores float32 only)")
+        return cls(backend=backend, rebuild_threshold=int(index.rebuild_threshold),
+                   rebuild_fraction=float(index.rebuild_fraction),
+                   ann_dtype="int8" if fp16 else "float32", **overrides)
+
+    def index_params(self, scratch: Path) -> dict[str, Any]:
+        params = dict(self.ann_params)
+        if self.backend == "diskann":
+            params.setdefault("dtype", self.ann_dtype)
+            params.setdefault("scratch", scratch)
+        if self.num_threads is not None and self.backend != "flat":
+            params.setdefault("num_threads", self.num_threads)
+        return params
+
+
+@dataclass
+class BuiltIndex:
+    """A finished generation, ready for `Searcher.install`."""
+
+    generation: int
+    directory: Path
+    info: dict[str, Any]
+    main: AnnIndex
+    subs: dict[str, AnnIndex]
+
+
+@dataclass
+class RebuildJob:
+    """A snapshot of what to index. `run()` touches only the snapshot and new files: safe in a worker thread."""
+
+    ann_root: Path
+    generation: int
+    config: SearchConfig
+    dim: int
+    rows: int
+    tombstones: int
+    vectors: F32Matrix
+    alive: npt.NDArray[np.bool_]
+    types: npt.NDArray[np.uint16]
+    type_names: tuple[str, ...]
+    previous: dict[str, Any] | None
+    sub_types: list[str]
+
+    def _build(self, rows: I64Array, base: Path | None, base_rows: int) -> tuple[AnnIndex, str]:
+        cfg = self.config
+        params = cfg.index_params(self.ann_root)
+        if base is not None:
+            index = load_index(base, **{k: v for k, v in params.items() if k == "num_threads"})
+            index.delete(np.flatnonzero(~self.alive[:base_rows]))
+            new = rows[rows >= base_rows]
+            for s in range(0, len(new), 65536):
+                part = new[s : s + 65536]
+                index.add(self.vectors[part], part)
+            return index, "incremental"
+        index = create_index(cfg.backend, self.dim, **params)
+        if index.supports_add and len(rows) > 65536:
+            index.build(np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64))
+            for s in range(0, len(rows), 65536):  # gather in chunks: no full copy of the library in RAM
+                part = rows[s : s + 65536]
+                index.add(self.vectors[part], part)
+        else:
+            index.build(self.vectors[rows] if len(rows) < self.rows else self.vectors, rows)
+        return index, "full"
+
+    def _base(self, name: str) -> tuple[Path | None, int]:
+        """The previous generation's index directory to extend incrementally, or (None, 0) for a full build."""
+        prev = self.previous
+        cfg = self.config
+        if not (cfg.incremental and prev and prev.get("backend") == cfg.backend == "hnsw"):
+            return None, 0
+        if dict(prev.get("params", {})) != dict(create_index("hnsw", self.dim, **cfg.ann_params).params()):
+            return None, 0
+        if name != "all" and name not in prev.get("subindexes", []):
+            return None, 0
+        base_rows = int(prev["rows"])
+        # nodes of the old graph whose rows are dead now: hnsw keeps them (marked), they slow and crowd search
+        marked = int((~self.alive[:base_rows]).sum()) - int(prev.get("unindexed_dead", 0))
+        if marked > cfg.tombstone_fraction * max(int(prev.get("indexed", 0)) + marked, 1):
+            return None, 0
+        d = self.ann_root / str(prev["dir"]) / name
+        return (d, base_rows) if d.is_dir() else (None, 0)
+
+    def _prev_unindexed(self) -> int:
+        return int(self.previous.get("unindexed_dead", 0)) if self.previous else 0
+
+    def run(self) -> BuiltIndex:
+        t0, started = time.monotonic(), time.time()
+        final = self.ann_root / f"gen-{self.generation:06d}"
+        partial = final.with_name(final.name + ".partial")
+        if partial.exists():
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True)
+        log.info("index.rebuild.start", generation=self.generation, backend=self.config.backend,
+                 rows=self.rows, live=int(self.alive.sum()))
+        try:
+            live = np.flatnonzero(self.alive).astype(np.int64)
+            base, base_rows = self._base("all")
+            main, mode = self._build(live, base, base_rows)
+            # dead rows that are not nodes of the graph (a full build skips them; so does an incremental add)
+            unindexed = (int((~self.alive).sum()) if base is None else
+                         int(self._prev_unindexed()) + int((~self.alive[base_rows:]).sum()))
+            main.save(partial / "all")
+            subs: dict[str, AnnIndex] = {}
+            for name in self.sub_types:
+                code = self.type_names.index(name)
+                rows = live[self.types[live] == code]
+                sbase, sbase_rows = self._base(name)
+                subs[name], _ = self._build(rows, sbase, sbase_rows)
+                subs[name].save(partial / name)
+            fsync_dir(partial)
+            partial.rename(final)
+            fsync_dir(self.ann_root)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        duration = time.monotonic() - t0
+        info = {
+            "generation": self.generation, "dir": final.name, "backend": self.config.backend,
+            "params": main.params(), "rows": self.rows, "tombstones": self.tombstones,
+            "indexed": main.count(), "unindexed_dead": unindexed, "subindexes": sorted(subs),
+            "mode": mode, "started_at": started, "duration_s": round(duration, 3),
+        }
+        log.info("index.rebuild.done", generation=self.generation, mode=mode, duration_s=round(duration, 3),
+                 indexed=main.count(), subindexes=sorted(subs))
+        return BuiltIndex(self.generation, final, info, main, subs)
+
+
+class Searcher:
+    """k-NN search over a VectorStore. See the module docstring for the algorithm and the threading rules."""
+
+    def __init__(self, store: VectorStore, config: SearchConfig | None = None) -> None:
+        self.store = store
+        self.config = config or SearchConfig()
+        self.ann_root = store.root / ANN_DIR
+        self.ann_root.mkdir(exist_ok=True)
+        self._info: dict[str, Any] | None = None
+        self._main: AnnIndex | None = None
+        self._subs: dict[str, AnnIndex] = {}
+        self._built_rows = 0
+        self._tomb_applied = 0
+        self._counts = np.zeros(0, dtype=np.int64)
+        self._scan: dict[int, tuple[I64Array, F32Matrix]] = {}
+        self._load_failed: str | None = None
+        info = store.index_info()
+        if info is not None:
+            try:
+                self._activate(info, load_index(self.ann_root / info["dir"] / "all", **self._runtime()),
+                               {n: load_index(self.ann_root / info["dir"] / n, **self._runtime())
+                                for n in info.get("subindexes", [])})
+            except Exception as e:  # a damaged index must not stop search: everything becomes the tail
+                self._load_failed = f"{type(e).__name__}: {e}"
+                log.error("index.load_failed", dir=str(info.get("dir")), error=self._load_failed)
+                self._main, self._subs, self._info, self._built_rows = None, {}, None, 0
+                self._refresh_counts()
+        self._remove_strays()
+
+    # -- state ---------------------------------------------------------------------------------------------
+
+    def _runtime(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {}
+        if self.config.num_threads is not None:
+            opts["num_threads"] = self.config.num_threads
+        if self.config.backend == "diskann":
+            opts["scratch"] = self.ann_root
+        return opts
+
+    def _activate(self, info: dict[str, Any], main: AnnIndex, subs: dict[str, AnnIndex]) -> None:
+        self._info, self._main, self._subs = info, main, subs
+        self._built_rows = min(int(info["rows"]), self.store.rows)
+        self._tomb_applied = int(info["tombstones"])
+        self._sync_tombstones()
+        self._refresh_counts()
+
+    def _refresh_counts(self) -> None:
+        nb = self._built_rows
+        self._counts = np.bincount(self.store.types()[:nb], minlength=len(self.store.type_names)).astype(np.int64)
+        self._scan = {}
+
+    def _remove_strays(self) -> None:
+        keep = self._info["dir"] if self._info else None
+        for p in self.ann_root.iterdir():
+            if p.name != keep and _STRAY.match(p.name):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                log.info("index.stray_removed", path=str(p))
+
+    def _sync_tombstones(self) -> None:
+        total = self.store.tombstone_count
+        if total <= self._tomb_applied:
+            return
+        dead = self.store.tombstones(self._tomb_applied)
+        dead = dead[dead < self._built_rows]
+        if len(dead):
+            if self._main is not None:
+                self._main.delete(dead)
+            for sub in self._subs.values():
+                sub.delete(dead)
+        self._tomb_applied = total
+
+    def stats(self) -> dict[str, Any]:
+        info = self._info or {}
+        return {
+            "rows": self.store.rows, "live": self.store.live_rows, "built_rows": self._built_rows,
+            "tail_rows": self.store.rows - self._built_rows, "tombstones": self.store.tombstone_count,
+            "generation": info.get("generation"), "backend": info.get("backend"),
+            "indexed": self._main.count() if self._main is not None else 0,
+            "subindexes": sorted(self._subs), "last_rebuild_s": info.get("duration_s"),
+            "load_error": self._load_failed,
+        }
+
+    # -- searching -----------------------------------------------------------------------------------------
+
+    def _scan_rows(self, code: int) -> tuple[I64Array, F32Matrix]:
+        hit = self._scan.get(code)
+        if hit is None:
+            rows = np.flatnonzero(self.store.types()[: self._built_rows] == code).astype(np.int64)
+            hit = (rows, np.ascontiguousarray(self.store.matrix()[rows]))
+            self._scan[code] = hit
+        return hit
+
+    def delete(self, row_ids: npt.ArrayLike | Iterable[int]) -> int:
+        """Tombstone rows in the store and hide them in the ANN indexes at once."""
+        n = self.store.delete(row_ids)
+        self._sync_tombstones()
+        return n
+
+    def search(self, query: npt.ArrayLike, k: int = 10, *, types: str | Iterable[str] | None = None,
+               min_score: float | None = None) -> list[Hit]:
+        """The k best live rows for one query vector (any scale: it is normalised), best first."""
+        return self.search_batch(np.asarray(query)[None, :] if np.ndim(query) == 1 else query, k,
+                                 types=types, min_score=min_score)[0]
+
+    def search_batch(self, queries: npt.ArrayLike, k: int = 10, *, types: str | Iterable[str] | None = None,
+                     min_score: float | None = None) -> list[list[Hit]]:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k: expected a positive integer, got {k!r}")
+        if min_score is not None and not (isinstance(min_score, (int, float, np.floating))
+                                          and -1.0 <= float(min_score) <= 1.0):
+            raise ValueError(f"min_score: expected a number in -1..1, got {min_score!r}")
+        q = normalize_queries(queries, self.store.dim)
+        codes = self._codes(types)
+        nq, k = q.shape[0], int(k)
+        if codes is not None and not codes:
+            return [[] for _ in range(nq)]
+        self._sync_tombstones()
+        n, nb = self.store.rows, self._built_rows
+        alive, tcodes = self.store.alive(), self.store.types()
+        parts: list[tuple[I64Matrix, F32Matrix]] = []  # exact scores, (nq, *) each, -1/-inf padded
+
+        if nb > 0 and self._main is not None:
+            if codes is None:
+                parts.append(self._ann_part(self._main, q, k, self.config.rerank, None))
+            else:
+                global_codes: list[int] = []
+                for c in sorted(codes):
+                    cnt = int(self._counts[c]) if c < len(self._counts) else 0
+                    if cnt == 0:
+                        continue
+                    if cnt <= self.config.type_scan_limit:  # exact scan of the type's rows
+                        rows, mat = self._scan_rows(c)
+                        s = q @ mat.T
+                        s[:, ~alive[rows]] = -np.inf
+                        idx, sc = topk(s, k)
+                        parts.append((rows[idx], sc))
+                    elif (name := self.store.type_names[c]) in self._subs:  # the type's own index
+                        parts.append(self._ann_part(self._subs[name], q, k, self.config.rerank, None))
+                    else:
+                        global_codes.append(c)
+                if global_codes:  # common types: over-fetch from the global index and keep theirs
+                    frac = float(self._counts[global_codes].sum()) / nb
+                    fetch = min(self.config.overfetch_cap, math.ceil(self.config.rerank / max(frac, 1e-9)))
+                    parts.append(self._ann_part(self._main, q, k, fetch, np.array(global_codes)))
+
+        if n > nb:  # the fresh tail (everything when there is no index yet)
+            s = q @ self.store.matrix(nb, n).T
+            mask = alive[nb:n].copy()
+            if codes is not None:
+                mask &= np.isin(tcodes[nb:n], np.array(sorted(codes)))
+            s[:, ~mask] = -np.inf
+            idx, sc = topk(s, k)
+            parts.append((idx + nb, sc))
+
+        return self._merge(parts, nq, k, min_score, tcodes)
+
+    def _codes(self, types: str | Iterable[str] | None) -> set[int] | None:
+        if types is None:
+            return None
+        names = [types] if isinstance(types, str) else list(types)
+        for t in names:
+            if not isinstance(t, str) or not _TYPE_NAME.match(t):
+                raise ValueError(f"types: {t!r} is not a type name (expected lower-case [a-z][a-z0-9_]*)")
+        if not names:
+            raise ValueError("types: an empty list filters everything out; pass None for all types")
+        return {c for t in names if (c := self.store.type_code(t)) is not None}
+
+    def _ann_part(self, index: AnnIndex, q: F32Matrix, k: int, fetch: int,
+                  keep_codes: npt.NDArray[Any] | None) -> tuple[I64Matrix, F32Matrix]:
+        ids, _ = index.search(q, max(fetch, k), width=self.config.width)  # backends raise width to fetch
+        alive, tcodes, mat = self.store.alive(), self.store.types(), self.store.matrix()
+        nq = q.shape[0]
+        out_i = np.full((nq, k), -1, dtype=np.int64)
+        out_s = np.full((nq, k), -np.inf, dtype=np.float32)
+        for r in range(nq):
+            cand = ids[r]
+            cand = cand[(cand >= 0) & (cand < self._built_rows)]
+            cand = cand[alive[cand]]
+            if keep_codes is not None:
+                cand = cand[np.isin(tcodes[cand], keep_codes)]
+            if len(cand) == 0:
+                continue
+            rows = np.sort(cand)  # sorted: sequential reads from the memory map
+            exact = mat[rows] @ q[r]
+            j, sc = topk(exact[None, :], k)
+            out_i[r, : j.shape[1]] = rows[j[0]]
+            out_s[r, : j.shape[1]] = sc[0]
+        return out_i, out_s
+
+    def _merge(self, parts: list[tuple[I64Matrix, F32Matrix]], nq: int, k: int, min_score: float | None,
+               tcodes: npt.NDArray[np.uint16]) -> list[list[Hit]]:
+        names = self.store.type_names
+        out: list[list[Hit]] = []
+        if not parts:
+            return [[] for _ in range(nq)]
+        all_i = np.concatenate([p[0] for p in parts], axis=1)
+        all_s = np.concatenate([p[1] for p in parts], axis=1)
+        floor = -np.inf if min_score is None else np.float32(min_score)
+        for r in range(nq):
+            ok = (all_i[r] >= 0) & (all_s[r] >= floor) & np.isfinite(all_s[r])
+            ids, sc = all_i[r][ok], all_s[r][ok]
+            order = np.argsort(-sc, kind="stable")[:k]
+            out.append([Hit(int(ids[j]), float(sc[j]), names[int(tcodes[ids[j]])]) for j in order])
+        return out
+
+    # -- rebuilding ----------------------------------------------------------------------------------------
+
+    def rebuild_reason(self, threshold_rows: int | None = None, fraction: float | None = None) -> str | None:
+        """Why the index should be rebuilt now, or None. Defaults come from the config."""
+        cfg = self.config
+        threshold = cfg.rebuild_threshold if threshold_rows is None else threshold_rows
+        frac = cfg.rebuild_fraction if fraction is None else fraction
+        n, nb = self.store.rows, self._built_rows
+        tail = n - nb
+        if self._info is not None and self._info.get("backend") != cfg.backend and self.store.live_rows:
+            return f"backend changed from {self._info.get('backend')} to {cfg.backend}"
+        if self._load_failed and self.store.live_rows:
+            return f"the installed index failed to load ({self._load_failed})"
+        if tail >= threshold:
+            return f"{tail} rows appended since the last build (threshold {threshold})"
+        if tail >= max(cfg.rebuild_min_rows, 1) and tail >= frac * max(nb, 1):
+            return f"{tail} rows appended since the last build, more than {frac:.0%} of {nb}"
+        if self._info is not None:
+            since = self.store.tombstones(int(self._info["tombstones"]))
+            dead = int((since < nb).sum())
+            indexed = int(self._info.get("indexed", nb))
+            if dead and dead >= cfg.tombstone_fraction * max(indexed, cfg.rebuild_min_rows):
+                return f"{dead} indexed rows deleted since the last build (of {indexed})"
+        return None
+
+    def needs_rebuild(self, threshold_rows: int | None = None, fraction: float | None = None) -> bool:
+        return self.rebuild_reason(threshold_rows, fraction) is not None
+
+    def prepare_rebuild(self) -> RebuildJob:
+        """Snapshot what to index (owner thread). Run the returned job anywhere, then `install` its result."""
+        n = self.store.rows
+        alive = self.store.alive().copy()
+        types = self.store.types().copy()
+        names = self.store.type_names
+        live_counts = np.bincount(types[alive], minlength=len(names))
+        live_total = max(int(alive.sum()), 1)
+        cfg = self.config
+        subs = [names[c] for c, cnt in enumerate(live_counts)
+                if cnt > cfg.type_scan_limit and cnt / live_total <= cfg.type_index_max_fraction]
+        gen = int(self._info["generation"]) + 1 if self._info else 1
+        prev = self._info if self._main is not None else None
+        return RebuildJob(self.ann_root, gen, cfg, self.store.dim, n, self.store.tombstone_count,
+                          self.store.matrix(0, n), alive, types, names, prev, subs)
+
+    def install(self, built: BuiltIndex) -> dict[str, Any]:
+        """Swap the built generation in (manifest update), then drop the old one. Returns the rebuild info."""
+        expected = int(self._info["generation"]) + 1 if self._info else 1
+        if built.generation != expected:
+            raise RuntimeError(f"stale rebuild: generation {built.generation} built, {expected} expected "
+                               "(another rebuild was installed meanwhile)")
+        old = self._info["dir"] if self._info else None
+        self.store.set_index_info(built.info)  # the swap point
+        self._load_failed = None
+        self._activate(dict(built.info), built.main, built.subs)
+        if old and old != built.directory.name:
+            shutil.rmtree(self.ann_root / old, ignore_errors=True)
+        log.info("index.installed", generation=built.generation, rows=built.info["rows"],
+                 duration_s=built.info["duration_s"], mode=built.info["mode"])
+        return dict(built.info)
+
+    def rebuild(self) -> dict[str, Any]:
+        """prepare_rebuild + run + install in the calling thread."""
+        return self.install(self.prepare_rebuild().run())
+

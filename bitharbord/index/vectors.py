@@ -1,0 +1,463 @@
+"""The vector store: an append-only file of canonical fp32 rows on the index root, plus a small manifest.
+
+Files in the store's root directory (the index root on the SSD):
+
+    manifest.json     the truth: embedder id, dimension, committed row count, type names, tombstone count,
+                      the installed ANN index (written by the searcher) -- always replaced atomically
+    vectors.fp32      rows x dim little-endian float32, row i at byte i*dim*4; read through numpy memmap
+    types.u16         rows x uint16: per-row media-type code; code c is manifest["types"][c]
+    tombstones.i64    append-only log of deleted row ids (int64), each row id at most once
+    .lock             flock: one process owns a store at a time
+
+Crash safety: an append writes the data files at the committed offset, fsyncs them, and only then commits the
+new row count by replacing the manifest (temp file, fsync, rename, fsync dir). Bytes beyond the committed count
+(a torn tail from a crash between the two steps) are truncated when the store is opened. The same protocol
+covers the tombstone log.
+
+Row ids are positions in vectors.fp32 (0-based) and are never reused; they are the `idmap.row_id` of the
+catalog database. The caller appends first, then records the returned row ids in `idmap`; rows that a crash
+left without an `idmap` row should be deleted (tombstoned) by the caller's reconcile pass.
+
+Canonical form (`canonicalize`): L2-normalised in float64, rounded to 6 decimals, stored as little-endian
+float32. The vector hash is blake3 of those canonical bytes, so the same embedding gives the same hash across
+runs and machines (`idmap.vector_hash`).
+
+Not thread-safe: one owner (the daemon's index task) calls the mutating methods. Views returned by `matrix()`
+stay valid after later appends (rows are never rewritten), so a rebuild thread may read a snapshot of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import blake3
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+log = structlog.get_logger("bitharbord.index.vectors")
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+VECTORS = "vectors.fp32"
+TYPES = "types.u16"
+TOMBSTONES = "tombstones.i64"
+LOCK = ".lock"
+ROUND_DECIMALS = 6
+MAX_TYPES = 65535
+_TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+F32Matrix = npt.NDArray[np.float32]
+I64Array = npt.NDArray[np.int64]
+
+
+class VectorStoreError(RuntimeError):
+    """The store on disk is unusable as it is (missing committed data, foreign files, locked, mismatch)."""
+
+
+class EmbedderMismatch(VectorStoreError):
+    """The store was written by another embedder or dimension; its vectors cannot be mixed with new ones."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# canonical form and hashing
+
+
+def canonicalize(vectors: npt.ArrayLike, dim: int | None = None) -> F32Matrix:
+    """Return the canonical float32 form of a (n, dim) or (dim,) array: L2-normalised, rounded to 1e-6.
+
+    Raises ValueError naming the offending row for a wrong shape, NaN/inf or a zero vector.
+    """
+    arr = np.asarray(vectors)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise ValueError(f"vectors: expected a 2-d array (rows, dim) or one 1-d vector, got shape {arr.shape}")
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(f"vectors: expected dimension {dim}, got {arr.shape[1]} (shape {arr.shape})")
+    if arr.shape[1] == 0:
+        raise ValueError("vectors: dimension must be at least 1")
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(f"vectors: expected real numbers, got dtype {arr.dtype}")
+    x = arr.astype(np.float64, copy=False)
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise ValueError(f"vectors: row {bad} contains NaN or infinity")
+    norms = np.linalg.norm(x, axis=1)
+    if not (norms > 0).all():
+        bad = int(np.flatnonzero(~(norms > 0))[0])
+        raise ValueError(f"vectors: row {bad} is all zeros and cannot be normalised")
+    out = np.round(x / norms[:, None], ROUND_DECIMALS).astype("<f4")
+    out += np.float32(0.0)  # turns -0.0 into +0.0 so that equal vectors have equal bytes
+    return np.ascontiguousarray(out)
+
+
+def vector_hash(row: npt.NDArray[np.float32]) -> str:
+    """blake3 hex digest of one canonical row's bytes (call `canonicalize` first)."""
+    return blake3.blake3(np.ascontiguousarray(row, dtype="<f4").tobytes()).hexdigest()
+
+
+def vector_hashes(canonical: F32Matrix) -> list[str]:
+    return [vector_hash(r) for r in canonical]
+
+
+def normalize_queries(queries: npt.ArrayLike, dim: int) -> F32Matrix:
+    """Queries as a C-contiguous (nq, dim) float32 array of unit rows (not rounded: queries are not stored)."""
+    arr = np.asarray(queries, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise ValueError(f"query: expected dimension {dim}, got shape {np.shape(queries)}")
+    if not np.isfinite(arr).all():
+        raise ValueError("query: contains NaN or infinity")
+    norms = np.linalg.norm(arr, axis=1)
+    if not (norms > 0).all():
+        raise ValueError("query: a query vector is all zeros")
+    return np.ascontiguousarray((arr / norms[:, None]).astype(np.float32))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# durable small-file helpers
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    """Write JSON to `path` atomically: temp file in the same directory, fsync, rename, fsync the directory."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    body = json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(body)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def _write_at(path: Path, offset: int, data: bytes) -> None:
+    """Write `data` at `offset`, cut anything after it, fsync. The file must exist."""
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(data)
+        fh.truncate(offset + len(data))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _truncate_to(path: Path, size: int, what: str) -> None:
+    have = path.stat().st_size
+    if have < size:
+        raise VectorStoreError(
+            f"{path}: {what} file has {have} bytes but the manifest commits {size}; committed data is missing "
+            "(the store is damaged: restore it, or delete the index root to rebuild it from the media)"
+        )
+    if have > size:
+        with open(path, "r+b") as fh:
+            fh.truncate(size)
+            fh.flush()
+            os.fsync(fh.fileno())
+        log.warning("vectors.torn_tail_truncated", file=str(path), committed_bytes=size, dropped_bytes=have - size)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the store
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What an append committed: the new rows' ids (consecutive) and their canonical vector hashes."""
+
+    row_ids: I64Array
+    hashes: list[str]
+
+
+class VectorStore:
+    """Append-only canonical fp32 vectors with per-row type codes and tombstones. See the module docstring."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any], lock_fd: int) -> None:
+        self.root = root
+        self._manifest = manifest
+        self._lock_fd: int | None = lock_fd
+        self._dim = int(manifest["dim"])
+        self._rows = int(manifest["rows"])
+        self._type_names: list[str] = list(manifest["types"])
+        self._type_index = {n: i for i, n in enumerate(self._type_names)}
+        n_tomb = int(manifest["tombstones"])
+        self._types = np.zeros(max(self._rows, 16), dtype=np.uint16)
+        self._alive = np.zeros(max(self._rows, 16), dtype=bool)
+        if self._rows:
+            self._types[: self._rows] = np.fromfile(root / TYPES, dtype="<u2", count=self._rows)
+            self._alive[: self._rows] = True
+        self._tomb = np.fromfile(root / TOMBSTONES, dtype="<i8", count=n_tomb).astype(np.int64)
+        if n_tomb and (self._tomb.min() < 0 or self._tomb.max() >= self._rows):
+            raise VectorStoreError(f"{root / TOMBSTONES}: a tombstone names a row outside 0..{self._rows - 1}")
+        self._alive[self._tomb] = False
+        if self._type_names and self._rows and int(self._types[: self._rows].max()) >= len(self._type_names):
+            raise VectorStoreError(f"{root / TYPES}: a type code is not in the manifest's type list")
+        self._map: F32Matrix | None = None
+
+    # -- opening -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, root: Path | str, *, embedder: str, dim: int, create: bool = True) -> Self:
+        """Open (or with create=True, create) the store in `root`.
+
+        Raises EmbedderMismatch when the store holds another embedder's or dimension's vectors, and
+        VectorStoreError when it is locked by another owner or damaged. A torn tail is truncated.
+        """
+        root = Path(root)
+        if not embedder or not isinstance(embedder, str):
+            raise ValueError("embedder: expected a non-empty embedder id string")
+        if not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim: expected a positive integer, got {dim!r}")
+        if not root.is_dir():
+            if not create:
+                raise VectorStoreError(f"{root}: the index root does not exist")
+            root.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise VectorStoreError(f"{root}: the vector store is open in another process or object") from None
+            manifest = cls._load_or_create(root, embedder, dim, create)
+            store = cls(root, manifest, lock_fd)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        log.info("vectors.open", root=str(root), embedder=embedder, dim=dim, rows=store.rows,
+                 tombstones=store.tombstone_count)
+        return store
+
+    @staticmethod
+    def _load_or_create(root: Path, embedder: str, dim: int, create: bool) -> dict[str, Any]:
+        mpath = root / MANIFEST
+        if not mpath.exists():
+            leftovers = [n for n in (VECTORS, TYPES, TOMBSTONES) if (root / n).exists() and (root / n).stat().st_size]
+            if leftovers:
+                raise VectorStoreError(
+                    f"{root}: {', '.join(leftovers)} exist(s) without {MANIFEST}; refusing to guess what was "
+                    "committed (move the files away to start a new store)"
+                )
+            if not create:
+                raise VectorStoreError(f"{mpath}: no vector store here")
+            for name in (VECTORS, TYPES, TOMBSTONES):
+                with open(root / name, "wb") as fh:
+                    os.fsync(fh.fileno())
+            manifest: dict[str, Any] = {
+                "format": FORMAT, "embedder": embedder, "dim": dim, "rows": 0, "types": [],
+                "tombstones": 0, "index": None,
+            }
+            write_json_atomic(mpath, manifest)
+            log.info("vectors.created", root=str(root), embedder=embedder, dim=dim)
+            return manifest
+        try:
+            manifest = json.loads(mpath.read_text())
+        except (OSError, ValueError) as e:
+            raise VectorStoreError(f"{mpath}: unreadable manifest: {e}") from e
+        missing = [k for k in ("format", "embedder", "dim", "rows", "types", "tombstones") if k not in manifest]
+        if missing:
+            raise VectorStoreError(f"{mpath}: manifest lacks {', '.join(missing)}")
+        if manifest["format"] != FORMAT:
+            raise VectorStoreError(f"{mpath}: format {manifest['format']!r}, this code reads format {FORMAT}")
+        if manifest["embedder"] != embedder or int(manifest["dim"]) != dim:
+            raise EmbedderMismatch(
+                f"{mpath}: holds {manifest['embedder']!r} vectors of dimension {manifest['dim']}, but "
+                f"{embedder!r} of dimension {dim} was asked for (re-embed into a new index root)"
+            )
+        rows, n_tomb = int(manifest["rows"]), int(manifest["tombstones"])
+        for name in (VECTORS, TYPES, TOMBSTONES):
+            if not (root / name).exists():
+                raise VectorStoreError(f"{root / name}: missing (the manifest commits {rows} rows)")
+        _truncate_to(root / VECTORS, rows * dim * 4, "vectors")
+        _truncate_to(root / TYPES, rows * 2, "types")
+        _truncate_to(root / TOMBSTONES, n_tomb * 8, "tombstones")
+        manifest.setdefault("index", None)
+        return dict(manifest)
+
+    def close(self) -> None:
+        self._map = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- facts ---------------------------------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def embedder(self) -> str:
+        return str(self._manifest["embedder"])
+
+    @property
+    def rows(self) -> int:
+        """Committed rows, deleted ones included; the next append's first row id."""
+        return self._rows
+
+    @property
+    def tombstone_count(self) -> int:
+        return len(self._tomb)
+
+    @property
+    def live_rows(self) -> int:
+        return self._rows - len(self._tomb)
+
+    @property
+    def type_names(self) -> tuple[str, ...]:
+        return tuple(self._type_names)
+
+    def type_code(self, name: str) -> int | None:
+        return self._type_index.get(name)
+
+    def manifest(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self._manifest))  # type: ignore[no-any-return]
+
+    def index_info(self) -> dict[str, Any] | None:
+        info = self._manifest.get("index")
+        return None if info is None else dict(info)
+
+    # -- reading -------------------------------------------------------------------------------------------
+
+    def matrix(self, start: int = 0, stop: int | None = None) -> F32Matrix:
+        """Read-only (stop-start, dim) view of committed rows, memory-mapped. Stays valid after appends."""
+        stop = self._rows if stop is None else stop
+        if not 0 <= start <= stop <= self._rows:
+            raise ValueError(f"rows {start}..{stop}: outside the committed 0..{self._rows}")
+        if stop == start:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        if self._map is None or self._map.shape[0] < stop:
+            mm = np.memmap(self.root / VECTORS, dtype="<f4", mode="r", shape=(self._rows, self._dim))
+            self._map = mm.view(np.ndarray)  # keeps the mapping alive; plain ndarray for typing and speed
+        return self._map[start:stop]
+
+    def get(self, row_ids: npt.ArrayLike) -> F32Matrix:
+        """A copy of the given rows (deleted rows included), in the order given."""
+        ids = self._check_ids(row_ids)
+        return np.ascontiguousarray(self.matrix()[ids]) if len(ids) else np.zeros((0, self._dim), np.float32)
+
+    def types(self) -> npt.NDArray[np.uint16]:
+        """Per-row type codes of the committed rows (read-only view)."""
+        v = self._types[: self._rows]
+        v.flags.writeable = False
+        return v
+
+    def alive(self) -> npt.NDArray[np.bool_]:
+        """Per-row liveness of the committed rows, False for tombstoned rows (read-only view)."""
+        v = self._alive[: self._rows]
+        v.flags.writeable = False
+        return v
+
+    def tombstones(self, start: int = 0) -> I64Array:
+        """The tombstone log from position `start` (deletions in the order they were committed)."""
+        return self._tomb[start:].copy()
+
+    def _check_ids(self, row_ids: npt.ArrayLike) -> I64Array:
+        ids = np.asarray(row_ids)
+        if ids.ndim == 0:
+            ids = ids[None]
+        if ids.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"row ids: expected a 1-d sequence of integers, got {ids.dtype} shape {ids.shape}")
+        ids = ids.astype(np.int64)
+        if ids.min() < 0 or ids.max() >= self._rows:
+            bad = int(ids[(ids < 0) | (ids >= self._rows)][0])
+            raise ValueError(f"row id {bad}: outside the committed rows 0..{self._rows - 1}")
+        return ids
+
+    # -- writing -------------------------------------------------------------------------------------------
+
+    def _commit(self, **changes: Any) -> None:
+        new = dict(self._manifest, **changes)
+        write_json_atomic(self.root / MANIFEST, new)
+        self._manifest = new
+
+    def append(self, vectors: npt.ArrayLike, types: str | Sequence[str]) -> Appended:
+        """Canonicalise and durably append rows; returns their row ids and vector hashes.
+
+        `types` is one media-type name for all rows or one per row (lower-case identifiers such as "movie").
+        Bad input raises ValueError and writes nothing.
+        """
+        if self._lock_fd is None:
+            raise VectorStoreError(f"{self.root}: the store is closed")
+        canon = canonicalize(vectors, self._dim)
+        n = canon.shape[0]
+        names = [types] * n if isinstance(types, str) else list(types)
+        if len(names) != n:
+            raise ValueError(f"types: {len(names)} type names for {n} vectors")
+        for i, t in enumerate(names):
+            if not isinstance(t, str) or not _TYPE_NAME.match(t):
+                raise ValueError(f"types[{i}]: {t!r} is not a type name (expected lower-case [a-z][a-z0-9_]*)")
+        new_names = list(dict.fromkeys(t for t in names if t not in self._type_index))
+        if len(self._type_names) + len(new_names) > MAX_TYPES:
+            raise ValueError(f"types: more than {MAX_TYPES} distinct type names")
+        all_names = self._type_names + new_names
+        index = {t: i for i, t in enumerate(all_names)}
+        codes = np.fromiter((index[t] for t in names), dtype="<u2", count=n)
+        if n == 0:
+            return Appended(np.zeros(0, dtype=np.int64), [])
+        start = self._rows
+        _write_at(self.root / VECTORS, start * self._dim * 4, canon.tobytes())
+        _write_at(self.root / TYPES, start * 2, codes.tobytes())
+        self._commit(rows=start + n, types=all_names)  # the commit point
+        self._type_names, self._type_index = all_names, index
+        self._rows = start + n
+        if len(self._types) < self._rows:
+            grow = max(self._rows, 2 * len(self._types))
+            self._types = np.resize(self._types, grow)
+            self._alive = np.resize(self._alive, grow)
+        self._types[start : self._rows] = codes
+        self._alive[start : self._rows] = True
+        hashes = vector_hashes(canon)
+        log.info("vectors.append", root=str(self.root), first_row=start, count=n, rows=self._rows)
+        return Appended(np.arange(start, start + n, dtype=np.int64), hashes)
+
+    def delete(self, row_ids: npt.ArrayLike | Iterable[int]) -> int:
+        """Tombstone rows (idempotent); returns how many were newly deleted. Unknown row ids raise ValueError."""
+        if self._lock_fd is None:
+            raise VectorStoreError(f"{self.root}: the store is closed")
+        if not isinstance(row_ids, np.ndarray) and isinstance(row_ids, Iterable):
+            row_ids = np.asarray(list(row_ids), dtype=np.int64)
+        ids = np.unique(self._check_ids(row_ids))
+        new = ids[self._alive[ids]]
+        if len(new) == 0:
+            return 0
+        start = len(self._tomb)
+        _write_at(self.root / TOMBSTONES, start * 8, new.astype("<i8").tobytes())
+        self._commit(tombstones=start + len(new))
+        self._tomb = np.concatenate([self._tomb, new])
+        self._alive[new] = False
+        log.info("vectors.delete", root=str(self.root), count=len(new), tombstones=len(self._tomb))
+        return len(new)
+
+    def set_index_info(self, info: Mapping[str, Any] | None) -> None:
+        """Record the installed ANN index (written by the searcher's rebuild; the atomic swap point)."""
+        self._commit(index=None if info is None else json.loads(json.dumps(dict(info))))
