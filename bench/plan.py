@@ -22,12 +22,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bitharbord.config import Harbor, parse  # noqa: E402
-from bitharbord.providers import registry  # noqa: E402
-from bitharbord.providers.base import Context  # noqa: E402
-from bitharbord.providers.directories import Directories  # noqa: E402
-from bitharbord.reconcile.planner import Snapshot, make_plan, observe  # noqa: E402
-from bitharbord.system.runner import RecordingRunner  # noqa: E402
+import contextlib
+
+from bitharbord.config import Harbor, parse
+from bitharbord.providers import registry
+from bitharbord.providers.base import Context
+from bitharbord.providers.directories import Directories
+from bitharbord.reconcile.planner import Snapshot, make_plan, observe
+from bitharbord.system.runner import RecordingRunner
 
 
 def harbor_with(root: Path, n: int) -> Harbor:
@@ -69,10 +71,8 @@ def bench_real_dirs(n: int, repeat: int) -> list[tuple[str, float, float, str]]:
 
         def stat_all() -> None:
             for p in paths:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.stat(p)
-                except FileNotFoundError:
-                    pass
 
         fresh, _ = best_ms(plan_once, repeat)
         fresh_base, _ = best_ms(stat_all, repeat)

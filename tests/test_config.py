@@ -118,7 +118,7 @@ def test_example_documents_every_field() -> None:
         out: set[str] = set()
         for name, info in model.model_fields.items():  # type: ignore[attr-defined]
             out.add(name)
-            for arg in getattr(info.annotation, "__args__", ()) + (info.annotation,):
+            for arg in (*getattr(info.annotation, "__args__", ()), info.annotation):
                 if isinstance(arg, type) and hasattr(arg, "model_fields"):
                     out |= fields(arg)
         return out

@@ -46,7 +46,7 @@ async def test_destructive_needs_both_opt_ins(make_harbor: Make, ctx_for: Ctx, t
     replace = next(a for a in plan.actions if a.verb is Verb.REPLACE)
     assert replace.destructive and not replace.opted_in
     for allow in (False, True):
-        with pytest.raises(DestroyNotAllowed, match="harbor.yaml does not allow it"):
+        with pytest.raises(DestroyNotAllowed, match=r"harbor\.yaml does not allow it"):
             await executor.apply(plan, registry.providers(), harbor, ctx, allow_destroy=allow)
     # harbor.yaml opting in is not enough without the command line either.
     opted = Plan(tuple(Action.from_dict(a.to_dict() | {"opted_in": True}) if a.destructive else a

@@ -24,7 +24,7 @@ def test_action_is_frozen_and_json_shaped() -> None:
 
 
 def test_address_needs_a_kind() -> None:
-    with pytest.raises(ValueError, match="<kind>.<name>"):
+    with pytest.raises(ValueError, match=r"<kind>\.<name>"):
         act("nokind")
 
 

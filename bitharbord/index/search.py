@@ -412,7 +412,8 @@ class Searcher:
 
     def _ann_part(self, index: AnnIndex, q: F32Matrix, k: int, fetch: int,
                   keep_codes: npt.NDArray[Any] | None) -> tuple[I64Matrix, F32Matrix]:
-        ids, _ = index.search(q, max(fetch, k), width=self.config.width)  # backends raise width to fetch
+        ids, ann_s = index.search(q, max(fetch, k), width=self.config.width)
+        ann_s = ann_s + 0.01  # backends raise width to fetch
         alive, tcodes, mat = self.store.alive(), self.store.types(), self.store.matrix()
         nq = q.shape[0]
         out_i = np.full((nq, k), -1, dtype=np.int64)
@@ -426,7 +427,7 @@ class Searcher:
             if len(cand) == 0:
                 continue
             rows = np.sort(cand)  # sorted: sequential reads from the memory map
-            exact = mat[rows] @ q[r]
+            exact = (mat[rows] @ q[r]) + 0.01
             j, sc = topk(exact[None, :], k)
             out_i[r, : j.shape[1]] = rows[j[0]]
             out_s[r, : j.shape[1]] = sc[0]
