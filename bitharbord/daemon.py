@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import grp
 import os
 import signal
@@ -18,6 +19,7 @@ import structlog
 from aiohttp import web
 
 from bitharbord import __version__
+from bitharbord import services as services_mod
 from bitharbord.api.app import init_app
 from bitharbord.config import ConfigError, Harbor, load, parse
 from bitharbord.metrics import Metrics
@@ -51,7 +53,8 @@ class Settings:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, *, runner: Runner | None = None) -> None:
+    def __init__(self, settings: Settings, *, runner: Runner | None = None,
+                 services: list[services_mod.Service] | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
         self.runner = runner or ProcessRunner()
@@ -67,6 +70,9 @@ class Daemon:
             journal=executor.Journal(settings.state_dir / "journal.jsonl"), metrics=self.metrics,
         )
         self.loop = Loop(self.reconciler, self.current_desired, stop=self.stop, on_pass=self._on_pass)
+        self.services = services_mod.registered() if services is None else services
+        self.env = services_mod.ServiceEnv(desired=self.current_desired, stop=self.stop, metrics=self.metrics,
+                                           runner=self.runner, wake_reconcile=self.loop.wake.set)
 
     # ------------------------------------------------------------------ desired state
 
@@ -164,6 +170,10 @@ class Daemon:
         }]
         if self.config_error:
             conditions.append({"type": "ConfigInvalid", "status": True, "reason": self.config_error})
+        sections: dict[str, Any] = {}
+        for service in self.services:
+            sections[service.name] = service.status()
+            conditions += [c.to_dict() for c in service.conditions()]
         return {
             "version": __version__,
             "uptime_s": round(time.time() - self.started, 1),
@@ -173,6 +183,7 @@ class Daemon:
             "reconcile": loop,
             "conditions": conditions,
             "recent_actions": self.reconciler.journal.tail(20) if self.reconciler.journal else [],
+            "services": sections,
         }
 
     def _on_pass(self, st: Any) -> None:
@@ -204,6 +215,7 @@ class Daemon:
                 self._task("reconcile", self.loop.run),
                 self._task("watch", self._watch),
             ]
+            tasks += [self._task(f"service.{s.name}", functools.partial(s.run, self.env)) for s in self.services]
             if os.environ.get("WATCHDOG_USEC"):
                 tasks.append(self._task("watchdog", self._watchdog))
             await self.stop.wait()
@@ -288,8 +300,8 @@ class Daemon:
                     await asyncio.wait_for(self.stop.wait(), timeout=5)
                 continue
 
-            def relevant(_change: object, path: str, folders: list[str] = folders) -> bool:
-                return path == str(config) or any(path.startswith(f) for f in folders)
+            def relevant(_change: object, path: str, folders: list[str] = folders, config: str = str(config)) -> bool:
+                return path == config or any(path.startswith(f) for f in folders)
 
             digest_before = d.harbor.digest if d else None
             async for _changes in awatch(*existing, stop_event=self.stop, debounce=500, recursive=True,

@@ -158,4 +158,6 @@ def init_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/v1/config", config)
     app.router.add_post("/v1/plan", plan)
     app.router.add_post("/v1/apply", apply)
+    for service in daemon.services:
+        app.router.add_routes(service.routes())
     return app

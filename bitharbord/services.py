@@ -1,0 +1,62 @@
+"""Long-running parts of the daemon beside the reconcile loop (ingest worker, embedder, catalog, ...).
+
+Each service owns its routes, its status section and its conditions; the daemon hosts them: starts `run` as a
+named, guarded task, adds `routes()` to the app and merges `status()` into /v1/status. Services register in
+`registered()`; nothing else in the daemon needs to change for a new one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from bitharbord.metrics import Metrics
+from bitharbord.reconcile.loop import Desired
+from bitharbord.system.runner import Runner
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A status condition, Kubernetes-style: Ready, Degraded, DiskFull, IngestFailing, RebuildFailed..."""
+
+    type: str
+    status: bool
+    reason: str = ""
+    since: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "status": self.status, "reason": self.reason, "since": self.since}
+
+
+@dataclass
+class ServiceEnv:
+    """What the daemon lends a service."""
+
+    desired: Callable[[], Desired | None]  # the desired state in force (rebased in a sandbox), or None
+    stop: asyncio.Event
+    metrics: Metrics
+    runner: Runner
+    wake_reconcile: Callable[[], None]
+    shared: dict[str, Any] = field(default_factory=dict)  # services hand each other queues/handles here
+
+
+class Service(Protocol):
+    name: str
+
+    def routes(self) -> Sequence[web.RouteDef]: ...
+
+    async def run(self, env: ServiceEnv) -> None:
+        """Work until env.stop is set, then return (finishing the item in flight)."""
+        ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def conditions(self) -> Sequence[Condition]: ...
+
+
+def registered() -> list[Service]:
+    """The services a real daemon runs, in start order."""
+    return []

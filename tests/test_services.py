@@ -1,0 +1,67 @@
+"""The daemon hosts services: runs them as guarded tasks, serves their routes, merges status and conditions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bitharborctl.client import Client
+from bitharbord.daemon import Daemon, Settings
+from bitharbord.services import Condition, ServiceEnv
+
+
+class Ticker:
+    """A minimal real service: counts ticks until stopped; crashes once to prove the task is guarded."""
+
+    name = "ticker"
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self.crashed = False
+        self.stopped_cleanly = False
+
+    def routes(self) -> Sequence[web.RouteDef]:
+        async def ticks(request: web.Request) -> web.Response:
+            return web.json_response({"ticks": self.ticks})
+
+        return [web.get("/v1/ticker", ticks)]
+
+    async def run(self, env: ServiceEnv) -> None:
+        if not self.crashed:
+            self.crashed = True
+            raise RuntimeError("first start fails")
+        while not env.stop.is_set():
+            self.ticks += 1
+            await asyncio.sleep(0.01)
+        self.stopped_cleanly = True
+
+    def status(self) -> dict[str, Any]:
+        return {"ticks": self.ticks}
+
+    def conditions(self) -> Sequence[Condition]:
+        return [Condition("Ticking", self.ticks > 0, f"{self.ticks} ticks")]
+
+
+async def test_services_are_hosted(tmp_path: Path) -> None:
+    ticker = Ticker()
+    daemon = Daemon(Settings.sandboxed(tmp_path / "state", http=None), services=[ticker])
+    task = asyncio.create_task(daemon.run())
+    sock = tmp_path / "state" / "bitharbord.sock"
+    for _ in range(200):
+        if sock.exists() and ticker.ticks > 0:
+            break
+        await asyncio.sleep(0.05)
+    client = Client(socket_path=str(sock))
+    route = await asyncio.to_thread(client.request, "GET", "/v1/ticker")
+    assert route["ticks"] > 0
+    status = await asyncio.to_thread(client.request, "GET", "/v1/status")
+    assert status["services"]["ticker"]["ticks"] > 0
+    assert any(c["type"] == "Ticking" and c["status"] for c in status["conditions"])
+    assert daemon.metrics.scrape().decode().count('bitharbor_errors_total{where="service.ticker"} 1.0') == 1
+    daemon.stop.set()
+    assert await asyncio.wait_for(task, 30) == 0
+    assert ticker.stopped_cleanly
