@@ -87,7 +87,7 @@ def test_known_digest_of_existing_blob_copies_nothing(tmp_path: Path, media_root
     assert not again.created and again.path == first.path
 
 
-def test_large_file_threaded_copy(tmp_path: Path, media_root: Path) -> None:
+def test_large_file_kernel_copy_is_verified(tmp_path: Path, media_root: Path) -> None:
     src = random_file(tmp_path / "movie.mkv", 20 * 1024 * 1024 + 333, seed=11)
     expected = hash_file(src).hexdigest
     blob = BlobStore(media_root, max_threads=2).put(src, "movie", expected_hash=expected)
@@ -104,6 +104,23 @@ def test_expected_hash_mismatch_stores_nothing(tmp_path: Path, media_root: Path)
         BlobStore(media_root).put(src, "personal", expected_hash=stale)
     assert info.value.path == str(src)
     assert all_files(media_root) == []
+
+
+def test_large_file_with_stale_digest_is_refused(tmp_path: Path, media_root: Path) -> None:
+    src = random_file(tmp_path / "movie.mkv", 9 * 1024 * 1024, seed=12)
+    stale = blake3(b"older content").hexdigest()
+    with pytest.raises(HashMismatchError, match=f"expected {stale}"):
+        BlobStore(media_root).put(src, "movie", expected_hash=stale)
+    assert all_files(media_root) == []
+
+
+def test_find_by_name_or_by_listing(tmp_path: Path, media_root: Path) -> None:
+    store = BlobStore(media_root)
+    blob = store.put(random_file(tmp_path / "a.webm", 100), "online_video")
+    assert store.find(blob.hexdigest) == blob.path
+    assert store.find(blob.hexdigest, ext="webm") == blob.path
+    assert store.find(blob.hexdigest, ext="mp4") is None
+    assert store.find(blake3(b"never stored").hexdigest()) is None
 
 
 def test_extension_rules() -> None:

@@ -3,12 +3,15 @@
 `BlobStore.put()` copies a source file into the store:
 
 * Same content is stored once: when the digest is known beforehand (`expected_hash`, from the hash stage)
-  and a blob with that digest exists under any type, nothing is copied. Without it, the copy is hashed and
-  dropped if the blob turns out to exist.
+  and the blob `<h>.<ext>` exists under any type, nothing is copied. Without it, the copy's digest is
+  computed and the copy dropped if that blob exists. (Identical bytes under two different extensions, e.g.
+  .mp4 and .m4v, are two names: the catalog's UNIQUE file_hash is the authority the pipeline checks first.)
 * The copy goes to a temp file `.tmp-<random>` in the destination's directory (a name that is never a
-  blob name: blobs never start with '.'), is hashed while it is copied (the very bytes written are hashed),
-  fsynced, checked (digest == expected, bytes == source size, source unchanged), renamed to its final name
-  and then the directory is fsynced. A blob under its final name is therefore always complete.
+  blob name: blobs never start with '.'). Files under 8 MiB are hashed while they are copied (the very
+  bytes written are hashed); larger ones are copied inside the kernel (copy_file_range, a reflink where
+  the filesystem can) and then the written temp file itself is hashed while it is fsynced. Then: digest ==
+  expected, bytes == source size, source unchanged; rename to the final name; fsync the directory. A blob
+  under its final name is therefore always complete and has the digest its name says.
 * Failures are typed and carry a `reason`: `SourceUnreadableError` (missing, not a regular file, permission,
   I/O error), `DiskFullError` (ENOSPC/EDQUOT, checked up front with statvfs and again on every write),
   `HashMismatchError` (the source changed since it was hashed). The temp file is removed on every failure.
@@ -16,14 +19,15 @@
 
 Everything is synchronous and thread-safe; an asyncio caller runs `put` with `asyncio.to_thread`.
 fsync latency dominates small files, so run several puts at once (`put_many`, or a semaphore of ~8 tasks).
+For large new files, `put` without `expected_hash` reads the source once instead of twice.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
-import queue
 import re
 import secrets
 import stat
@@ -47,8 +51,7 @@ MEDIA_TYPES: Final[tuple[str, ...]] = get_args(MediaType)
 TEMP_PREFIX: Final = ".tmp-"
 LARGE_FILE_BYTES: Final = 8 << 20
 _SMALL_CHUNK: Final = 256 << 10
-_LARGE_CHUNK: Final = 4 << 20
-_BUFFERS: Final = 4
+_LARGE_CHUNK: Final = 1 << 20
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _EXT = re.compile(r"[a-z0-9]{1,10}")
 _EXT_ALIASES: Final = {"jpeg": "jpg", "tiff": "tif", "mpeg": "mpg", "htm": "html"}
@@ -170,43 +173,61 @@ def _copy_small(src: int, dst: int) -> tuple[str, int]:
     return hasher.hexdigest(), total
 
 
-def _copy_large(src: int, dst: int, max_threads: int) -> tuple[str, int]:
-    """Read and hash on this thread while a writer thread writes the previous buffers."""
-    hasher = blake3(max_threads=max_threads)
-    free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-    full: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
-    for _ in range(_BUFFERS):
-        free.put(bytearray(_LARGE_CHUNK))
-    failure: list[BaseException] = []
+_KERNEL_COPY_UNSUPPORTED = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP})
 
-    def writer() -> None:
-        while (item := full.get()) is not None:
-            b, n = item
-            if not failure:
-                try:
-                    _write_all(dst, memoryview(b)[:n])
-                except BaseException as exc:
-                    failure.append(exc)
-            free.put(b)  # always hand the buffer back, so the reader never waits forever
 
-    thread = threading.Thread(target=writer, name="bitharbor-blob-writer", daemon=True)
-    thread.start()
+def _copy_kernel(src: int, dst: int) -> int:
+    """Copy from the current offsets to EOF inside the kernel (copy_file_range: no trip through user space,
+    a reflink where the filesystem can); falls back to read/write where the kernel cannot."""
     total = 0
+    chunk = 64 << 20
+    while True:
+        try:
+            n = os.copy_file_range(src, dst, chunk)
+        except OSError as exc:
+            if exc.errno in _KERNEL_COPY_UNSUPPORTED:
+                return total + _copy_plain(src, dst)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):
+                raise _WriteFailed(exc) from exc
+            raise _ReadFailed(exc) from exc
+        if n == 0:
+            return total
+        total += n
+
+
+def _copy_plain(src: int, dst: int) -> int:
+    buf = bytearray(_LARGE_CHUNK)
+    view = memoryview(buf)
+    total = 0
+    while n := _read_into(src, buf):
+        _write_all(dst, view[:n])
+        total += n
+    return total
+
+
+def _hash_written(fd: int, n: int, max_threads: int) -> str:
+    """BLAKE3 of what is in our own temp file (mapped: nobody else truncates it), while another thread
+    fsyncs it, so hashing hides behind the disk flush."""
+    errors: list[OSError] = []
+
+    def flush() -> None:
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            errors.append(exc)
+
+    flusher = threading.Thread(target=flush, name="bitharbor-blob-fsync", daemon=True)
+    flusher.start()
     try:
-        while not failure:
-            b = free.get()
-            n = _read_into(src, b)
-            if n == 0:
-                break
-            hasher.update(memoryview(b)[:n])  # hashed before it is queued: exactly the bytes written
-            full.put((b, n))
-            total += n
+        hasher = blake3(max_threads=max_threads)
+        if n:
+            with mmap.mmap(fd, n, prot=mmap.PROT_READ) as mapped:
+                hasher.update(mapped)
     finally:
-        full.put(None)
-        thread.join()
-    if failure:
-        raise failure[0]
-    return hasher.hexdigest(), total
+        flusher.join()
+    if errors:
+        raise errors[0]
+    return hasher.hexdigest()
 
 
 class BlobStore:
@@ -240,15 +261,20 @@ class BlobStore:
     def path_for(self, media_type: str, hexdigest: str, ext: str) -> Path:
         return self.root / self.relpath_for(media_type, hexdigest, ext)
 
-    def find(self, hexdigest: str, *, ext_hint: str | None = None) -> Path | None:
-        """The stored blob with this digest, under any type and any extension, or None."""
+    def find(self, hexdigest: str, *, ext: str | None = None) -> Path | None:
+        """The stored blob with this digest under any type, or None.
+
+        With `ext`: only the name `<h>.<ext>` is looked for (a stat per type: what `put` uses).
+        Without: the shard directories are listed, so any extension is found (slower; for tools)."""
         _check_digest(hexdigest)
         shard = hexdigest[:2]
-        if ext_hint is not None:
+        if ext is not None:
+            name = f"{hexdigest}.{ext}" if ext else hexdigest
             for media_type in MEDIA_TYPES:
-                candidate = self.root / media_type / shard / f"{hexdigest}.{ext_hint}"
+                candidate = self.root / media_type / shard / name
                 if candidate.is_file():
                     return candidate
+            return None
         prefix = hexdigest + "."
         for media_type in MEDIA_TYPES:
             directory = self.root / media_type / shard
@@ -282,7 +308,7 @@ class BlobStore:
             raise BlobError(self.root, "the media root does not exist or is not a directory (not mounted?)")
 
         if expected_hash is not None:
-            existing = self.find(expected_hash, ext_hint=ext)
+            existing = self.find(expected_hash, ext=ext)
             if existing is not None:
                 return self._existing(existing, expected_hash, src_str)
 
@@ -366,19 +392,20 @@ class BlobStore:
             raise _write_reason(exc, temp_dir / "x") from None
         temp = temp_dir / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
         try:
-            out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            out = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise _write_reason(exc, temp) from None
         renamed = False
         try:
             try:
                 try:
+                    os.fchmod(out, self.file_mode)
                     if size >= LARGE_FILE_BYTES:
-                        digest, n = _copy_large(fd, out, self.max_threads)
+                        n = _copy_kernel(fd, out)
+                        digest = _hash_written(out, n, self.max_threads)  # fsyncs too
                     else:
                         digest, n = _copy_small(fd, out)
-                    os.fchmod(out, self.file_mode)
-                    os.fsync(out)
+                        os.fsync(out)
                 except _WriteFailed as exc:
                     raise _write_reason(exc.exc, temp) from None
                 except _ReadFailed as exc:
@@ -398,9 +425,10 @@ class BlobStore:
                     src, f"copied content has digest {digest}, expected {expected_hash}: "
                          "the source changed after it was hashed"
                 )
-            existing = self.find(digest, ext_hint=ext)
-            if existing is not None:
-                return self._existing(existing, digest, src)
+            if expected_hash is None:  # (with it, this was checked before copying)
+                existing = self.find(digest, ext=ext)
+                if existing is not None:
+                    return self._existing(existing, digest, src)
             final = self.path_for(media_type, digest, ext)
             try:
                 self._ensure_dir(final.parent)
