@@ -839,8 +839,8 @@ def by_id_links(listing: Mapping[str, str]) -> dict[str, str]:
         if "/" in link[len(BY_ID) + 1:] or link.endswith("/"):
             raise FactsError(BY_ID, f"{name!r} is not a name inside {BY_ID}")
         dev = posixpath.normpath(posixpath.join(BY_ID, target.strip()))
-        if not dev.startswith("/dev/") or dev.startswith(BY_ID):
-            raise FactsError(BY_ID, f"{name} points outside /dev: {target!r}")
+        if not dev.startswith("/dev/") or dev.startswith("/dev/disk/"):
+            raise FactsError(BY_ID, f"{name} does not point at a device node in /dev: {target!r}")
         out[link] = dev
     return out
 
