@@ -181,6 +181,20 @@ def test_images_match_the_reference_pipeline(embedder: ImageBindEmbedder, refere
     np.testing.assert_allclose(embedder.encode_image([pil]), ours[1:2], atol=1e-6)
 
 
+def test_exif_orientation_is_applied(embedder: ImageBindEmbedder, images: list[Path], tmp_path: Path) -> None:
+    upright = Image.open(images[0]).convert("RGB")
+    sideways = upright.transpose(Image.Transpose.ROTATE_90)  # what the sensor wrote ...
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ... and the tag saying "rotate 90° clockwise to view"
+    tagged = tmp_path / "portrait.png"
+    sideways.save(tagged, exif=exif)
+    plain = tmp_path / "upright.png"
+    upright.save(plain)
+    v = embedder.encode_image([tagged, plain, sideways])
+    np.testing.assert_allclose(v[0], v[1], atol=1e-6)
+    assert np.abs(v[0] - v[2]).max() > 1e-3
+
+
 def test_deterministic_and_distinct(embedder: ImageBindEmbedder, checkpoint: Path, images: list[Path]) -> None:
     texts = ["beach at sunset", "snowy mountain", "birthday cake"]
     t1, t2 = embedder.encode_text(texts), embedder.encode_text(texts)

@@ -327,8 +327,8 @@ class ImageBindEmbedder:
     def _run_batched(self, modality: str, items: Sequence[Any], prepare: Any, kind: str) -> Vectors:
         import torch
 
-        if isinstance(items, (str, bytes)):
-            raise TypeError(f"{self.id}.encode_{kind} expects a list, got a single {type(items).__name__}")
+        if isinstance(items, (str, bytes, os.PathLike)) or not isinstance(items, Sequence):
+            raise TypeError(f"{self.id}.encode_{kind} expects a list, got {type(items).__name__}")
         items = list(items)
         if not items:
             return empty(self.dim)
@@ -366,9 +366,8 @@ class ImageBindEmbedder:
         elif isinstance(item, (str, os.PathLike)):
             try:
                 with Image.open(item) as opened:
-                    opened.load()
-                    image = ImageOps.exif_transpose(opened) or opened
-                    image = image.copy() if image is opened else image
+                    # Phones store portraits sideways with an Orientation tag: embed what a person sees.
+                    image = ImageOps.exif_transpose(opened) or opened.copy()
             except (OSError, ValueError, Image.DecompressionBombError) as e:
                 raise EmbedError(f"{what} {os.fspath(item)}: cannot read as an image: {e}") from e
         else:
