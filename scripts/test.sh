@@ -10,3 +10,9 @@ echo "== ruff";  .venv/bin/ruff check bitharbord bitharborctl tests bench
 echo "== mypy --strict"; .venv/bin/mypy bitharbord bitharborctl
 echo "== pytest"
 .venv/bin/pytest -q -p no:cacheprovider "$@"
+if [ $# -eq 0 ]; then
+  # The ImageBind embedder, for real, in its own environment (see README: ImageBind).
+  ensure_imagebind_venv .venv-imagebind
+  echo "== pytest (ImageBind environment)"
+  .venv-imagebind/bin/python -m pytest -q -p no:cacheprovider tests/test_embed_imagebind.py
+fi
