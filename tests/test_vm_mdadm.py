@@ -161,6 +161,9 @@ def test_stopped_array_leaves_superblocks(rec: Recordings) -> None:
     inactive = parse_mdstat(rec("inactive-mdstat")).array("md0")
     assert inactive is not None and not inactive.active and inactive.level is None
     assert [(m.device, m.spare) for m in inactive.members] == [("vda", True)]
+    detail = parse_mdadm_detail(rec("inactive-detail"))
+    assert detail.state == ("inactive",) and detail.level == "raid0" and not detail.degraded
+    assert [(r.raid_device, r.state, r.device) for r in detail.rows] == [(None, (), "/dev/vda")]
 
 
 def test_raid1_clean(rec: Recordings) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -90,6 +91,11 @@ def scene(tmp: Path | None = None) -> Iterator[Scene]:
     dos      32 MiB, MBR/dos table, p1 ext4 labelled UNICODE_LABEL (blkid escapes it)
     swap     64 MiB, mkswap label "swp" (not activated)
     """
+    tools = ["losetup", "mkfs.ext4", "mkfs.xfs", "mkfs.btrfs", "mkswap", "sfdisk", "partx", "mount"]
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        raise RuntimeError(f"the loop-device scene needs {' '.join(missing)}: "
+                           "apt-get install fdisk xfsprogs btrfs-progs (or run scripts/vm-prepare.sh)")
     own_tmp = tmp is None
     root = Path(tempfile.mkdtemp(prefix="bitharbor-facts-")) if tmp is None else tmp
     mnt = root / "mnt"

@@ -32,6 +32,7 @@ import argparse
 import gzip
 import hashlib
 import io
+import lzma
 import os
 import re
 import shutil
@@ -53,7 +54,7 @@ APT_PACKAGES = ("qemu-system-x86", "busybox-static", "mdadm")
 BEGIN = "==BITHARBOR-VM-BEGIN=="
 END_RE = re.compile(r"==BITHARBOR-VM-END rc=(-?\d+)==")
 FAIL_RE = re.compile(r"==BITHARBOR-VM-FAIL (.*)==")
-HARNESS_VERSION = "2"  # bump to force an initramfs rebuild
+HARNESS_VERSION = "3"  # bump to force an initramfs rebuild
 
 Log = Callable[[str], None]
 
@@ -174,8 +175,9 @@ def _kernel_package_name() -> str:
         return m.group(1)
     res = subprocess.run(["apt-cache", "search", "--names-only", r"^linux-image-6\.1\.0-[0-9]+-amd64$"],
                          capture_output=True, text=True)
-    names = sorted((line.split()[0] for line in res.stdout.splitlines() if line.strip()),
-                   key=lambda n: int(re.findall(r"\d+", n)[3]) if len(re.findall(r"\d+", n)) > 3 else 0)
+    abi = re.compile(r"linux-image-6\.1\.0-(\d+)-amd64")
+    names = sorted((m.group(0) for m in map(abi.match, res.stdout.split()) if m),
+                   key=lambda n: int(abi.fullmatch(n).group(1)))  # type: ignore[union-attr]
     if not names:
         raise VMUnavailable("no linux-image-*-amd64 package known to apt (run apt-get update)")
     return names[-1]
@@ -213,7 +215,20 @@ def _iter_deb_members(deb: Path) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarF
 
 
 def _module_name(path: str) -> str:
-    return Path(path).name.removesuffix(".ko").replace("-", "_")
+    return re.sub(r"\.ko(\.xz|\.zst|\.gz)?$", "", Path(path).name).replace("-", "_")
+
+
+def _is_module(name: str) -> bool:
+    return "/kernel/" in name and re.search(r"\.ko(\.xz|\.gz)?$", name) is not None
+
+
+def _module_bytes(name: str, data: bytes) -> bytes:
+    """Modules are plain .ko in Debian 12; later releases compress them (busybox insmod wants them plain)."""
+    if name.endswith(".xz"):
+        return lzma.decompress(data)
+    if name.endswith(".gz"):
+        return gzip.decompress(data)
+    return data
 
 
 def modinfo(data: bytes) -> dict[str, str]:
@@ -271,10 +286,10 @@ def _extract_kernel(deb: Path, dest: Path, log: Log) -> tuple[str, list[str]]:
     paths: dict[str, str] = {}
     kver = ""
     for member, tar in _iter_deb_members(deb):
-        if member.isfile() and member.name.endswith(".ko") and "/kernel/" in member.name:
+        if member.isfile() and _is_module(member.name):
             f = tar.extractfile(member)
             assert f is not None
-            info = modinfo(f.read())
+            info = modinfo(_module_bytes(member.name, f.read()))
             name = _module_name(member.name)
             depends[name] = [d.replace("-", "_") for d in info.get("depends", "").split(",") if d]
             paths[name] = member.name
@@ -290,8 +305,10 @@ def _extract_kernel(deb: Path, dest: Path, log: Log) -> tuple[str, list[str]]:
         if member.name in need or member.name.endswith(f"/boot/vmlinuz-{kver}"):
             f = tar.extractfile(member)
             assert f is not None
-            target = dest / "vmlinuz" if "vmlinuz" in member.name else dest / "mods" / f"{need[member.name]}.ko"
-            target.write_bytes(f.read())
+            if member.name in need:
+                (dest / "mods" / f"{need[member.name]}.ko").write_bytes(_module_bytes(member.name, f.read()))
+            else:
+                (dest / "vmlinuz").write_bytes(f.read())
     (dest / "mods" / "order").write_text("\n".join(order) + "\n")
     return kver, order
 

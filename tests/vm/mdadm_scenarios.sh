@@ -34,6 +34,7 @@ rec stopped-examine-scan-verbose mdadm --examine --scan --verbose
 # One member of a raid0, added incrementally, makes an inactive array.
 mdadm --incremental /dev/vda
 rec inactive-mdstat cat /proc/mdstat
+rec inactive-detail mdadm --detail /dev/md0
 mdadm --stop --scan
 wipe /dev/vda /dev/vdb
 
