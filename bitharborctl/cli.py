@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib
 import json
 import os
 import sys
@@ -14,6 +15,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from bitharborctl import commands
 from bitharborctl.client import DEFAULT_SOCKET, ApiError, Client, ClientError
 from bitharbord.reconcile.plan import Plan
 from bitharbord.reconcile.render import render, render_report
@@ -48,7 +50,7 @@ def _validate_local(path: str) -> str:
     return text
 
 
-def _client(args: argparse.Namespace) -> Client:
+def client_for(args: argparse.Namespace) -> Client:
     token = None
     if args.token_file:
         token = _read(args.token_file).strip()
@@ -90,7 +92,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {}
     if args.file:
         body = {"config": _validate_local(args.file), "path": args.file}
-    data = _client(args).request("POST", "/v1/plan", body)
+    data = client_for(args).request("POST", "/v1/plan", body)
     plan = Plan.from_dict(data["plan"])
     _output_plan(plan, args)
     if args.detailed_exitcode and not plan.empty:
@@ -116,7 +118,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         body["plan"] = saved.to_dict()
     else:
         body.update(config=_validate_local(target), path=target)
-    data = _client(args).request("POST", "/v1/apply", body)
+    data = client_for(args).request("POST", "/v1/apply", body)
     plan = Plan.from_dict(data["plan"])
     report = data["report"]
     if args.output == "json":
@@ -139,7 +141,7 @@ def _normalised(text: str, name: str) -> list[str]:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     new_text = _validate_local(args.file)
-    current = _client(args).request("GET", "/v1/config")
+    current = client_for(args).request("GET", "/v1/config")
     old_name = current.get("path") or "(none)"
     old = _normalised(current["source"], old_name) if current.get("source") else []
     new = _normalised(new_text, args.file)
@@ -187,7 +189,7 @@ def render_status(st: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    st = _client(args).request("GET", "/v1/status")
+    st = client_for(args).request("GET", "/v1/status")
     if args.output == "json":
         json.dump(st, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
@@ -255,6 +257,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", choices=["text", "json"], default="text",
                    help="'text' (default) or 'json' (the /v1/status document)")
     s.set_defaults(func=cmd_status)
+
+    for module in commands.MODULES:
+        importlib.import_module(f"bitharborctl.commands.{module}").register(sub)
     return p
 
 

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_system_packages "${SYSTEM_PACKAGES[@]}"
 ensure_venv .venv '.[test]'
+echo "== the mdadm test VM (kernel + initramfs, cached)"; sh scripts/vm-prepare.sh
 echo "== ruff";  .venv/bin/ruff check bitharbord bitharborctl tests bench
 echo "== mypy --strict"; .venv/bin/mypy bitharbord bitharborctl
 echo "== pytest"
