@@ -18,7 +18,7 @@
 * `cleanup_temp(media_root)` removes temp files a crash left behind.
 
 Everything is synchronous and thread-safe; an asyncio caller runs `put` with `asyncio.to_thread`.
-fsync latency dominates small files, so run several puts at once (`put_many`, or a semaphore of ~8 tasks).
+fsync latency dominates small files, so run several puts at once (`put_many`, or ~16 concurrent tasks).
 For large new files, `put` without `expected_hash` reads the source once instead of twice.
 """
 
@@ -245,6 +245,7 @@ class BlobStore:
         """`precheck_space=False` skips the statvfs check before copying (for filesystems whose free-space
         figure is not trustworthy); a full disk is then only found by the failing write."""
         self.root = Path(media_root)
+        self._root = os.fspath(self.root)
         self.precheck_space = precheck_space
         self.file_mode = file_mode
         self.dir_mode = dir_mode
@@ -271,9 +272,12 @@ class BlobStore:
         if ext is not None:
             name = f"{hexdigest}.{ext}" if ext else hexdigest
             for media_type in MEDIA_TYPES:
-                candidate = self.root / media_type / shard / name
-                if candidate.is_file():
-                    return candidate
+                candidate = f"{self._root}/{media_type}/{shard}/{name}"
+                try:
+                    if stat.S_ISREG(os.stat(candidate, follow_symlinks=False).st_mode):
+                        return Path(candidate)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
             return None
         prefix = hexdigest + "."
         for media_type in MEDIA_TYPES:
@@ -299,12 +303,21 @@ class BlobStore:
         expected_hash: str | None = None,
     ) -> StoredBlob:
         """Store the content of `src` (see the module docstring). Safe to repeat; thread-safe."""
+        return self._put(src, media_type, expected_hash, None)
+
+    def _put(
+        self,
+        src: str | os.PathLike[str],
+        media_type: str,
+        expected_hash: str | None,
+        dirs_to_sync: set[str] | None,
+    ) -> StoredBlob:
         _check_type(media_type)
         if expected_hash is not None:
             _check_digest(expected_hash)
         src_str = os.fspath(src)
         ext = blob_extension(src_str)
-        if not self.root.is_dir():
+        if not os.path.isdir(self._root):
             raise BlobError(self.root, "the media root does not exist or is not a directory (not mounted?)")
 
         if expected_hash is not None:
@@ -319,7 +332,7 @@ class BlobStore:
         except OSError as exc:
             raise _read_reason(exc, src_str) from None
         try:
-            return self._copy_in(fd, before, src_str, media_type, ext, expected_hash)
+            return self._copy_in(fd, before, src_str, media_type, ext, expected_hash, dirs_to_sync)
         finally:
             os.close(fd)
 
@@ -327,20 +340,42 @@ class BlobStore:
         self,
         items: Iterable[tuple[str | os.PathLike[str], str, str | None]],
         *,
-        workers: int = 8,
+        workers: int = 16,
     ) -> list[StoredBlob | BlobError]:
         """`put` for many (src, media_type, expected_hash) at once, `workers` in parallel (fsyncs overlap).
 
-        Results come back in input order; a failed item is its BlobError, the others still proceed."""
+        Group commit: each blob's data is fsynced before its rename as always, but each directory is
+        fsynced once for the whole batch, after all renames, before this returns. Results come back in
+        input order; a failed item is its BlobError, the others still proceed."""
+        dirs: set[str] = set()
+        lock = threading.Lock()
 
         def one(item: tuple[str | os.PathLike[str], str, str | None]) -> StoredBlob | BlobError:
+            mine: set[str] = set()
             try:
-                return self.put(item[0], item[1], expected_hash=item[2])
+                blob = self._put(item[0], item[1], item[2], mine)
             except BlobError as exc:
                 return exc
+            with lock:
+                dirs.update(mine)
+            return blob
 
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="bitharbor-blob") as pool:
-            return list(pool.map(one, items))
+            results = list(pool.map(one, items))
+
+            def sync(directory: str) -> tuple[str, OSError | None]:
+                try:
+                    _fsync_dir(directory)
+                except OSError as exc:
+                    return directory, exc
+                return directory, None
+
+            failed = {d: exc for d, exc in pool.map(sync, sorted(dirs)) if exc is not None}
+        if failed:
+            for i, r in enumerate(results):
+                if isinstance(r, StoredBlob) and r.created and (exc := failed.get(str(r.path.parent))):
+                    results[i] = _write_reason(exc, r.path)
+        return results
 
     def _existing(self, path: Path, hexdigest: str, src: str) -> StoredBlob:
         size = path.stat().st_size
@@ -348,19 +383,20 @@ class BlobStore:
         log.debug("blob_exists", hash=hexdigest, src=src, blob=str(path))
         return StoredBlob(hexdigest, size, media_type, path, path.relative_to(self.root).as_posix(), False)
 
-    def _ensure_dir(self, directory: Path) -> None:
-        """Create the type and shard directories below the root, fsyncing each new entry's parent."""
-        if directory.is_dir():
-            return
-        rel = directory.relative_to(self.root)
-        current = self.root
-        for part in rel.parts:
-            parent, current = current, current / part
+    def _ensure_dir(self, *parts: str) -> str:
+        """`<root>/<parts...>`, creating what is missing and fsyncing each new entry's parent."""
+        directory = "/".join((self._root, *parts))
+        if os.path.isdir(directory):
+            return directory
+        current = self._root
+        for part in parts:
+            parent, current = current, f"{current}/{part}"
             try:
                 os.mkdir(current, self.dir_mode)
             except FileExistsError:
                 continue
             _fsync_dir(parent)
+        return directory
 
     def _free_bytes(self) -> int:
         st = os.statvfs(self.root)
@@ -374,6 +410,7 @@ class BlobStore:
         media_type: str,
         ext: str,
         expected_hash: str | None,
+        dirs_to_sync: set[str] | None,
     ) -> StoredBlob:
         size = before.st_size
         free = self._free_bytes() if self.precheck_space else size
@@ -383,18 +420,16 @@ class BlobStore:
             )
         # With a known digest the temp file lives in the blob's own directory; otherwise in the type's
         # directory, renamed into its shard once the digest is known (same filesystem, still atomic).
-        temp_dir = self.root / media_type
-        if expected_hash is not None:
-            temp_dir = temp_dir / expected_hash[:2]
+        temp_parts = (media_type,) if expected_hash is None else (media_type, expected_hash[:2])
         try:
-            self._ensure_dir(temp_dir)
+            temp_dir = self._ensure_dir(*temp_parts)
         except OSError as exc:
-            raise _write_reason(exc, temp_dir / "x") from None
-        temp = temp_dir / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+            raise _write_reason(exc, Path(self._root, *temp_parts, "x")) from None
+        temp = f"{temp_dir}/{TEMP_PREFIX}{secrets.token_hex(8)}"
         try:
             out = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise _write_reason(exc, temp) from None
+            raise _write_reason(exc, Path(temp)) from None
         renamed = False
         try:
             try:
@@ -407,11 +442,11 @@ class BlobStore:
                         digest, n = _copy_small(fd, out)
                         os.fsync(out)
                 except _WriteFailed as exc:
-                    raise _write_reason(exc.exc, temp) from None
+                    raise _write_reason(exc.exc, Path(temp)) from None
                 except _ReadFailed as exc:
                     raise _read_reason(exc.exc, src) from None
                 except OSError as exc:  # fchmod / fsync
-                    raise _write_reason(exc, temp) from None
+                    raise _write_reason(exc, Path(temp)) from None
             finally:
                 os.close(out)
             after = os.fstat(fd)
@@ -429,22 +464,26 @@ class BlobStore:
                 existing = self.find(digest, ext=ext)
                 if existing is not None:
                     return self._existing(existing, digest, src)
-            final = self.path_for(media_type, digest, ext)
+            relpath = self.relpath_for(media_type, digest, ext)
+            final = f"{self._root}/{relpath}"
             try:
-                self._ensure_dir(final.parent)
+                final_dir = self._ensure_dir(media_type, digest[:2])
                 os.rename(temp, final)
                 renamed = True
-                _fsync_dir(final.parent)
-                if temp.parent != final.parent:
-                    _fsync_dir(temp.parent)
+                if dirs_to_sync is not None:  # put_many fsyncs each directory once, at the end
+                    dirs_to_sync.update((final_dir, temp_dir))
+                else:
+                    _fsync_dir(final_dir)
+                    if temp_dir != final_dir:
+                        _fsync_dir(temp_dir)
             except OSError as exc:
-                raise _write_reason(exc, final) from None
+                raise _write_reason(exc, Path(final)) from None
         finally:
             if not renamed:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(temp)
-        log.info("blob_stored", hash=digest, size=n, type=media_type, src=src, blob=str(final))
-        return StoredBlob(digest, n, media_type, final, final.relative_to(self.root).as_posix(), True)
+        log.info("blob_stored", hash=digest, size=n, type=media_type, src=src, blob=final)
+        return StoredBlob(digest, n, media_type, Path(final), relpath, True)
 
     def cleanup_temp(self, *, min_age_s: float = 0.0) -> list[Path]:
         return cleanup_temp(self.root, min_age_s=min_age_s)
