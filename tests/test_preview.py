@@ -12,6 +12,7 @@ from PIL import Image
 from bitharbord.ingest.preview import (
     TEMP_PREFIX,
     PreviewError,
+    cleanup_temp,
     make_image_thumbnail,
     make_preview_clip,
     make_previews,
@@ -141,3 +142,14 @@ def test_pick_times_and_paths(tmp_path: Path) -> None:
     assert pick_times(7200.0) == (60.0, 60.0)
     with pytest.raises(ValueError, match="hex digest"):
         preview_paths(tmp_path, "../../etc")
+
+
+def test_cleanup_temp_removes_only_leftovers(tmp_path: Path) -> None:
+    thumb, _clip = preview_paths(tmp_path / "pv", H)
+    make_image_thumbnail(make_jpeg(tmp_path / "a.jpg"), thumb)
+    leftover = thumb.parent / f"{TEMP_PREFIX}0123.mp4"
+    leftover.write_bytes(b"half a clip")
+    assert cleanup_temp(tmp_path / "pv", min_age_s=3600) == []
+    assert cleanup_temp(tmp_path / "pv") == [leftover]
+    assert thumb.exists() and not leftover.exists()
+    assert cleanup_temp(tmp_path / "missing") == []

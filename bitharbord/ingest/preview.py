@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,6 +204,33 @@ async def make_preview_clip(
     await _ffmpeg_to(dest, lambda out: preview_clip_argv(src, out, start_s=start_s, seconds=seconds), runner, src)
     log.debug("clip_written", src=os.fspath(src), dest=str(dest), start_s=start_s)
     return dest
+
+
+def cleanup_temp(preview_dir: str | os.PathLike[str], *, min_age_s: float = 0.0) -> list[Path]:
+    """Remove `.tmp-*` files a crash left in `<preview_dir>/<xx>/`; spare those younger than `min_age_s`."""
+    now = time.time()
+    removed: list[Path] = []
+    root = Path(preview_dir)
+    try:
+        shards = [e for e in os.scandir(root) if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return removed
+    for shard in shards:
+        with os.scandir(shard.path) as entries:
+            for entry in entries:
+                if not entry.name.startswith(TEMP_PREFIX) or not entry.is_file(follow_symlinks=False):
+                    continue
+                try:
+                    if now - entry.stat(follow_symlinks=False).st_mtime >= min_age_s:
+                        os.unlink(entry.path)
+                        removed.append(Path(entry.path))
+                except FileNotFoundError:
+                    continue
+    for directory in sorted({p.parent for p in removed}):
+        _fsync_dir(directory)
+    if removed:
+        log.info("preview_temp_removed", count=len(removed), root=str(root))
+    return removed
 
 
 def pick_times(duration_s: float | None, seconds: float = CLIP_SECONDS) -> tuple[float, float]:
