@@ -239,12 +239,15 @@ def _compact(ids: I64Matrix, scores: F32Matrix, keep: npt.NDArray[np.bool_], k: 
 
 
 class HnswIndex:
-    """hnswlib HNSW graph in inner-product space (scores are 1 - distance). Live add and delete."""
+    """hnswlib HNSW graph in inner-product space (scores are 1 - distance). Live add and delete.
+
+    ef_construction 100: on clustered 1024-d data it gave the same recall after a 100-candidate re-rank as 200
+    (0.995) at 60% of the build time."""
 
     backend: ClassVar[str] = "hnsw"
     supports_add: ClassVar[bool] = True
 
-    def __init__(self, dim: int, *, M: int = 16, ef_construction: int = 200, ef_search: int = 64,
+    def __init__(self, dim: int, *, M: int = 16, ef_construction: int = 100, ef_search: int = 64,
                  num_threads: int | None = None, seed: int = 100) -> None:
         if dim < 1 or M < 2 or ef_construction < 1 or ef_search < 1:
             raise ValueError(f"hnsw: bad parameters dim={dim} M={M} ef_construction={ef_construction} "

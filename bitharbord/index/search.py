@@ -60,7 +60,6 @@ from bitharbord.index.vectors import F32Matrix, I64Array, VectorStore, fsync_dir
 log = structlog.get_logger("bitharbord.index.search")
 
 ANN_DIR = "ann"
-_GEN = re.compile(r"^gen-(\d{6})(\.partial)?$")
 _STRAY = re.compile(r"^(gen-\d{6}(\.partial)?|diskann-build-.*)$")
 _TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
@@ -126,6 +125,8 @@ class SearchConfig:
         if self.backend == "diskann":
             params.setdefault("dtype", self.ann_dtype)
             params.setdefault("scratch", scratch)
+            # searches ask for `rerank` candidates: size the query scratch for that from the start
+            params.setdefault("search_complexity", max(64, self.rerank))
         if self.num_threads is not None and self.backend != "flat":
             params.setdefault("num_threads", self.num_threads)
         return params
@@ -280,6 +281,8 @@ class Searcher:
             opts["num_threads"] = self.config.num_threads
         if self.config.backend == "diskann":
             opts["scratch"] = self.ann_root
+            opts["search_complexity"] = int(self.config.ann_params.get("search_complexity",
+                                                                       max(64, self.config.rerank)))
         return opts
 
     def _activate(self, info: dict[str, Any], main: AnnIndex, subs: dict[str, AnnIndex]) -> None:
@@ -297,9 +300,13 @@ class Searcher:
     def _remove_strays(self) -> None:
         keep = self._info["dir"] if self._info else None
         for p in self.ann_root.iterdir():
-            if p.name != keep and _STRAY.match(p.name):
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-                log.info("index.stray_removed", path=str(p))
+            if p.name == keep or not _STRAY.match(p.name):
+                continue
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            log.info("index.stray_removed", path=str(p))
 
     def _sync_tombstones(self) -> None:
         total = self.store.tombstone_count
@@ -313,6 +320,11 @@ class Searcher:
             for sub in self._subs.values():
                 sub.delete(dead)
         self._tomb_applied = total
+
+    @property
+    def index(self) -> AnnIndex | None:
+        """The installed global ANN index (None before the first build)."""
+        return self._main
 
     def stats(self) -> dict[str, Any]:
         info = self._info or {}
@@ -412,8 +424,7 @@ class Searcher:
 
     def _ann_part(self, index: AnnIndex, q: F32Matrix, k: int, fetch: int,
                   keep_codes: npt.NDArray[Any] | None) -> tuple[I64Matrix, F32Matrix]:
-        ids, ann_s = index.search(q, max(fetch, k), width=self.config.width)
-        ann_s = ann_s + 0.01  # backends raise width to fetch
+        ids, _ = index.search(q, max(fetch, k), width=self.config.width)  # backends raise width to fetch
         alive, tcodes, mat = self.store.alive(), self.store.types(), self.store.matrix()
         nq = q.shape[0]
         out_i = np.full((nq, k), -1, dtype=np.int64)
@@ -427,7 +438,7 @@ class Searcher:
             if len(cand) == 0:
                 continue
             rows = np.sort(cand)  # sorted: sequential reads from the memory map
-            exact = (mat[rows] @ q[r]) + 0.01
+            exact = mat[rows] @ q[r]
             j, sc = topk(exact[None, :], k)
             out_i[r, : j.shape[1]] = rows[j[0]]
             out_s[r, : j.shape[1]] = sc[0]
