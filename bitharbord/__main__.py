@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import os
 import sys
 from pathlib import Path
@@ -48,6 +49,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    faulthandler.enable()  # a watchdog SIGABRT leaves Python stacks in the journal
     log.configure(args.log_level)
     settings = settings_from(args)
     return asyncio.run(Daemon(settings).run())

@@ -24,6 +24,11 @@ class Metrics:
         self.errors = Counter("bitharbor_errors_total", "Errors, by where they happened.", ["where"], registry=r)
         self.pending = Gauge("bitharbor_plan_pending_actions", "Actions in the latest plan not yet applied.",
                              registry=r)
+        # Known label values start at 0, so the first error shows in rate()/increase() (a series born at 1 hides it).
+        for result in ("ok", "error"):
+            self.reconciles.labels(result=result)
+        for where in ("reconcile", "config"):
+            self.errors.labels(where=where)
         self.last_success = Gauge("bitharbor_reconcile_last_success_timestamp_seconds",
                                   "Unix time of the last reconcile pass that converged.", registry=r)
 

@@ -7,7 +7,7 @@ import os
 import pwd
 import stat
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from bitharbord.config import Harbor, iter_paths
 from bitharbord.providers.base import Context, Observed, Spec
