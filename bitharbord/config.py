@@ -239,6 +239,7 @@ class Index(Model):
 class Http(Model):
     listen: Listen | None = "127.0.0.1:8470"
     token_file: AbsPath | None = None
+    metrics_public: bool = True  # /metrics over TCP without a token (false: it needs one like /v1 routes)
 
 
 class Socket(Model):

@@ -1,17 +1,26 @@
-"""The aiohttp app: one factory, served on the Unix socket and on TCP alike."""
+"""The aiohttp app: one factory, served on the Unix socket and on TCP alike.
+
+Middlewares, outermost first: `json_errors` (every failure is {"error": {"code", "message"}}; only a bug is a
+500) and `guard` (who may call what). Routes: the core below, auth (login.py), media (media.py), the OpenAPI
+document, each service's `routes()`, and the web UI (ui.py) at /.
+"""
 
 from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field
 
-from bitharbord.api import access
+from bitharbord.api import access, login, media, openapi, schemas, ui
+from bitharbord.api.auth import COOKIE, Auth, Principal
+from bitharbord.api.errors import ApiError, Handler, json_errors
+from bitharbord.api.errors import error as error
+from bitharbord.api.keys import AUTH, DAEMON, OPENAPI, PRINCIPAL
 from bitharbord.config import ConfigError
 from bitharbord.reconcile.executor import ApplyRefused, DestroyNotAllowed, StalePlan
 from bitharbord.reconcile.plan import Plan
@@ -20,37 +29,52 @@ if TYPE_CHECKING:
     from bitharbord.daemon import Daemon
 
 log = structlog.get_logger("bitharbord.api")
-DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
+__all__ = ["DAEMON", "init_app"]
 MAX_BODY = 4 * 1024 * 1024  # a harbor.yaml or a saved plan; uploads get their own route and cap
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Over TCP these need no token (matched on the route's template, never on the raw path); the web UI's files
+# are open too. Everything else, including unknown paths, needs a valid JWT or the machine token.
+OPEN_OVER_TCP = frozenset({"/healthz", "/v1/auth/login"})
+SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
-def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message, **extra}}, status=status)
+def _metrics_public(request: web.Request) -> bool:
+    desired = request.app[DAEMON].current_desired()
+    return desired.harbor.server.http.metrics_public if desired else True
+
+
+def _open_over_tcp(request: web.Request) -> bool:
+    resource = request.match_info.route.resource
+    if resource is None:
+        return False
+    if ui.is_web_resource(resource) and request.method in SAFE_METHODS:
+        return True
+    canonical = resource.canonical
+    return canonical in OPEN_OVER_TCP or (canonical == "/metrics" and _metrics_public(request))
 
 
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Unix socket: the peer's credentials (root, the daemon's user, the socket group). TCP: a valid token
+    (JWT from /v1/auth/login, or server.http.token_file's machine token) except on the open routes."""
     daemon = request.app[DAEMON]
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is not None and sock.family == socket.AF_UNIX:
         peer = access.peer_credentials(sock)
         if not access.unix_peer_allowed(peer, daemon.socket_group):
             log.warning("access.denied", uid=peer.uid, pid=peer.pid, path=request.path)
-            return error(403, "forbidden", f"uid {peer.uid} is neither root nor in group "
-                                           f"{daemon.socket_group or '(none configured)'}")
-    elif request.path not in access.READ_ONLY_TCP and not access.token_ok(
-        request.headers.get("Authorization"), daemon.token_file
-    ):
-        return error(401, "unauthorized", "over TCP this route needs 'Authorization: Bearer <token>' "
-                                          "(server.http.token_file); use the Unix socket otherwise")
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status >= 400:
-            return error(exc.status, "http_error", exc.reason)
-        raise
+            raise ApiError(403, "forbidden", f"uid {peer.uid} is neither root nor in group "
+                                             f"{daemon.socket_group or '(none configured)'}")
+        request[PRINCIPAL] = Principal(f"uid:{peer.uid}", "unix")
+    elif not _open_over_tcp(request):
+        try:
+            request[PRINCIPAL] = request.app[AUTH].authenticate(
+                request.headers.get("Authorization"), request.cookies.get(COOKIE),
+                safe_method=request.method in SAFE_METHODS)
+        except ApiError as exc:
+            log.info("access.unauthorized", path=request.path, code=exc.code, address=request.remote)
+            raise
+    return await handler(request)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -83,19 +107,76 @@ def _config_error(exc: ConfigError) -> web.Response:
     return error(422, "invalid_config", str(exc), problems=problems)
 
 
+# --------------------------------------------------------------------------- documentation of the core routes
+
+
+class Healthz(BaseModel):
+    ok: bool
+
+
+class ConfigInForce(BaseModel):
+    path: str | None = None
+    source: str | None = Field(None, description="the harbor.yaml text in force")
+    digest: str | None = None
+
+
+class PlanBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    config: str | None = Field(None, description="harbor.yaml text to plan (default: the one in force)")
+    path: str | None = Field(None, description="the file name to cite in errors")
+
+
+class ApplyBody(PlanBody):
+    allow_destroy: bool = Field(False, description="permit destructive actions harbor.yaml opts into")
+    plan: dict[str, Any] | None = Field(None, description="a plan saved with `bitharborctl plan -o FILE`")
+
+
+class PlanResult(BaseModel):
+    plan: dict[str, Any]
+
+
+class ApplyResult(PlanResult):
+    report: dict[str, Any]
+
+
+STATUS_SCHEMA: schemas.JsonSchema = {
+    "type": "object",
+    "required": ["version", "reconcile", "conditions", "services"],
+    "properties": {
+        "version": {"type": "string"},
+        "uptime_s": {"type": "number"},
+        "sandbox": {"type": ["string", "null"]},
+        "config": {"type": ["object", "null"]},
+        "schema_version": {"type": ["string", "null"]},
+        "reconcile": {"type": "object"},
+        "conditions": {"type": "array", "items": {"type": "object"}},
+        "recent_actions": {"type": "array"},
+        "services": {"type": "object", "description": "one section per service: storage, ingest, catalog, "
+                                                      "search... (absent while a service is not installed)"},
+    },
+}
+
+
+@schemas.route(summary="Liveness: the daemon answers", tags=["core"], responses={200: Healthz}, public=True)
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+@schemas.route(summary="How the box is: config, reconcile state, conditions, and each service's section",
+               tags=["core"], responses={200: STATUS_SCHEMA})
 async def status(request: web.Request) -> web.Response:
     return web.json_response(request.app[DAEMON].status())
 
 
+@schemas.route(summary="Prometheus metrics (open over TCP unless server.http.metrics_public is false)",
+               tags=["core"], responses={200: schemas.Resp({"type": "string"}, "Prometheus text format",
+                                                          "text/plain")}, public=True)
 async def metrics(request: web.Request) -> web.Response:
     body = request.app[DAEMON].metrics.scrape()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "X-Content-Type-Options": "nosniff"})
 
 
+@schemas.route(summary="The harbor.yaml in force", tags=["core"], responses={200: ConfigInForce})
 async def config(request: web.Request) -> web.Response:
     desired = request.app[DAEMON].current_desired()
     if desired is None:
@@ -103,6 +184,8 @@ async def config(request: web.Request) -> web.Response:
     return web.json_response({"path": desired.path, "source": desired.source, "digest": desired.harbor.digest})
 
 
+@schemas.route(summary="Plan: what applying harbor.yaml would do (changes nothing)", tags=["core"],
+               body=PlanBody, body_required=False, responses={200: PlanResult}, errors=[422])
 async def plan(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     try:
@@ -116,6 +199,9 @@ async def plan(request: web.Request) -> web.Response:
     return web.json_response({"plan": result.to_dict()})
 
 
+@schemas.route(summary="Apply harbor.yaml (or a saved plan); it becomes the desired state in force",
+               tags=["core"], body=ApplyBody, body_required=False, responses={200: ApplyResult},
+               errors=[409, 422])
 async def apply(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     try:
@@ -124,9 +210,11 @@ async def apply(request: web.Request) -> web.Response:
         if not isinstance(allow_destroy, bool):
             raise _bad("bad_request", "allow_destroy must be true or false")
         if "plan" in body:
+            if not isinstance(body["plan"], dict):
+                raise _bad("bad_plan", "plan must be a saved plan object (from bitharborctl plan -o FILE)")
             try:
                 saved = Plan.from_dict(body["plan"])
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise _bad("bad_plan", f"not a saved BitHarbor plan: {exc}") from None
             desired = daemon.desired_from(saved.config_source, saved.config_path)
             if desired.harbor.digest != saved.config_digest:
@@ -149,15 +237,37 @@ async def apply(request: web.Request) -> web.Response:
     return web.json_response({"plan": result_plan.to_dict(), "report": report.to_dict()})
 
 
+@schemas.route(summary="This document: the OpenAPI 3.1 description of every route", tags=["core"],
+               responses={200: {"type": "object"}})
+async def openapi_json(request: web.Request) -> web.Response:
+    cache = request.app[OPENAPI]
+    if "doc" not in cache:
+        cache["doc"] = openapi.build(request.app)  # the router is frozen once serving
+    return web.json_response(cache["doc"])
+
+
+async def _on_startup(app: web.Application) -> None:
+    app[AUTH].ensure_key()
+
+
 def init_app(daemon: Daemon) -> web.Application:
-    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[json_errors, guard], client_max_size=MAX_BODY)
     app[DAEMON] = daemon
+    app[AUTH] = Auth(daemon)
+    app[OPENAPI] = {}
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/status", status)
     app.router.add_get("/v1/config", config)
     app.router.add_post("/v1/plan", plan)
     app.router.add_post("/v1/apply", apply)
+    app.router.add_get("/v1/openapi.json", openapi_json)
+    app.router.add_routes(login.routes())
     for service in daemon.services:
         app.router.add_routes(service.routes())
+    if not any(r.resource is not None and r.resource.canonical == "/v1/media/{id}/content"
+               for r in app.router.routes()):
+        app.router.add_routes(media.routes())  # unless a service (ingest) serves media itself
+    ui.add_routes(app)
+    app.on_startup.append(_on_startup)
     return app

@@ -1,0 +1,649 @@
+/* BitHarbor web UI: one plain script, no build step, no dependencies. Talks only to this daemon's /v1 API.
+ *
+ * Pages (hash routes): #/login, #/search?q=&type=, #/item/<id>, #/status, #/catalog.
+ * The token from POST /v1/auth/login is kept in sessionStorage and sent as a Bearer header; the daemon also
+ * sets an HttpOnly cookie at login that GET requests accept, which is what <img> and <video> use.
+ * Every service's data is optional: a page shows what the daemon reports and says what is missing.
+ */
+"use strict";
+
+(() => {
+  const TOKEN_KEY = "bitharbor.token";
+  const NAME_KEY = "bitharbor.name";
+  const MEDIA_TYPES = ["personal", "movie", "tv", "music", "podcast", "online_video", "other"];
+  const view = document.getElementById("view");
+  let refreshTimer = null;
+  let renderSeq = 0;
+
+  // ------------------------------------------------------------------ DOM helpers (no innerHTML: no injection)
+
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key.startsWith("on") && typeof value === "function") el.addEventListener(key.slice(2), value);
+      else if (key === "class") el.className = value;
+      else if (key === "style") el.style.cssText = value; // CSSOM: allowed by the CSP, unlike style attributes
+      else if (key in el && typeof value !== "string") el[key] = value;
+      else el.setAttribute(key, value === true ? "" : String(value));
+    }
+    for (const child of children.flat(Infinity)) {
+      if (child === null || child === undefined || child === false) continue;
+      el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return el;
+  }
+
+  function show(...nodes) {
+    view.replaceChildren(...nodes);
+  }
+
+  function errorBox(err) {
+    const code = err && err.code ? `${err.code}: ` : "";
+    return h("div", { class: "error", role: "alert" }, code + (err && err.message ? err.message : String(err)));
+  }
+
+  function human(bytes) {
+    if (bytes === null || bytes === undefined || isNaN(bytes)) return "–";
+    const units = ["B", "KB", "MB", "GB", "TB"];
+    let n = Number(bytes);
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+    return `${n.toFixed(n < 10 && i ? 1 : 0)} ${units[i]}`;
+  }
+
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined || isNaN(seconds)) return "–";
+    const s = Math.round(Number(seconds));
+    const hh = Math.floor(s / 3600);
+    const mm = Math.floor((s % 3600) / 60);
+    const ss = String(s % 60).padStart(2, "0");
+    return hh ? `${hh}:${String(mm).padStart(2, "0")}:${ss}` : `${mm}:${ss}`;
+  }
+
+  function when(ts) {
+    if (!ts) return "–";
+    const d = typeof ts === "number" ? new Date(ts * 1000) : new Date(ts);
+    return isNaN(d.getTime()) ? String(ts) : d.toLocaleString();
+  }
+
+  function label(key) {
+    return String(key).replace(/_/g, " ");
+  }
+
+  function scalar(value) {
+    if (value === null || value === undefined || value === "") return "–";
+    if (typeof value === "boolean") return value ? "yes" : "no";
+    if (typeof value === "object") return JSON.stringify(value);
+    return String(value);
+  }
+
+  function kvTable(obj, skip) {
+    const rows = Object.entries(obj || {}).filter(([k, v]) => !(skip || []).includes(k) && v !== undefined);
+    if (!rows.length) return h("p", { class: "muted small" }, "nothing reported");
+    return h("table", { class: "kv" }, h("tbody", {}, rows.map(([k, v]) =>
+      h("tr", {}, h("th", {}, label(k)), h("td", {}, Array.isArray(v) && v.every(x => typeof x !== "object")
+        ? v.join(", ") || "–" : scalar(v))))));
+  }
+
+  function listTable(items, columns) {
+    if (!items || !items.length) return h("p", { class: "muted small" }, "none");
+    const cols = columns || [...new Set(items.flatMap(i => Object.keys(i)))].slice(0, 8);
+    return h("table", { class: "list" },
+      h("thead", {}, h("tr", {}, cols.map(c => h("th", {}, label(typeof c === "string" ? c : c.title))))),
+      h("tbody", {}, items.map(item => h("tr", {}, cols.map(c =>
+        h("td", {}, typeof c === "string" ? scalar(item[c]) : c.render(item)))))));
+  }
+
+  function stateBadge(state) {
+    const s = String(state || "unknown");
+    const cls = /^(ok|done|healthy|clean|active|ingested|available|true|converged|mounted|ready)$/i.test(s) ? "ok"
+      : /(fail|error|missing|degraded|bad|false|unavailable|faulty)/i.test(s) ? "bad"
+        : /(download|search|queue|wait|pending|resync|recover|rebuild|paused)/i.test(s) ? "warn" : "";
+    return h("span", { class: `badge ${cls}` }, s);
+  }
+
+  function progressBar(done, total, text) {
+    const value = total ? Math.max(0, Math.min(Number(done) / Number(total), 1)) : 0;
+    return h("div", { class: "progress" },
+      h("progress", { max: 1, value, "aria-label": text || "progress" }),
+      h("span", { class: "small muted" }, text || `${Math.round(value * 100)}%`));
+  }
+
+  // ------------------------------------------------------------------ the API
+
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  async function api(method, path, body, { quiet401 = false } = {}) {
+    const headers = { Accept: "application/json" };
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers.Authorization = `Bearer ${token}`;
+    let payload;
+    if (body instanceof FormData) payload = body;
+    else if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      payload = JSON.stringify(body);
+    }
+    let res;
+    try {
+      res = await fetch(path, { method, headers, body: payload, credentials: "same-origin" });
+    } catch (e) {
+      throw new ApiError(0, "unreachable", `bitharbord did not answer: ${e.message}`);
+    }
+    const ctype = res.headers.get("Content-Type") || "";
+    const data = ctype.includes("json") ? await res.json().catch(() => null) : null;
+    if (!res.ok) {
+      const err = (data && data.error) || {};
+      if (res.status === 401 && !quiet401) {
+        forget();
+        go("#/login");
+      }
+      throw new ApiError(res.status, err.code || `http_${res.status}`, err.message || res.statusText);
+    }
+    return data;
+  }
+
+  function forget() {
+    sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(NAME_KEY);
+  }
+
+  // ------------------------------------------------------------------ routing
+
+  function go(hash) {
+    if (location.hash === hash) render();
+    else location.hash = hash;
+  }
+
+  function parseHash() {
+    const raw = location.hash.replace(/^#\/?/, "");
+    const [path, query] = raw.split("?");
+    return { parts: path.split("/").filter(Boolean), params: new URLSearchParams(query || "") };
+  }
+
+  async function render() {
+    const seq = ++renderSeq;
+    clearInterval(refreshTimer);
+    refreshTimer = null;
+    const { parts, params } = parseHash();
+    const page = parts[0] || "search";
+    const loggedIn = Boolean(sessionStorage.getItem(TOKEN_KEY));
+    document.getElementById("top").hidden = !loggedIn || page === "login";
+    document.getElementById("who").textContent = sessionStorage.getItem(NAME_KEY) || "";
+    for (const a of document.querySelectorAll("[data-nav]")) {
+      a.classList.toggle("active", a.dataset.nav === page || (page === "item" && a.dataset.nav === "search"));
+    }
+    if (!loggedIn && page !== "login") {
+      go("#/login");
+      return;
+    }
+    const pages = { login: loginPage, search: searchPage, item: itemPage, status: statusPage, catalog: catalogPage };
+    const fn = pages[page];
+    if (!fn) {
+      show(h("div", { class: "notice" }, "No such page. ", h("a", { href: "#/search" }, "Go to search")));
+      return;
+    }
+    document.title = `BitHarbor · ${page[0].toUpperCase()}${page.slice(1)}`;
+    try {
+      await fn(parts.slice(1), params, () => seq === renderSeq);
+    } catch (err) {
+      if (seq === renderSeq) show(errorBox(err));
+    }
+  }
+
+  // ------------------------------------------------------------------ login
+
+  async function loginPage() {
+    const message = h("div");
+    const name = h("input", { type: "text", id: "name", name: "name", autocomplete: "username", required: true,
+      autofocus: true });
+    const password = h("input", { type: "password", id: "password", name: "password",
+      autocomplete: "current-password", required: true });
+    const submit = h("button", { type: "submit", class: "primary", id: "login-submit" }, "Log in");
+    const form = h("form", { class: "panel login", id: "login-form", onsubmit: async (ev) => {
+      ev.preventDefault();
+      submit.disabled = true;
+      message.replaceChildren();
+      try {
+        const data = await api("POST", "/v1/auth/login", { name: name.value.trim(), password: password.value },
+          { quiet401: true });
+        sessionStorage.setItem(TOKEN_KEY, data.token);
+        sessionStorage.setItem(NAME_KEY, data.name);
+        go("#/search");
+      } catch (err) {
+        const text = err.code === "rate_limited" ? err.message
+          : err.code === "bad_credentials" ? "Wrong name or password." : null;
+        message.replaceChildren(text ? h("div", { class: "error", role: "alert" }, text) : errorBox(err));
+        password.value = "";
+        password.focus();
+      } finally {
+        submit.disabled = false;
+      }
+    } },
+    h("div", { class: "logo" }, h("img", { src: "/ui/favicon.svg", alt: "", width: 36, height: 36 }),
+      h("h1", {}, "BitHarbor")),
+    h("p", { class: "muted small" }, "Sign in with an admin account of this box."),
+    message,
+    h("label", { for: "name" }, "Name"), name,
+    h("label", { for: "password" }, "Password"), password,
+    submit);
+    show(h("div", { class: "login-wrap" }, form));
+    name.focus();
+  }
+
+  // ------------------------------------------------------------------ search
+
+  function normalizeHits(data) {
+    const list = Array.isArray(data) ? data : (data && (data.results || data.hits || data.items)) || [];
+    return list.map((r) => {
+      const item = r.item || r.media || r;
+      const id = r.media_id ?? r.id ?? item.id;
+      return {
+        id,
+        score: typeof r.score === "number" ? r.score : (typeof r.similarity === "number" ? r.similarity : null),
+        title: item.title || item.file_name || `Item ${id}`,
+        type: item.type || r.type || "",
+        kind: item.kind || r.kind || "",
+        thumb: (item.urls && item.urls.thumbnail) || r.thumbnail_url || r.thumbnail
+          || (id !== undefined ? `/v1/media/${id}/thumbnail` : null),
+      };
+    }).filter(x => x.id !== undefined && x.id !== null);
+  }
+
+  function card(hit) {
+    const icon = { video: "▶", audio: "♪", image: "▣" }[hit.kind] || "◆";
+    const thumb = h("div", { class: "thumb" }, icon);
+    if (hit.thumb) {
+      const img = h("img", { src: hit.thumb, alt: "", loading: "lazy" });
+      img.addEventListener("error", () => { thumb.textContent = icon; }); // no thumbnail: the kind's icon
+      thumb.replaceChildren(img);
+    }
+    const score = hit.score === null ? null : Math.max(0, Math.min(hit.score, 1));
+    return h("a", { class: "card", href: `#/item/${encodeURIComponent(hit.id)}`, "data-id": hit.id },
+      thumb,
+      h("div", { class: "body" },
+        h("div", { class: "title", title: hit.title }, hit.title),
+        h("div", { class: "meta" }, hit.type ? h("span", { class: "badge" }, label(hit.type)) : null,
+          hit.kind ? h("span", { class: "muted" }, hit.kind) : null,
+          hit.score !== null ? h("span", { class: "score", title: "similarity score" },
+            `score ${hit.score.toFixed(3)}`) : null),
+        score !== null ? h("div", { class: "scorebar" }, h("span", { style: `width:${(score * 100).toFixed(1)}%` }))
+          : null));
+  }
+
+  async function searchPage(_, params, current) {
+    const q = params.get("q") || "";
+    const type = params.get("type") || "";
+    const input = h("input", { type: "search", id: "q", name: "q", value: q, placeholder: "Describe what you look for…",
+      "aria-label": "search" });
+    const select = h("select", { id: "type", name: "type", "aria-label": "type" },
+      h("option", { value: "" }, "All types"),
+      MEDIA_TYPES.map(t => h("option", { value: t, selected: t === type }, label(t))));
+    const file = h("input", { type: "file", id: "image", accept: "image/*", "aria-label": "image to search by" });
+    const results = h("div", { id: "results" }, h("p", { class: "muted" }, "Loading…"));
+    const form = h("form", { class: "panel", id: "search-form", onsubmit: (ev) => {
+      ev.preventDefault();
+      const p = new URLSearchParams();
+      if (input.value.trim()) p.set("q", input.value.trim());
+      if (select.value) p.set("type", select.value);
+      go(`#/search${p.toString() ? "?" + p : ""}`);
+    } },
+    h("div", { class: "searchbar" }, input, select, h("button", { type: "submit", class: "primary" }, "Search")),
+    h("div", { class: "imagesearch small" }, h("span", { class: "muted" }, "Or search by image:"), file,
+      h("button", { type: "button", class: "secondary", onclick: () => imageSearch(file, select.value, results) },
+        "Search by image")));
+    show(h("h1", {}, "Search"), form, results);
+    if (!q) input.focus();
+
+    try {
+      let hits;
+      let info;
+      if (q) {
+        const p = new URLSearchParams({ q });
+        if (type) p.set("type", type);
+        const data = await api("GET", `/v1/search?${p}`);
+        hits = normalizeHits(data);
+        info = `${hits.length} result${hits.length === 1 ? "" : "s"} for “${q}”${type ? ` in ${label(type)}` : ""}`;
+      } else {
+        const p = new URLSearchParams({ limit: "60" });
+        if (type) p.set("type", type);
+        const data = await api("GET", `/v1/media?${p}`);
+        hits = normalizeHits(data);
+        info = `Recently added${type ? ` · ${label(type)}` : ""} (${data.total} in the library)`;
+      }
+      if (!current()) return;
+      results.replaceChildren(h("p", { class: "resultinfo muted" }, info),
+        hits.length ? h("div", { class: "grid" }, hits.map(card)) : h("div", { class: "notice" }, "Nothing found."));
+    } catch (err) {
+      if (!current()) return;
+      results.replaceChildren(err.status === 404 && q
+        ? h("div", { class: "notice" }, "Search is not available on this box yet (no search service).")
+        : errorBox(err));
+    }
+  }
+
+  async function imageSearch(file, type, results) {
+    if (!file.files || !file.files.length) {
+      results.replaceChildren(h("div", { class: "notice" }, "Choose an image first."));
+      return;
+    }
+    const form = new FormData();
+    form.append("image", file.files[0]);
+    if (type) form.append("type", type);
+    results.replaceChildren(h("p", { class: "muted" }, "Searching…"));
+    try {
+      const data = await api("POST", `/v1/search/image${type ? `?type=${encodeURIComponent(type)}` : ""}`, form);
+      const hits = normalizeHits(data);
+      results.replaceChildren(h("p", { class: "resultinfo muted" }, `${hits.length} result(s) like ${file.files[0].name}`),
+        hits.length ? h("div", { class: "grid" }, hits.map(card)) : h("div", { class: "notice" }, "Nothing found."));
+    } catch (err) {
+      results.replaceChildren(errorBox(err));
+    }
+  }
+
+  // ------------------------------------------------------------------ item
+
+  function player(item) {
+    const src = item.urls.content;
+    const kind = item.kind || (item.mime || "").split("/")[0];
+    if (kind === "video") {
+      return h("video", { id: "player", controls: true, preload: "metadata", src,
+        poster: item.urls.thumbnail || null });
+    }
+    if (kind === "audio") return h("audio", { id: "player", controls: true, preload: "metadata", src });
+    if (kind === "image") return h("img", { id: "player", src, alt: item.title || "" });
+    return h("p", { class: "notice" }, "No preview for this kind of file. ", h("a", { href: src }, "Open the file"));
+  }
+
+  async function itemPage(parts, _, current) {
+    const id = parts[0] || "";
+    if (!/^[0-9]+$/.test(id)) {
+      show(errorBox({ code: "bad_id", message: `not an item id: ${id}` }));
+      return;
+    }
+    show(h("p", { class: "muted" }, "Loading…"));
+    const item = await api("GET", `/v1/media/${id}`);
+    if (!current()) return;
+    const facts = {
+      type: label(item.type), kind: item.kind, mime: item.mime, size: human(item.size),
+      duration: item.duration_s ? duration(item.duration_s) : undefined,
+      dimensions: item.width && item.height ? `${item.width} × ${item.height}` : undefined,
+      created: item.created_at || undefined, added: item.added_at, "file name": item.file_name,
+      hash: item.file_hash ? h("code", {}, item.file_hash) : undefined,
+    };
+    const factRows = Object.entries(facts).filter(([, v]) => v !== undefined && v !== null);
+    const paths = item.paths || {};
+    show(
+      h("p", {}, h("a", { href: "#/search", id: "back", onclick: (ev) => {
+        if (history.length > 1) {
+          ev.preventDefault();
+          history.back();
+        }
+      } }, "← Back")),
+      h("h1", { id: "item-title" }, item.title || item.file_name || `Item ${item.id}`),
+      h("div", { class: "item" },
+        h("div", {}, h("div", { class: "player" }, player(item)),
+          Object.keys(item.details || {}).length
+            ? h("div", { class: "panel", style: "margin-top:1.25rem" }, h("h2", {}, "Details"), kvTable(item.details))
+            : null,
+          Object.keys(item.metadata || {}).length
+            ? h("details", { class: "panel" }, h("summary", {}, "Technical metadata"),
+              h("pre", { class: "mono small" }, JSON.stringify(item.metadata, null, 2)))
+            : null),
+        h("div", {},
+          h("div", { class: "panel" }, h("h2", {}, "About"),
+            h("table", { class: "kv" }, h("tbody", {}, factRows.map(([k, v]) =>
+              h("tr", {}, h("th", {}, k), h("td", {}, v)))))),
+          h("div", { class: "panel" }, h("h2", {}, "On the box"),
+            kvTable({ stored: paths.blob, thumbnail: paths.thumbnail, "preview clip": paths.preview_clip }),
+            h("h3", {}, "Found at"),
+            paths.sources && paths.sources.length
+              ? h("ul", { class: "small mono" }, paths.sources.map(s => h("li", {}, s)))
+              : h("p", { class: "muted small" }, "no source paths recorded"),
+            h("p", { class: "small" }, h("a", { href: item.urls.content, download: item.file_name || "" }, "Download"),
+              item.urls.preview ? [" · ", h("a", { href: item.urls.preview }, "Preview clip")] : null)))));
+  }
+
+  // ------------------------------------------------------------------ status
+
+  function section(title, id, body) {
+    return h("section", { class: "panel", id }, h("h2", {}, title), body);
+  }
+
+  function missing(name) {
+    return h("p", { class: "muted small" }, `The ${name} service reports nothing (not installed or not started).`);
+  }
+
+  function overview(st) {
+    const rec = st.reconcile || {};
+    return section("Box", "status-box", [
+      h("div", { class: "stats" },
+        stat("version", st.version), stat("up", duration(st.uptime_s)),
+        stat("reconcile", rec.last_result || "–"), stat("pending actions", rec.pending ?? "–")),
+      st.config ? h("p", { class: "small muted" }, "config ", h("code", {}, st.config.path), " · ",
+        h("code", {}, String(st.config.digest || "").slice(0, 19))) : h("p", { class: "notice" }, "No harbor.yaml applied yet."),
+      h("h3", {}, "Conditions"),
+      listTable(st.conditions || [], [
+        { title: "type", render: c => c.type },
+        { title: "status", render: c => stateBadge(c.type === "Ready" ? (c.status ? "ready" : "not ready")
+          : (c.status ? "true" : "ok")) },
+        { title: "reason", render: c => c.reason || "" }]),
+    ]);
+  }
+
+  function stat(name, value) {
+    return h("div", { class: "stat" }, h("span", { class: "big" }, scalar(value)), h("span", { class: "muted small" }, name));
+  }
+
+  function storageSection(s) {
+    if (!s) return section("Storage health", "status-storage", missing("storage"));
+    const pools = s.pools || s.healths || [];
+    const parts = [];
+    if (Array.isArray(pools) && pools.length) {
+      parts.push(listTable(pools, [
+        { title: "pool", render: p => p.name || p.pool || "–" },
+        { title: "state", render: p => stateBadge(p.state || p.health || (p.ok === false ? "degraded" : "ok")) },
+        { title: "mount", render: p => p.mount || "–" },
+        { title: "used", render: p => (p.total_bytes || p.size_bytes)
+          ? progressBar(p.used_bytes || 0, p.total_bytes || p.size_bytes,
+            `${human(p.used_bytes)} of ${human(p.total_bytes || p.size_bytes)}`) : "–" },
+        { title: "notes", render: p => scalar(p.reason || p.problems || p.detail || "") }]));
+    } else if (Array.isArray(pools)) {
+      parts.push(h("p", { class: "muted small" }, "No storage pools declared: media lives on the system disk."));
+    }
+    const rest = Object.fromEntries(Object.entries(s).filter(([k]) => !["pools", "healths"].includes(k)));
+    if (Object.keys(rest).length) parts.push(kvTable(rest));
+    return section("Storage health", "status-storage", parts);
+  }
+
+  function ingestSection(s) {
+    if (!s) return section("Ingest queue", "status-ingest", missing("ingest"));
+    const depth = Number(s.depth || 0);
+    const totals = s.totals || {};
+    const done = Number(totals.done || 0);
+    const queue = s.queue || {};
+    const parts = [
+      h("div", { class: "stats" }, stat("waiting", depth), stat("done", done),
+        stat("per second", s.rate_per_s ?? "–"), stat("ETA", s.eta_s ? duration(s.eta_s) : "–")),
+      h("div", { id: "ingest-progress" }, progressBar(done, done + depth,
+        depth ? `${done} of ${done + depth} items done` : "queue empty")),
+    ];
+    if (s.paused) parts.push(h("p", { class: "notice small" }, `Paused: ${s.paused}`));
+    if (s.worker_error) parts.push(h("div", { class: "error small" }, s.worker_error));
+    const stages = Object.entries(queue);
+    if (stages.length) {
+      parts.push(h("h3", {}, "In the pipeline"), listTable(stages.map(([stage, n]) => ({ stage, n })), [
+        { title: "stage", render: r => stateBadge(r.stage) },
+        { title: "items", render: r => String(r.n) },
+        { title: "share", render: r => progressBar(r.n, depth || 1) }]));
+    }
+    if (Array.isArray(s.jobs) && s.jobs.length) {
+      parts.push(h("h3", {}, "Active"), listTable(s.jobs, [
+        { title: "file", render: j => j.path || j.source_path || "" },
+        { title: "stage", render: j => stateBadge(j.stage) },
+        { title: "progress", render: j => progressBar(j.progress ?? 0, 1) }]));
+    }
+    if (Array.isArray(s.failures) && s.failures.length) {
+      parts.push(h("h3", {}, "Recent failures"), listTable(s.failures, ["path", "error"]));
+    }
+    return section("Ingest queue", "status-ingest", parts);
+  }
+
+  function indexSection(s) {
+    if (!s) return section("Index", "status-index", missing("search"));
+    const flat = {};
+    for (const [k, v] of Object.entries(s)) {
+      if (v && typeof v === "object" && !Array.isArray(v)) {
+        for (const [k2, v2] of Object.entries(v)) flat[`${k} ${k2}`] = v2;
+      } else flat[k] = v;
+    }
+    return section("Index", "status-index", kvTable(flat));
+  }
+
+  function wantedTable(entries) {
+    return listTable(entries, [
+      { title: "wanted", render: e => h("span", {}, e.title ? `${e.title}${e.year ? ` (${e.year})` : ""}` : (e.label || e.key),
+        e.title && e.label ? h("div", { class: "small muted" }, e.label) : null) },
+      { title: "state", render: e => stateBadge(e.state) },
+      { title: "progress", render: e => e.progress
+        ? progressBar(e.progress.bytes || 0, e.progress.total || 0,
+          e.progress.percent !== null && e.progress.percent !== undefined ? `${e.progress.percent}%` : human(e.progress.bytes))
+        : (e.media_ids && e.media_ids.length ? h("a", { href: `#/item/${e.media_ids[0]}` }, "open") : "–") },
+      { title: "source", render: e => e.identifier || e.source || "–" },
+      { title: "note", render: e => e.error || "" }]);
+  }
+
+  function catalogSection(s) {
+    if (!s) return section("Wanted titles", "status-wanted", missing("catalog"));
+    const counts = s.counts || {};
+    return section("Wanted titles", "status-wanted", [
+      h("div", { class: "stats" }, Object.entries(counts).map(([k, v]) => stat(k, v))),
+      s.last_error ? h("div", { class: "error small" }, s.last_error) : null,
+      wantedTable(s.entries || []),
+    ]);
+  }
+
+  async function statusPage(_, __, current) {
+    const stamp = h("span", { class: "updated small muted" });
+    const body = h("div", { id: "status" }, h("p", { class: "muted" }, "Loading…"));
+    show(h("h1", {}, "Status ", stamp), body);
+    const load = async () => {
+      try {
+        const st = await api("GET", "/v1/status");
+        if (!current()) return;
+        const sv = st.services || {};
+        body.replaceChildren(overview(st),
+          h("div", { class: "cards" }, storageSection(sv.storage), ingestSection(sv.ingest)),
+          indexSection(sv.search || sv.index), catalogSection(sv.catalog));
+        stamp.textContent = `updated ${new Date().toLocaleTimeString()}`;
+      } catch (err) {
+        if (current()) body.replaceChildren(errorBox(err));
+      }
+    };
+    await load();
+    if (current()) refreshTimer = setInterval(load, 2000);
+  }
+
+  // ------------------------------------------------------------------ catalog
+
+  function wantedBody(film) {
+    if (film.tmdb && film.tmdb.id) return { tmdb: film.tmdb.id };
+    if (film.best && film.best.identifier) return { archive: film.best.identifier };
+    const body = { title: film.title };
+    if (film.year) body.year = film.year;
+    return body;
+  }
+
+  function filmRow(film) {
+    const button = h("button", { type: "button", class: "secondary add-wanted" }, "Add to wanted");
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        const res = await api("POST", "/v1/catalog/ingest", wantedBody(film));
+        const state = res && res.entry ? res.entry.state : "added";
+        button.textContent = res && res.created === false ? `Already wanted (${state})` : `Added (${state})`;
+        loadWanted();
+      } catch (err) {
+        button.disabled = false;
+        button.after(errorBox(err));
+      }
+    });
+    const best = film.best;
+    const tmdb = film.tmdb || {};
+    return h("div", { class: "film" },
+      h("div", { class: "what" },
+        h("div", { class: "title" }, `${film.title}${film.year ? ` (${film.year})` : ""}`),
+        h("div", { class: "meta muted" },
+          film.runtime_min ? h("span", {}, `${film.runtime_min} min`) : null,
+          film.directors && film.directors.length ? h("span", {}, `by ${film.directors.join(", ")}`) : null,
+          tmdb.id ? h("span", { class: "badge" }, `TMDB ${tmdb.id}`) : null,
+          best ? h("span", { class: "badge ok" }, `copy: ${best.identifier || best.item?.identifier || "found"}`)
+            : h("span", { class: "badge warn" }, "no free copy found")),
+        tmdb.overview ? h("p", { class: "small" }, tmdb.overview) : null),
+      button);
+  }
+
+  let loadWanted = () => {};
+
+  async function catalogPage(_, params, current) {
+    const q = params.get("q") || "";
+    const year = params.get("year") || "";
+    const input = h("input", { type: "search", id: "catalog-q", value: q, placeholder: "A film title",
+      "aria-label": "title" });
+    const yearInput = h("input", { type: "number", id: "catalog-year", value: year, placeholder: "Year",
+      min: 1870, max: 2100, style: "width:7rem", "aria-label": "year" });
+    const results = h("div", { id: "catalog-results" });
+    const wanted = h("div", { id: "wanted" }, h("p", { class: "muted" }, "Loading…"));
+    show(h("h1", {}, "Catalog"),
+      h("form", { class: "panel", id: "catalog-form", onsubmit: (ev) => {
+        ev.preventDefault();
+        const p = new URLSearchParams();
+        if (input.value.trim()) p.set("q", input.value.trim());
+        if (yearInput.value) p.set("year", yearInput.value);
+        go(`#/catalog?${p}`);
+      } }, h("p", { class: "muted small" }, "Find a film (TMDB and the Internet Archive) and add it to the wanted list."),
+      h("div", { class: "searchbar" }, input, yearInput, h("button", { type: "submit", class: "primary" }, "Find"))),
+      results,
+      h("section", { class: "panel" }, h("h2", {}, "Wanted"), wanted));
+    loadWanted = async () => {
+      try {
+        const data = await api("GET", "/v1/catalog");
+        if (current()) wanted.replaceChildren(wantedTable((data && data.entries) || []));
+      } catch (err) {
+        if (current()) wanted.replaceChildren(err.status === 404 ? missing("catalog") : errorBox(err));
+      }
+    };
+    loadWanted();
+    if (!q) return;
+    results.replaceChildren(h("p", { class: "muted" }, "Searching…"));
+    try {
+      const p = new URLSearchParams({ q });
+      if (year) p.set("year", year);
+      const data = await api("GET", `/v1/catalog/search?${p}`);
+      if (!current()) return;
+      const films = (data && (data.films || data.results)) || [];
+      results.replaceChildren(h("section", { class: "panel" }, h("h2", {}, `${films.length} match(es) for “${q}”`),
+        films.length ? films.map(filmRow) : h("p", { class: "muted" }, "Nothing found.")));
+    } catch (err) {
+      if (current()) results.replaceChildren(errorBox(err));
+    }
+  }
+
+  // ------------------------------------------------------------------ start
+
+  document.getElementById("logout").addEventListener("click", async () => {
+    try {
+      await api("POST", "/v1/auth/logout", undefined, { quiet401: true });
+    } catch (_) { /* logged out either way */ }
+    forget();
+    go("#/login");
+  });
+  window.addEventListener("hashchange", render);
+  render();
+})();

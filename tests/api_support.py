@@ -1,0 +1,119 @@
+"""Shared set-up of the API, OpenAPI and web UI tests: a real sandboxed Daemon with harbor.yaml applied (admins,
+machine token), and real catalog rows pointing at real files (a video blob, a JPEG thumbnail)."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from argon2 import PasswordHasher
+from PIL import Image
+
+from bitharbord.daemon import Daemon, Settings
+from bitharbord.store import db
+from tests.conftest import harbor_text
+
+ALICE_PASSWORD = "correct horse battery staple"  # harbor.yaml password_hash
+BOB_PASSWORD = "bob's long secret"  # harbor.yaml password_file
+MACHINE_TOKEN = "machine-token-0123456789"
+VIDEO_BYTES = bytes(range(256)) * 40  # 10,240 bytes with a recognisable pattern for Range checks
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Box:
+    daemon: Daemon
+    tmp: Path
+    media_root: Path
+    index_root: Path
+    config_root: Path
+    media: dict[str, int]  # name -> media id
+
+
+def config_text(tmp: Path, extra: str = "") -> str:
+    hashed = PasswordHasher().hash(ALICE_PASSWORD)
+    (tmp / "bob.password").write_text(BOB_PASSWORD + "\n")
+    (tmp / "machine.token").write_text(MACHINE_TOKEN + "\n")
+    return harbor_text(Path("/box"), (
+        "server:\n"
+        "  http:\n"
+        f"    token_file: {tmp / 'machine.token'}\n"
+        f"{extra}"
+        "admins:\n"
+        f"  - {{name: alice, password_hash: '{hashed}'}}\n"
+        f"  - {{name: bob, password_file: {tmp / 'bob.password'}}}\n"
+    ))
+
+
+async def make_box(tmp: Path, *, extra_http: str = "", services: list[Any] | None = None,
+                   http: str | None = None) -> Box:
+    """A sandboxed daemon (not running its loop) with harbor.yaml applied: dirs, database, admins."""
+    daemon = Daemon(Settings.sandboxed(tmp / "state", http=http), services=services)
+    desired = daemon.desired_from(config_text(tmp, extra_http), str(tmp / "harbor.yaml"))
+    _, report = await daemon.apply(desired, None, allow_destroy=False)
+    assert report.ok, report.to_dict()
+    paths = daemon.current_desired().effective.paths  # type: ignore[union-attr]
+    box = Box(daemon, tmp, Path(paths.media_root), Path(paths.index_root), Path(paths.config_root), {})
+    box.media = add_media(box)
+    return box
+
+
+def _jpeg(color: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), color).save(out, "JPEG")
+    return out.getvalue()
+
+
+def add_media(box: Box) -> dict[str, int]:
+    """Rows the way ingest writes them: blob and previews relative to their roots; only existing columns."""
+    h1 = "a1" + "0" * 62
+    h2 = "b2" + "0" * 62
+    blob = box.media_root / "personal" / h1[:2] / f"{h1}.mp4"
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(VIDEO_BYTES)
+    photo = box.media_root / "personal" / h2[:2] / f"{h2}.jpg"
+    photo.parent.mkdir(parents=True, exist_ok=True)
+    photo.write_bytes(_jpeg((200, 60, 40)))
+    thumb = box.index_root / "previews" / h1[:2] / f"{h1}.jpg"
+    thumb.parent.mkdir(parents=True, exist_ok=True)
+    thumb.write_bytes(_jpeg((30, 90, 200)))
+    outside = box.tmp / "secret.txt"
+    outside.write_text("not media")
+    rows: dict[str, dict[str, Any]] = {
+        "video": {"type": "personal", "title": "Harbour at dusk", "file_hash": h1,
+                  "blob_path": os.path.relpath(blob, box.media_root), "size": len(VIDEO_BYTES), "mime": "video/mp4",
+                  "kind": "video", "file_name": "dusk.mp4", "duration_s": 2.0, "width": 64, "height": 48,
+                  "thumbnail": os.path.relpath(thumb, box.index_root), "metadata_json": '{"codec": "h264"}'},
+        "photo": {"type": "personal", "title": "Red boat", "file_hash": h2, "blob_path": str(photo),
+                  "size": photo.stat().st_size, "mime": "image/jpeg", "kind": "image", "file_name": "boat.jpg"},
+        "escape": {"type": "other", "title": "Escapes its root", "file_hash": "c3" + "0" * 62,
+                   "blob_path": f"../../../../../../..{outside}", "thumbnail": "/etc/passwd", "kind": "other"},
+        "absent": {"type": "movie", "title": "Not on disk", "file_hash": "d4" + "0" * 62,
+                   "blob_path": "movie/d4/missing.mkv", "kind": "video"},
+    }
+    path = box.media_root / db.DB_NAME
+    conn = sqlite3.connect(path)
+    try:
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(media_core)")}
+        ids = {}
+        for name, row in rows.items():
+            row = {k: v for k, v in row.items() if k in columns}
+            cur = conn.execute(f"INSERT INTO media_core ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                               list(row.values()))
+            ids[name] = int(cur.lastrowid or 0)
+        conn.execute("INSERT INTO personal_media (media_id, camera, width, height) VALUES (?, 'Pixel', 64, 48)",
+                     (ids["video"],))
+        conn.commit()
+    finally:
+        conn.close()
+    return ids
