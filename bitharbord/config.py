@@ -216,6 +216,7 @@ class Catalog(Model):
     wanted: list[Wanted] = Field(default_factory=list)
     tmdb: Tmdb = Field(default_factory=Tmdb)
     archive: Archive = Field(default_factory=Archive)
+    max_download_bytes: int | None = Field(default=None, ge=1)  # per video file (IA and YouTube); None: no cap
 
 
 class Embedding(Model):

@@ -59,4 +59,6 @@ class Service(Protocol):
 
 def registered() -> list[Service]:
     """The services a real daemon runs, in start order."""
-    return []
+    from bitharbord.catalog.service import CatalogService
+
+    return [CatalogService()]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from bitharbord.store.migrations import names
 from tests.conftest import harbor_text
 
 
@@ -109,10 +110,10 @@ def test_plan_apply_converge_status(harbord: Harbord, tmp_path: Path) -> None:
     status = harbord.ctl("status", "-o", "json")
     data = json.loads(status.stdout)
     assert data["config"]["path"] == str(harbord.state / "harbor.yaml")
-    assert data["schema_version"] == "0001_media_core"
+    assert data["schema_version"] == names()[-1]
     assert [r["outcome"] for r in data["recent_actions"]] == ["applied"] * 6
     text = harbord.ctl("status").stdout
-    assert "schema:    0001_media_core" in text and "Ready" in text
+    assert f"schema:    {names()[-1]}" in text and "Ready" in text
 
 
 def test_saved_plan_applies_exactly_and_goes_stale(harbord: Harbord, tmp_path: Path) -> None:

@@ -104,7 +104,7 @@ def test_database_diff_names_pending_migrations(make_harbor: Make) -> None:
     want = Database().desired(harbor)["catalog"]
     actions = Database().diff("catalog", want, {"path": want["path"], "journal_mode": "delete", "migrations": []})
     assert actions[0].verb is Verb.UPDATE
-    assert actions[0].reason == "journal_mode delete -> wal; migrate: 0001_media_core"
+    assert actions[0].reason == "journal_mode delete -> wal; migrate: " + ", ".join(m.name for m in MIGRATIONS)
 
 
 async def test_observe_never_creates_the_database(make_harbor: Make, ctx_for: Ctx) -> None:

@@ -51,6 +51,7 @@ def make_plan(
     notes: Sequence[str] = (),
 ) -> Plan:
     actions: list[Action] = []
+    all_notes = list(notes)
     for provider in providers:
         want = snapshot.desired.get(provider.kind, {})
         have = snapshot.observed.get(provider.kind, {})
@@ -59,6 +60,11 @@ def make_plan(
                 if action.kind != provider.kind:
                     raise PlanError(f"provider {provider.kind} made an action for {action.address}")
                 actions.append(action)
+        # Optional `notes(observed) -> list[str]`, pure like diff: where resources stand when that is worth
+        # showing but is not an action (a folder not ingested, a wanted title not found yet).
+        provider_notes = getattr(provider, "notes", None)
+        if provider_notes is not None:
+            all_notes.extend(provider_notes(have))
     rank = {p.kind: i for i, p in enumerate(providers)}
     return Plan(
         order(actions, rank),
@@ -66,7 +72,7 @@ def make_plan(
         config_digest=config_digest,
         config_source=config_source,
         config_path=config_path,
-        notes=tuple(notes),
+        notes=tuple(all_notes),
     )
 
 

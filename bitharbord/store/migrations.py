@@ -73,6 +73,53 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX idmap_media ON idmap(media_id)",
         ),
     ),
+    Migration(
+        "0003_catalog",
+        (
+            # One row per wanted entry (harbor.yaml's catalog.wanted, or added through /v1/catalog/ingest):
+            # where the catalog service is with it, and the copy it chose. Written by bitharbord.store.catalog.
+            """CREATE TABLE catalog_entries (
+                key TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                spec_json TEXT NOT NULL,
+                origin TEXT NOT NULL DEFAULT 'config',
+                state TEXT NOT NULL DEFAULT 'searching',
+                title TEXT,
+                year INTEGER,
+                tmdb_id INTEGER,
+                source TEXT,
+                identifier TEXT,
+                files_json TEXT,
+                format TEXT,
+                size INTEGER,
+                score REAL,
+                reasons_json TEXT,
+                details_json TEXT,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                misses INTEGER NOT NULL DEFAULT 0,
+                temp_errors INTEGER NOT NULL DEFAULT 0,
+                next_try_at REAL,
+                error TEXT,
+                progress_bytes INTEGER NOT NULL DEFAULT 0,
+                total_bytes INTEGER,
+                media_ids_json TEXT,
+                created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+                updated_at REAL
+            )""",
+            "CREATE INDEX catalog_entries_state ON catalog_entries(state)",
+            # Files that came with a catalog download and are not media themselves: subtitles, cover, poster.
+            """CREATE TABLE catalog_sidecars (
+                media_id INTEGER NOT NULL REFERENCES media_core(id) ON DELETE CASCADE,
+                kind TEXT NOT NULL,
+                name TEXT NOT NULL,
+                blob_hash TEXT NOT NULL,
+                blob_path TEXT NOT NULL,
+                PRIMARY KEY (media_id, kind, name)
+            )""",
+            "CREATE INDEX catalog_movies_tmdb ON movies(tmdb_id)",
+            "CREATE INDEX catalog_movies_ia ON movies(ia_identifier)",
+        ),
+    ),
 )
 
 
