@@ -495,7 +495,8 @@ async def api(box: Box, aiohttp_client: Callable[..., Awaitable[TestClient[Any, 
     return await aiohttp_client(app)
 
 
-async def test_search_route_shows_the_best_per_film_and_every_candidate(box: Box, api: TestClient[Any, Any]) -> None:
+async def test_search_route_shows_the_best_per_film_and_every_candidate(box: Box,
+                                                                       api: TestClient[Any, Any]) -> None:
     await box.apply_config(WANT_NOSFERATU)
     resp = await api.get("/v1/catalog/search", params={"q": "Nosferatu"})
     assert resp.status == 200
@@ -512,8 +513,10 @@ async def test_search_route_shows_the_best_per_film_and_every_candidate(box: Box
     assert films[6404]["best"]["identifier"] == "NosferatuTheVampyre1979"
     assert box.archive.requests_to("/download/") == []
     bad = await api.get("/v1/catalog/search", params={"q": "Nosferatu", "year": "soon"})
-    assert bad.status == 400 and "year must be a number" in (await bad.json())["error"]["message"]
-    assert (await api.get("/v1/catalog/search")).status == 400
+    error = (await bad.json())["error"]
+    assert bad.status == 400 and error["code"] == "bad_query" and error["message"].startswith("invalid query: year:")
+    missing = await api.get("/v1/catalog/search")
+    assert missing.status == 400 and "q: Field required" in (await missing.json())["error"]["message"]
 
 
 async def test_ingest_route_adds_an_entry_kept_in_sqlite(box: Box, api: TestClient[Any, Any]) -> None:
@@ -527,7 +530,11 @@ async def test_ingest_route_adds_an_entry_kept_in_sqlite(box: Box, api: TestClie
     known = await api.post("/v1/catalog/ingest", json={"title": "nosferatu", "year": 1922})
     assert known.status == 200 and (await known.json())["entry"]["key"] == NOSFERATU
     bad = await api.post("/v1/catalog/ingest", json={"film": "Nosferatu"})
-    assert bad.status == 422 and "a wanted entry needs one of the keys" in (await bad.json())["error"]["message"]
+    error = (await bad.json())["error"]
+    assert bad.status == 400 and error["code"] == "invalid_body"
+    assert "a wanted entry needs one of the keys: title, tmdb, archive, youtube" in error["message"]
+    typo = await api.post("/v1/catalog/ingest", json={"title": "Nosferatu", "yaer": 1922})
+    assert typo.status == 400 and "yaer" in (await typo.json())["error"]["message"]
     assert (await api.post("/v1/catalog/ingest", data=b"{nope")).status == 400
     # harbor.yaml was not rewritten; the entry lives in SQLite and is searched like the others
     assert "NosferatuTheVampyre1979" not in (box.tmp / "state" / "harbor.yaml").read_text()
@@ -542,3 +549,42 @@ async def test_ingest_route_adds_an_entry_kept_in_sqlite(box: Box, api: TestClie
     await box.svc.transfer_pass()
     assert (await box.row("archive:NosferatuTheVampyre1979")).state == "ingested"
     assert (await box.plan()).empty
+
+
+# --------------------------------------------------------------------------- inside the running daemon
+
+
+async def test_the_running_daemon_acquires_a_wanted_title_on_its_own(box: Box, tmp_path: Path) -> None:
+    """No manual passes: the reconcile loop applies the download the catalog service found, the service fetches,
+    verifies and hands it to ingest."""
+    import asyncio
+
+    state = tmp_path / "run"
+    state.mkdir()
+    (state / "harbor.yaml").write_text(box.config(WANT_NOSFERATU))
+    svc = CatalogService(poll_interval=0.1, archive_options={"retries": 1, "backoff": 0.0},
+                         tmdb_options={"retries": 1, "backoff": 0.0, "sleep": _no_sleep}, ingest_timeout=30)
+    daemon = Daemon(Settings.sandboxed(state, http=None), services=[svc])
+    media_root = state / "root" / "box" / "media"
+    daemon.env.shared["ingest"] = LocalIngest(media_root, media_root / "bitharbor.db")
+    task = asyncio.create_task(daemon.run())
+    seen: list[str] = []
+    try:
+        for _ in range(600):
+            section = daemon.status()["services"].get("catalog", {})
+            states = [e["state"] for e in section.get("entries", [])]
+            if states and (not seen or seen[-1] != states[0]):
+                seen.append(states[0])
+            if states == ["ingested"]:
+                break
+            await asyncio.sleep(0.05)
+        assert states == ["ingested"], (seen, section)
+        # the journal shows the reconcile loop applied the download action
+        journal = [r["address"] for r in daemon.reconciler.journal.tail(50)] if daemon.reconciler.journal else []
+        assert f"catalog.{NOSFERATU}" in journal
+        status = daemon.status()
+        assert any(c["type"] == "CatalogFailing" and c["status"] is False for c in status["conditions"])
+        assert 'bitharbor_catalog_entries{state="ingested"} 1.0' in daemon.metrics.scrape().decode()
+    finally:
+        daemon.stop.set()
+        assert await asyncio.wait_for(task, 60) == 0

@@ -38,8 +38,9 @@ import aiosqlite
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
+from bitharbord.api import schemas
 from bitharbord.catalog import archive as ia
 from bitharbord.catalog import tmdb as tm
 from bitharbord.catalog import youtube as yt
@@ -72,7 +73,7 @@ from bitharbord.catalog.finder import (
     summary,
 )
 from bitharbord.catalog.match import ArchiveFile
-from bitharbord.config import Harbor
+from bitharbord.config import Harbor, Wanted
 from bitharbord.ingest.probe import ProbeError, read_ytdlp_info
 from bitharbord.providers.base import TemporaryError
 from bitharbord.services import Condition, ServiceEnv
@@ -97,6 +98,50 @@ class Ingest(Protocol):
                      metadata: Mapping[str, Any] | None = None) -> int: ...
 
     async def wait(self, job_id: int, timeout: float | None = None) -> Any: ...
+
+
+class SearchQuery(BaseModel):
+    q: str = Field(min_length=1, max_length=500, description='the title, e.g. "Nosferatu" or "Nosferatu (1922)"')
+    year: int | None = Field(default=None, ge=1870, le=2100, description="the release year (matches within +-1)")
+
+
+_ENTRY: schemas.JsonSchema = {
+    "type": "object", "description": "a wanted entry and where it stands",
+    "properties": {
+        "key": {"type": "string", "description": "stable key, e.g. title:nosferatu-1922, tmdb:653, archive:<id>"},
+        "kind": {"type": "string", "enum": ["title", "tmdb", "archive", "youtube", "youtube_playlist",
+                                            "youtube_channel"]},
+        "origin": {"type": "string", "enum": ["config", "api"]},
+        "state": {"type": "string", "enum": list(STATES)},
+        "title": {"type": ["string", "null"]}, "year": {"type": ["integer", "null"]},
+        "identifier": {"type": ["string", "null"], "description": "the Internet Archive identifier or video URL"},
+        "download": {"type": "array", "items": {"type": "string"}, "description": "what apply downloads"},
+        "progress": {"type": "object", "description": "while downloading: bytes, total, percent"},
+        "next_try_at": {"type": ["number", "null"], "description": "Unix time of the next search"},
+        "error": {"type": ["string", "null"]},
+        "media_ids": {"type": "array", "items": {"type": "integer"}},
+    },
+    "required": ["key", "kind", "state"],
+}
+_LIST: schemas.JsonSchema = {"type": "object", "properties": {
+    "entries": {"type": "array", "items": _ENTRY},
+    "counts": {"type": "object", "additionalProperties": {"type": "integer"}, "description": "entries per state"}},
+    "required": ["entries", "counts"]}
+_CANDIDATE: schemas.JsonSchema = {"type": "object", "properties": {
+    "identifier": {"type": "string"}, "title": {"type": "string"}, "year": {"type": ["integer", "null"]},
+    "score": {"type": "number"}, "accepted": {"type": "boolean"},
+    "reasons": {"type": "array", "items": {"type": "string"}, "description": "why: each rule and its points"},
+    "files": {"type": "array", "items": {"type": "object"}, "description": "video, subtitles, cover"}}}
+_SEARCH: schemas.JsonSchema = {"type": "object", "properties": {
+    "query": {"type": "string"}, "year": {"type": ["integer", "null"]},
+    "films": {"type": "array", "items": {"type": "object", "properties": {
+        "title": {"type": "string"}, "year": {"type": ["integer", "null"]},
+        "tmdb": {"type": ["object", "null"], "description": "TMDB's facts (cast, director, runtime...)"},
+        "best": {"anyOf": [_CANDIDATE, {"type": "null"}]},
+        "candidates": {"type": "array", "items": _CANDIDATE}}}}},
+    "required": ["query", "films"]}
+_ADDED: schemas.JsonSchema = {"type": "object", "properties": {"created": {"type": "boolean"}, "entry": _ENTRY},
+                              "required": ["created", "entry"]}
 
 
 class _Metrics:
@@ -719,6 +764,10 @@ class CatalogService:
             return _error(409, "catalog_not_ready", f"the catalog is not ready: {self.phase}")
         return where
 
+    @schemas.route(summary="Wanted catalog entries and their states", tags=["catalog"],
+                   description="Every wanted entry (harbor.yaml's catalog.wanted and those added through "
+                               "POST /v1/catalog/ingest): state, chosen copy, download progress, next retry, error.",
+                   responses={200: _LIST}, errors=[409, 503])
     async def _route_list(self, request: web.Request) -> web.Response:
         where = self._where_or_error()
         if isinstance(where, web.Response):
@@ -735,16 +784,18 @@ class CatalogService:
         rows.sort(key=lambda r: str(r["key"]))
         return web.json_response({"entries": rows, "counts": store.counts(found)})
 
+    @schemas.route(summary="Search TMDB and the Internet Archive for a film", tags=["catalog"],
+                   description="One result per film the title may mean (TMDB's hits), each with its best "
+                               "Internet Archive copy and every candidate with its score and the reasons. "
+                               "Nothing is downloaded.",
+                   query=SearchQuery, responses={200: _SEARCH}, errors=[409, 502, 503])
     async def _route_search(self, request: web.Request) -> web.Response:
-        query = request.query.get("q", "").strip()
-        if not query:
-            return _error(400, "bad_request", "give the title to search for: /v1/catalog/search?q=Nosferatu")
-        year: int | None = None
-        if request.query.get("year"):
-            try:
-                year = int(request.query["year"])
-            except ValueError:
-                return _error(400, "bad_request", f"year must be a number, got {request.query['year']!r}")
+        try:
+            params = SearchQuery.model_validate({k: request.query[k] for k in ("q", "year") if request.query.get(k)})
+        except ValidationError as exc:
+            problems = "; ".join(f"{p['field']}: {p['message']}" for p in schemas.problems(exc))
+            return _error(400, "bad_query", f"invalid query: {problems} (e.g. /v1/catalog/search?q=Nosferatu)")
+        query, year = params.q.strip(), params.year
         if self.env is None:
             return _error(503, "catalog_not_running", "the catalog service has not started yet")
         desired = self.env.desired()
@@ -770,6 +821,13 @@ class CatalogService:
         self._count_search("interactive")
         return web.json_response({"query": query, "year": year, "films": [f.to_json() for f in films]})
 
+    @schemas.route(summary="Want one more title", tags=["catalog"],
+                   description="Adds a wanted entry, in any form catalog.wanted takes ({title, year}, {tmdb}, "
+                               "{archive}, {youtube}, {youtube_playlist, max}, {youtube_channel, max}). It is "
+                               "kept in the daemon's database (harbor.yaml is not rewritten) and acquired like the "
+                               "others. 201 when added, 200 when it was already wanted.",
+                   body=TypeAdapter(Wanted).json_schema(), responses={201: _ADDED, 200: _ADDED},
+                   errors=[409, 503])
     async def _route_add(self, request: web.Request) -> web.Response:
         try:
             body = await request.json()
@@ -780,7 +838,7 @@ class CatalogService:
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'entry'}: {err['msg']}"
                                  for err in exc.errors())
-            return _error(422, "bad_entry", f"not a wanted entry ({problems}); expected one of "
+            return _error(400, "invalid_body", f"not a wanted entry ({problems}); expected one of "
                                             "{title, year?}, {tmdb}, {archive}, {youtube}, "
                                             "{youtube_playlist, max?}, {youtube_channel, max?}")
         where = self._where_or_error()
