@@ -115,6 +115,8 @@ async def test_daemon_finds_downloads_and_hands_over_a_wanted_film(aiohttp_serve
         if want == {"downloaded"}:
             assert "Note: catalog.title:nosferatu-1922: downloaded, waiting for ingest" in plan
 
+        status_text = (await ctl(d, "status")).stdout
+        assert f"  catalog        1 wanted: 1 {sorted(want)[0]}" in status_text
         status = json.loads((await ctl(d, "status", "-o", "json")).stdout)
         assert [e["state"] for e in status["services"]["catalog"]["entries"]] == sorted(want)
         assert any(c["type"] == "CatalogFailing" and not c["status"] for c in status["conditions"])

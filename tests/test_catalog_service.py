@@ -6,6 +6,7 @@ Nothing here reaches the internet: TMDB, the Internet Archive and the video host
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -18,8 +19,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from blake3 import blake3
 
-from bitharbord.catalog.entries import DAY, dir_name
+from bitharbord.catalog.entries import DAY, dir_name, entry_key
 from bitharbord.catalog.service import CatalogService
+from bitharbord.config import WantedPlaylist
 from bitharbord.daemon import Daemon, Settings
 from bitharbord.reconcile.executor import ApplyReport
 from bitharbord.reconcile.plan import Plan
@@ -216,6 +218,7 @@ async def test_wanted_title_goes_from_searching_to_ingested(box: Box) -> None:
 
     # the status section, conditions and metrics
     status = box.svc.status()
+    assert status["summary"] == "1 wanted: 1 ingested"
     assert status["counts"]["ingested"] == 1
     assert [e["state"] for e in status["entries"]] == ["ingested"]
     assert [(c.type, c.status) for c in box.svc.conditions()] == [("CatalogFailing", False)]
@@ -588,3 +591,72 @@ async def test_the_running_daemon_acquires_a_wanted_title_on_its_own(box: Box, t
     finally:
         daemon.stop.set()
         assert await asyncio.wait_for(task, 60) == 0
+
+
+async def test_a_playlist_is_looked_at_again_daily_for_new_videos(box: Box) -> None:
+    url = f"{box.urls['video']}/page.html"
+    await box.apply_config(f"    - youtube_playlist: {url}\n      max: 2\n")
+    key = entry_key(WantedPlaylist(youtube_playlist=url))
+    await box.svc.search_pass()
+    row = await box.row(key)
+    assert key.startswith("youtube_playlist:url-") and row.state == "matched"
+    [action] = (await box.plan()).actions
+    assert action.reason == (f"download {url} (new videos of the playlist, at most 2; best single-file format, "
+                             "no size cap each)")
+    await box.apply()
+    box.use_ingest()
+    await box.svc.transfer_pass()
+    row = await box.row(key)
+    assert row.state == "ingested" and len(row.media_ids) == 1
+    assert row.next_try_at == box.clock.now + DAY
+    [(youtube_id,)] = box.sql("SELECT youtube_id FROM online_video")
+    assert youtube_id.startswith("html5mediaembed:")
+    # a day later it is matched again (plan shows it); the download archive makes the second fetch a no-op
+    assert await box.svc.search_pass() == 0
+    box.clock.now += DAY
+    assert await box.svc.search_pass() == 1
+    assert [a.address for a in (await box.plan()).actions] == [f"catalog.{key}"]
+    await box.apply()
+    clips = len(box.video.requests_to("/clip.mp4"))
+    await box.svc.transfer_pass()
+    row = await box.row(key)
+    assert (row.state, len(row.media_ids)) == ("ingested", 1)
+    assert len(box.video.requests_to("/clip.mp4")) == clips  # not downloaded again
+
+
+async def test_download_progress_shows_and_a_stopped_download_resumes(box: Box) -> None:
+    import asyncio
+
+    box.archive.add(FakeItem("slow_film_1930", {"title": "Slow Film", "year": "1930", "mediatype": "movies"},
+                             [FakeFile("slow.mp4", blob("slow", 200_000), "h.264", "original")], downloads=10))
+    box.archive.slow("slow_film_1930", "slow.mp4")  # 4 kB every 20 ms: about a second
+    box.svc.archive_options["chunk_size"] = 4096  # progress per 4 kB (the default reads 1 MiB at a time)
+    await box.apply_config("    - {title: Slow Film, year: 1930}\n")
+    await box.svc.search_pass()
+    row = await box.row("title:slow-film-1930")
+    # TMDB does not know it: found on the Internet Archive by title alone, and the plan says so
+    assert (row.state, row.tmdb_id, row.identifier) == ("matched", None, "slow_film_1930")
+    assert row.reasons[0] == "TMDB has no film 'Slow Film' (1930)"
+    await box.apply()
+    box.use_ingest()
+    transfer = asyncio.create_task(box.svc.transfer_pass())
+    progress = None
+    for _ in range(400):
+        [entry] = box.svc.status()["entries"] or [{}]
+        progress = entry.get("progress")
+        if progress and 0 < progress["bytes"] < 200_000:
+            break
+        await asyncio.sleep(0.01)
+    assert progress is not None and progress["total"] == 200_000 and 0 < progress["percent"] < 100
+    assert box.svc.status()["summary"].startswith("1 wanted: 1 downloading; title:slow-film-1930 downloading ")
+    # the daemon stops mid-download: the entry stays `downloading`, no partial file is left
+    transfer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await transfer
+    await asyncio.sleep(0.2)
+    dest = box.media_root / ".incoming" / "catalog" / dir_name("title:slow-film-1930")
+    assert (await box.row("title:slow-film-1930")).state == "downloading"
+    assert not (dest / "slow.mp4").exists() and not list(dest.glob(".*.part"))
+    # next start: it is fetched again, verified and ingested
+    await box.svc.transfer_pass()
+    assert (await box.row("title:slow-film-1930")).state == "ingested"

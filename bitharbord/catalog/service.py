@@ -453,7 +453,10 @@ class CatalogService:
         worked = 0
         try:
             keys = [e.key for e in entries(where.harbor)]
-            for row in await store.transfers(conn, keys, self.clock()):
+            due = await store.transfers(conn, keys, self.clock())
+            if due:
+                await self._refresh(conn, keys)  # status shows them `downloading` from the start
+            for row in due:
                 if self._env().stop.is_set():
                     break
                 worked += 1
@@ -462,6 +465,7 @@ class CatalogService:
                     await self._download(conn, row, where)
                     current = await store.get(conn, row.key)
                 if current is not None and current.state == DOWNLOADED:
+                    await self._refresh(conn, keys)
                     await self._ingest(conn, current, where)
             await self._refresh(conn, keys)
         finally:
@@ -737,8 +741,25 @@ class CatalogService:
 
     def status(self) -> dict[str, Any]:
         rows = sorted(self._rows.values(), key=lambda r: r.key)
-        return {"phase": self.phase, "last_error": self.last_error or None,
-                "counts": store.counts(rows), "entries": [self.entry_json(r) for r in rows]}
+        entries_ = [self.entry_json(r) for r in rows]
+        return {"phase": self.phase, "last_error": self.last_error or None, "summary": self._summary(entries_),
+                "counts": store.counts(rows), "entries": entries_}
+
+    def _summary(self, entries_: Sequence[Mapping[str, Any]]) -> str:
+        """One line for `bitharborctl status`: counts by state, then each download in flight."""
+        if not entries_:
+            return "no wanted titles" if self.phase == "running" else self.phase
+        counts: dict[str, int] = {}
+        for e in entries_:
+            counts[e["state"]] = counts.get(e["state"], 0) + 1
+        text = f"{len(entries_)} wanted: " + ", ".join(
+            f"{counts[s]} {s.replace('_', ' ')}" for s in STATES if counts.get(s))
+        for e in entries_:
+            p = e.get("progress")
+            if e["state"] == DOWNLOADING and p:
+                pct = f" {p['percent']:.0f}%" if p.get("percent") is not None else ""
+                text += f"; {e['key']} downloading{pct}"
+        return text
 
     def conditions(self) -> Sequence[Condition]:
         failed = [r for r in self._rows.values() if r.state == FAILED]
