@@ -454,7 +454,10 @@ def _describe(err: Mapping[str, Any]) -> str:
 
 def parse(text: str, file: str = "harbor.yaml") -> Harbor:
     """Validate harbor.yaml text; raise ConfigError listing every problem with its location."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # checks the characters up front (control characters are refused)
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem(file, 1, 1, "", f"malformed YAML: {exc}")]) from None
     try:
         node = loader.get_single_node()
         if node is None:

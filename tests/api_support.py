@@ -40,7 +40,7 @@ class Box:
     media: dict[str, int]  # name -> media id
 
 
-def config_text(tmp: Path, extra: str = "") -> str:
+def config_text(tmp: Path, extra: str = "", catalog: str = "") -> str:
     hashed = PasswordHasher().hash(ALICE_PASSWORD)
     (tmp / "bob.password").write_text(BOB_PASSWORD + "\n")
     (tmp / "machine.token").write_text(MACHINE_TOKEN + "\n")
@@ -52,6 +52,7 @@ def config_text(tmp: Path, extra: str = "") -> str:
         "admins:\n"
         f"  - {{name: alice, password_hash: '{hashed}'}}\n"
         f"  - {{name: bob, password_file: {tmp / 'bob.password'}}}\n"
+        f"{catalog}"
     ))
 
 
@@ -64,7 +65,7 @@ async def make_box(tmp: Path, *, extra_http: str = "", services: list[Any] | Non
     assert report.ok, report.to_dict()
     paths = daemon.current_desired().effective.paths  # type: ignore[union-attr]
     box = Box(daemon, tmp, Path(paths.media_root), Path(paths.index_root), Path(paths.config_root), {})
-    box.media = add_media(box)
+    box.media = add_media(box.media_root, box.index_root, tmp)
     return box
 
 
@@ -74,26 +75,26 @@ def _jpeg(color: tuple[int, int, int]) -> bytes:
     return out.getvalue()
 
 
-def add_media(box: Box) -> dict[str, int]:
+def add_media(media_root: Path, index_root: Path, tmp: Path) -> dict[str, int]:
     """Rows the way ingest writes them: blob and previews relative to their roots; only existing columns."""
     h1 = "a1" + "0" * 62
     h2 = "b2" + "0" * 62
-    blob = box.media_root / "personal" / h1[:2] / f"{h1}.mp4"
+    blob = media_root / "personal" / h1[:2] / f"{h1}.mp4"
     blob.parent.mkdir(parents=True, exist_ok=True)
     blob.write_bytes(VIDEO_BYTES)
-    photo = box.media_root / "personal" / h2[:2] / f"{h2}.jpg"
+    photo = media_root / "personal" / h2[:2] / f"{h2}.jpg"
     photo.parent.mkdir(parents=True, exist_ok=True)
     photo.write_bytes(_jpeg((200, 60, 40)))
-    thumb = box.index_root / "previews" / h1[:2] / f"{h1}.jpg"
+    thumb = index_root / "previews" / h1[:2] / f"{h1}.jpg"
     thumb.parent.mkdir(parents=True, exist_ok=True)
     thumb.write_bytes(_jpeg((30, 90, 200)))
-    outside = box.tmp / "secret.txt"
+    outside = tmp / "secret.txt"
     outside.write_text("not media")
     rows: dict[str, dict[str, Any]] = {
         "video": {"type": "personal", "title": "Harbour at dusk", "file_hash": h1,
-                  "blob_path": os.path.relpath(blob, box.media_root), "size": len(VIDEO_BYTES), "mime": "video/mp4",
+                  "blob_path": os.path.relpath(blob, media_root), "size": len(VIDEO_BYTES), "mime": "video/mp4",
                   "kind": "video", "file_name": "dusk.mp4", "duration_s": 2.0, "width": 64, "height": 48,
-                  "thumbnail": os.path.relpath(thumb, box.index_root), "metadata_json": '{"codec": "h264"}'},
+                  "thumbnail": os.path.relpath(thumb, index_root), "metadata_json": '{"codec": "h264"}'},
         "photo": {"type": "personal", "title": "Red boat", "file_hash": h2, "blob_path": str(photo),
                   "size": photo.stat().st_size, "mime": "image/jpeg", "kind": "image", "file_name": "boat.jpg"},
         "escape": {"type": "other", "title": "Escapes its root", "file_hash": "c3" + "0" * 62,
@@ -101,7 +102,7 @@ def add_media(box: Box) -> dict[str, int]:
         "absent": {"type": "movie", "title": "Not on disk", "file_hash": "d4" + "0" * 62,
                    "blob_path": "movie/d4/missing.mkv", "kind": "video"},
     }
-    path = box.media_root / db.DB_NAME
+    path = media_root / db.DB_NAME
     conn = sqlite3.connect(path)
     try:
         columns = {r[1] for r in conn.execute("PRAGMA table_info(media_core)")}
@@ -117,3 +118,130 @@ def add_media(box: Box) -> dict[str, int]:
     finally:
         conn.close()
     return ids
+
+
+# ----------------------------------------------------------------------------- a live daemon (subprocess)
+
+
+class Fakes:
+    """The Internet Archive and TMDB as local aiohttp servers, on a loop in a background thread (the tests that
+    use a live daemon are synchronous: schemathesis and selenium block)."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        from aiohttp import web
+
+        from tests.fakes.archive import FakeArchive
+        from tests.fakes.tmdb import FakeTmdb
+        from tests.test_archive import nosferatu_items
+
+        self.loop = asyncio.new_event_loop()
+        self.archive = FakeArchive()
+        for item in nosferatu_items():
+            self.archive.add(item)
+        self.tmdb = FakeTmdb(api_key=TMDB_KEY)
+        self.urls: dict[str, str] = {}
+        self._runners: list[web.AppRunner] = []
+        ready = threading.Event()
+
+        async def start() -> None:
+            for name, app in (("archive", self.archive.app), ("tmdb", self.tmdb.app)):
+                runner = web.AppRunner(app, access_log=None)
+                await runner.setup()
+                port = free_port()
+                await web.TCPSite(runner, "127.0.0.1", port).start()
+                self._runners.append(runner)
+                self.urls[name] = f"http://127.0.0.1:{port}"
+
+        def serve() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(start())
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=serve, name="fakes", daemon=True)
+        self.thread.start()
+        assert ready.wait(30), "the fake upstream servers did not start"
+
+    def catalog_yaml(self, key_file: Path) -> str:
+        return ("catalog:\n"
+                "  tmdb:\n"
+                f"    key_file: {key_file}\n"
+                f"    api_base: {self.urls['tmdb']}/3\n"
+                f"    image_base: {self.urls['tmdb']}\n"
+                "  archive:\n"
+                f"    host: {self.urls['archive']}\n")
+
+    def stop(self) -> None:
+        import asyncio
+
+        async def cleanup() -> None:
+            for runner in self._runners:
+                await runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(cleanup(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+
+
+TMDB_KEY = "0123456789abcdef0123456789abcdef"
+
+
+@dataclass
+class Live:
+    """bitharbord as a process (tests/test_e2e.Harbord), harbor.yaml applied, media rows in its catalog."""
+
+    harbord: Any
+    fakes: Fakes
+    tmp: Path
+    media_root: Path
+    index_root: Path
+    media: dict[str, int]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.harbord.port}"
+
+    def token(self, name: str = "alice", password: str = ALICE_PASSWORD) -> str:
+        import json
+        import urllib.request
+
+        req = urllib.request.Request(f"{self.url}/v1/auth/login", method="POST",
+                                     data=json.dumps({"name": name, "password": password}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return str(json.loads(resp.read())["token"])
+
+    def stop(self) -> None:
+        try:
+            self.harbord.stop()
+        finally:
+            self.fakes.stop()
+
+
+def start_live(tmp: Path, *, rows: bool = True) -> Live:
+    """Fakes up, bitharbord started, harbor.yaml applied through bitharborctl; `rows`: add_media's catalog rows."""
+    from tests.test_e2e import Harbord
+
+    fakes = Fakes()
+    try:
+        key_file = tmp / "tmdb.key"
+        key_file.write_text(TMDB_KEY + "\n")
+        cfg = tmp / "harbor.yaml"
+        cfg.write_text(config_text(tmp, catalog=fakes.catalog_yaml(key_file)))
+        harbord = Harbord(tmp).start()
+    except BaseException:
+        fakes.stop()
+        raise
+    try:
+        applied = harbord.ctl("apply", "-f", str(cfg))
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        root = harbord.state / "root" / "box"
+        media = add_media(root / "media", root / "index", tmp) if rows else {}
+    except BaseException:
+        harbord.stop()
+        fakes.stop()
+        raise
+    return Live(harbord, fakes, tmp, root / "media", root / "index", media)

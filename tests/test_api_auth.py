@@ -422,8 +422,9 @@ async def test_errors_are_json_with_stable_codes(tmp_path: Path, aiohttp_client:
     assert r.status == 400 and await error_code(r) == "bad_plan"
     r = await client.post("/v1/apply", json={"allow_destroy": "yes"}, headers=h)
     assert r.status == 400 and await error_code(r) == "bad_request"
-    r = await client.post("/v1/plan", json={"config": "apiVersion: nope"}, headers=h)
-    assert r.status == 422 and await error_code(r) == "invalid_config"
+    for text in ("apiVersion: nope", "apiVersion: bitharbor/v1\x01", "\ud9c8"):
+        r = await client.post("/v1/plan", json={"config": text}, headers=h)
+        assert r.status == 422 and await error_code(r) == "invalid_config", text
     with structlog.testing.capture_logs() as logs:
         r = await client.get("/v1/buggy", headers=h)
     assert r.status == 500

@@ -49,6 +49,7 @@ class MediaSummary(BaseModel):
     id: int
     type: str
     title: str | None = None
+    file_name: str | None = Field(None, description="the name it was first ingested under")
     kind: str | None = Field(None, description="image, video, audio or other")
     mime: str | None = None
     size: int | None = None
@@ -57,7 +58,6 @@ class MediaSummary(BaseModel):
 
 
 class MediaItem(MediaSummary):
-    file_name: str | None = None
     file_hash: str | None = None
     created_at: str | None = None
     duration_s: float | None = None
@@ -163,7 +163,8 @@ def _urls(row: dict[str, Any]) -> Urls:
 
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
-    return {"id": row["id"], "type": row["type"], "title": row.get("title"), "kind": row.get("kind"),
+    return {"id": row["id"], "type": row["type"], "title": row.get("title"), "file_name": row.get("file_name"),
+            "kind": row.get("kind"),
             "mime": row.get("mime"), "size": row.get("size"), "added_at": row.get("added_at"),
             "urls": _urls(row)}
 
@@ -224,7 +225,7 @@ async def get_media(request: web.Request) -> web.Response:
     clip = _inside(row.get("preview_clip"), index_root)
     item = MediaItem(
         **_summary(row),
-        file_name=row.get("file_name"), file_hash=row.get("file_hash"), created_at=row.get("created_at"),
+        file_hash=row.get("file_hash"), created_at=row.get("created_at"),
         duration_s=row.get("duration_s"), width=row.get("width"), height=row.get("height"),
         metadata=_metadata(row.get("metadata_json")), details=extra["details"],
         paths=Paths(blob=str(blob) if blob else None, thumbnail=str(thumb) if thumb else None,

@@ -69,12 +69,41 @@ class _Models:
 
     def __init__(self) -> None:
         self.wanted: list[tuple[type[BaseModel], Any]] = []
+        self.extra: dict[str, JsonSchema] = {}  # from literal schemas' $defs
 
     def ref(self, model: type[BaseModel], mode: str) -> tuple[type[BaseModel], str]:
         key = (model, mode)
         if key not in self.wanted:
             self.wanted.append(key)
         return key
+
+    def literal(self, schema: JsonSchema) -> JsonSchema:
+        """A literal JSON Schema (e.g. pydantic's TypeAdapter(...).json_schema()): its `$defs` become components
+        and its `#/$defs/X` references point there; a name already taken by another schema gets a suffix."""
+        defs = schema.get("$defs")
+        if not isinstance(defs, dict):
+            return schema
+        renames: dict[str, str] = {}
+        for name, sub in defs.items():
+            target, n = name, 2
+            while target in self.extra and self.extra[target] != sub:
+                target, n = f"{name}_{n}", n + 1
+            renames[name] = target
+        def rewrite(node: Any) -> Any:
+            if isinstance(node, dict):
+                out = {k: rewrite(v) for k, v in node.items() if k != "$defs"}
+                ref = out.get("$ref")
+                if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                    out["$ref"] = "#/components/schemas/" + renames.get(ref[len("#/$defs/"):], ref[len("#/$defs/"):])
+                return out
+            if isinstance(node, list):
+                return [rewrite(v) for v in node]
+            return node
+
+        for name, sub in defs.items():
+            self.extra[renames[name]] = rewrite(sub)
+        result: JsonSchema = rewrite(schema)
+        return result
 
     def render(self) -> tuple[dict[Any, JsonSchema], dict[str, JsonSchema]]:
         if not self.wanted:
@@ -88,7 +117,7 @@ def _schema_or_marker(spec: type[BaseModel] | JsonSchema | None, mode: str, mode
         return None
     if isinstance(spec, type) and issubclass(spec, BaseModel):
         return models.ref(spec, mode)
-    return spec
+    return models.literal(spec)
 
 
 def _error_response(status: int) -> dict[str, Any]:
@@ -187,7 +216,7 @@ def build(app: web.Application, *, title: str = "BitHarbor API") -> dict[str, An
         lifted.update(op.pop("x-defs", {}))
         paths.setdefault(path, {})[method.lower()] = op
     rendered, defs = models.render()
-    components = {"Error": ERROR_SCHEMA, **lifted, **defs}
+    components = {"Error": ERROR_SCHEMA, **lifted, **models.extra, **defs}
     return {
         "openapi": "3.1.0",
         "info": {

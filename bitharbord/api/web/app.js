@@ -71,10 +71,15 @@
     return String(key).replace(/_/g, " ");
   }
 
-  function scalar(value) {
+  function scalar(value, key) {
     if (value === null || value === undefined || value === "") return "–";
     if (typeof value === "boolean") return value ? "yes" : "no";
-    if (typeof value === "object") return JSON.stringify(value);
+    if (typeof value === "number" && key && /(_at|_time|timestamp)$/.test(key) && value > 1e9) return when(value);
+    if (Array.isArray(value)) return value.map(v => scalar(v)).join(", ") || "–";
+    if (typeof value === "object") {
+      return Object.entries(value).map(([k, v]) => `${label(k)}: ${typeof v === "object" && v !== null
+        ? JSON.stringify(v) : scalar(v, k)}`).join(" · ") || "–";
+    }
     return String(value);
   }
 
@@ -82,8 +87,7 @@
     const rows = Object.entries(obj || {}).filter(([k, v]) => !(skip || []).includes(k) && v !== undefined);
     if (!rows.length) return h("p", { class: "muted small" }, "nothing reported");
     return h("table", { class: "kv" }, h("tbody", {}, rows.map(([k, v]) =>
-      h("tr", {}, h("th", {}, label(k)), h("td", {}, Array.isArray(v) && v.every(x => typeof x !== "object")
-        ? v.join(", ") || "–" : scalar(v))))));
+      h("tr", {}, h("th", {}, label(k)), h("td", {}, scalar(v, k))))));
   }
 
   function listTable(items, columns) {
@@ -92,12 +96,12 @@
     return h("table", { class: "list" },
       h("thead", {}, h("tr", {}, cols.map(c => h("th", {}, label(typeof c === "string" ? c : c.title))))),
       h("tbody", {}, items.map(item => h("tr", {}, cols.map(c =>
-        h("td", {}, typeof c === "string" ? scalar(item[c]) : c.render(item)))))));
+        h("td", {}, typeof c === "string" ? scalar(item[c], c) : c.render(item)))))));
   }
 
-  function stateBadge(state) {
+  function stateBadge(state, forced) {
     const s = String(state || "unknown");
-    const cls = /^(ok|done|healthy|clean|active|ingested|available|true|converged|mounted|ready)$/i.test(s) ? "ok"
+    const cls = forced !== undefined ? forced : /^(ok|done|healthy|clean|active|ingested|available|true|converged|mounted|ready)$/i.test(s) ? "ok"
       : /(fail|error|missing|degraded|bad|false|unavailable|faulty)/i.test(s) ? "bad"
         : /(download|search|queue|wait|pending|resync|recover|rebuild|paused)/i.test(s) ? "warn" : "";
     return h("span", { class: `badge ${cls}` }, s);
@@ -431,8 +435,10 @@
       h("h3", {}, "Conditions"),
       listTable(st.conditions || [], [
         { title: "type", render: c => c.type },
-        { title: "status", render: c => stateBadge(c.type === "Ready" ? (c.status ? "ready" : "not ready")
-          : (c.status ? "true" : "ok")) },
+        // Ready is good when true; every other condition (Degraded, IngestFailing...) is a problem when true.
+        { title: "status", render: c => c.type === "Ready"
+          ? stateBadge(c.status ? "ready" : "not ready", c.status ? "ok" : "bad")
+          : stateBadge(c.status ? "true" : "false", c.status ? "bad" : "ok") },
         { title: "reason", render: c => c.reason || "" }]),
     ]);
   }

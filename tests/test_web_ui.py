@@ -1,0 +1,265 @@
+"""The web UI in a real browser: Debian's headless Chromium driven by selenium against a real bitharbord process
+(every registered service, TMDB and the Internet Archive as local fakes). Log in, add a wanted film, watch files
+dropped in a watch folder go through ingest on the status page, search, open an item and play it.
+
+One PNG per page is saved to $BITHARBOR_ARTIFACTS (default tests/artifacts/web-ui/). Needs the Debian packages
+chromium and chromium-driver (scripts/test.sh installs them); without them these tests fail and say so."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import Select
+
+from tests.api_support import ALICE_PASSWORD, MACHINE_TOKEN, Live, start_live
+from tests.media import make_jpeg, make_video
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+ARTIFACTS = Path(os.environ.get("BITHARBOR_ARTIFACTS", Path(__file__).resolve().parent / "artifacts" / "web-ui"))
+T = TypeVar("T")
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 60.0) -> T:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = fn()
+        except (StaleElementReferenceException, WebDriverException) as exc:
+            value, last = None, exc
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" ({last})" if last else ""))
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    box = start_live(tmp_path_factory.mktemp("webui"), rows=False)
+    yield box
+    box.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    for exe in (CHROMIUM, CHROMEDRIVER):
+        if not Path(exe).exists():
+            raise AssertionError(f"{exe} is missing: apt-get install chromium chromium-driver "
+                                 "(bash scripts/test.sh does, as root)")
+    options = Options()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--no-default-browser-check", "--disable-default-apps",
+                "--disable-domain-reliability", "--disable-features=Translate,OptimizationHints,MediaRouter",
+                "--window-size=1280,900", "--autoplay-policy=no-user-gesture-required",
+                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def shot(driver: WebDriver, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    height = driver.execute_script("return Math.max(document.body.scrollHeight, 900)")
+    driver.set_window_size(1280, min(int(height) + 40, 2400))
+    assert driver.save_screenshot(str(path)), path
+    driver.set_window_size(1280, 900)
+    assert path.stat().st_size > 5000, f"{path} looks empty"
+    return path
+
+
+def no_js_errors(driver: WebDriver) -> None:
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"  # type: ignore[no-untyped-call]
+              and "favicon" not in e["message"] and "/thumbnail" not in e["message"]
+              and "Failed to load resource" not in e["message"]]
+    assert not errors, errors
+
+
+def api(live: Live, method: str, path: str, body: Any = None) -> Any:
+    req = urllib.request.Request(f"{live.url}{path}", method=method,
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Authorization": f"Bearer {MACHINE_TOKEN}",
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+def el(driver: WebDriver, css: str) -> WebElement:
+    return wait_for(css, lambda: next(iter(driver.find_elements(By.CSS_SELECTOR, css)), None))
+
+
+# ----------------------------------------------------------------------------- the walk through
+
+
+def test_login(live: Live, browser: WebDriver) -> None:
+    browser.get(f"{live.url}/")
+    form = el(browser, "#login-form")
+    assert "BitHarbor" in form.text
+    shot(browser, "01-login")
+    el(browser, "#name").send_keys("alice")
+    el(browser, "#password").send_keys("not the password")
+    el(browser, "#login-submit").click()
+    alert = el(browser, "#login-form .error")
+    assert alert.text == "Wrong name or password."
+    assert browser.execute_script("return sessionStorage.getItem('bitharbor.token')") is None
+    el(browser, "#name").clear()
+    el(browser, "#name").send_keys("alice")
+    el(browser, "#password").send_keys(ALICE_PASSWORD)
+    el(browser, "#login-submit").click()
+    el(browser, "#search-form")
+    assert browser.current_url.endswith("#/search")
+    assert el(browser, "#who").text == "alice"
+    no_js_errors(browser)
+
+
+def test_catalog_search_and_add_to_wanted(live: Live, browser: WebDriver) -> None:
+    browser.get(f"{live.url}/#/catalog")
+    el(browser, "#catalog-q").send_keys("Nosferatu")
+    el(browser, "#catalog-year").send_keys("1922")
+    el(browser, "#catalog-form button[type=submit]").click()
+    film = wait_for("a film", lambda: [f for f in browser.find_elements(By.CSS_SELECTOR, "#catalog-results .film")
+                                       if "Nosferatu" in f.text])[0]
+    assert "1922" in film.text
+    button = film.find_element(By.CSS_SELECTOR, "button.add-wanted")
+    button.click()
+    wait_for("the entry to be added", lambda: button.text.startswith(("Added", "Already wanted")))
+    # Added by its TMDB id (653): labelled "tmdb 653" until the catalog service has looked it up.
+    row = wait_for("the wanted list", lambda: [r for r in browser.find_elements(By.CSS_SELECTOR, "#wanted tbody tr")
+                                              if "653" in r.text or "Nosferatu" in r.text])
+    assert row[0].find_elements(By.CSS_SELECTOR, ".badge")
+    entries = api(live, "GET", "/v1/catalog")["entries"]
+    assert [e["key"] for e in entries] == ["tmdb:653"]
+    shot(browser, "05-catalog")
+    no_js_errors(browser)
+
+
+def test_status_shows_ingest_progress(live: Live, browser: WebDriver) -> None:
+    inbox = live.harbord.state / "root" / "box" / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    staging = live.tmp / "staging"
+    files = [make_jpeg(staging / f"boat-{i}.jpg", size=(320, 240), color=c)
+             for i, c in enumerate([(200, 40, 40), (40, 160, 60), (40, 80, 200)])]
+    files.append(make_video(staging / "harbour.mp4", seconds=2.0, size=(320, 240)))
+    for f in files:  # moved in whole, like a person dropping files
+        shutil.move(f, inbox / f.name)
+    browser.get(f"{live.url}/#/status")
+    el(browser, "#status-ingest")
+    for sid in ("status-box", "status-storage", "status-index", "status-wanted"):
+        el(browser, f"#{sid}")
+
+    def ingest() -> dict[str, Any]:
+        # Read in one go: the page re-renders every 2 s, so element handles go stale.
+        state: dict[str, Any] = browser.execute_script("""
+            const s = document.querySelector('#status-ingest');
+            if (!s) return {};
+            const out = {text: s.textContent};
+            for (const st of s.querySelectorAll('.stat'))
+                out[st.querySelector('.muted').textContent] = st.querySelector('.big').textContent;
+            const bar = s.querySelector('#ingest-progress progress');
+            out.value = bar ? bar.value : null;
+            out.progress = (s.querySelector('#ingest-progress') || {}).textContent || '';
+            return out;""")
+        return state
+
+    seen: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = ingest()
+        seen.append(state.get("progress", ""))
+        if str(state.get("done", "")).isdigit() and int(state["done"]) >= len(files):
+            break
+        time.sleep(0.1)
+    state = ingest()
+    assert "Ingest queue" in state["text"]
+    assert int(state["done"]) >= len(files), state
+    assert state["value"] == 1 and state["progress"] == "queue empty", state
+    print("ingest progress seen:", sorted(set(seen)))
+    wait_for("the wanted film, looked up", lambda: "Nosferatu" in browser.execute_script(
+        "return (document.querySelector('#status-wanted') || {}).textContent || ''"))
+    shot(browser, "03-status")
+    no_js_errors(browser)
+
+
+def test_search_with_thumbnails_type_filter_and_scores(live: Live, browser: WebDriver) -> None:
+    browser.get(f"{live.url}/#/search")
+    cards = wait_for("cards", lambda: [c for c in browser.find_elements(By.CSS_SELECTOR, "#results .card")] or None)
+    assert len(cards) >= 4
+
+    def thumbs_loaded() -> int:
+        return int(browser.execute_script(
+            "return [...document.querySelectorAll('#results .card img')]"
+            ".filter(i => i.complete && i.naturalWidth > 0).length"))
+
+    wait_for("thumbnails", lambda: thumbs_loaded() >= 4)
+    Select(el(browser, "#type")).select_by_value("movie")
+    el(browser, "#search-form button[type=submit]").click()
+    wait_for("the movie filter", lambda: "movie" in browser.current_url and el(browser, "#results .resultinfo"))
+    assert all("movie" in c.text for c in browser.find_elements(By.CSS_SELECTOR, "#results .card"))
+    Select(el(browser, "#type")).select_by_value("personal")
+    el(browser, "#search-form button[type=submit]").click()
+    wait_for("personal items", lambda: "type=personal" in browser.current_url
+             and len(browser.find_elements(By.CSS_SELECTOR, "#results .card")) >= 4)
+    doc = api(live, "GET", "/v1/openapi.json")
+    if "/v1/search" in doc["paths"]:
+        box = el(browser, "#q")
+        box.clear()
+        box.send_keys("a boat on the water")
+        el(browser, "#search-form button[type=submit]").click()
+        scores = wait_for("scores", lambda: browser.find_elements(By.CSS_SELECTOR, "#results .card .score"))
+        assert all(s.text.startswith("score ") for s in scores)
+    else:
+        el(browser, "#q").send_keys("boat")
+        el(browser, "#search-form button[type=submit]").click()
+        assert "not available" in el(browser, "#results .notice").text
+        browser.get(f"{live.url}/#/search?type=personal")
+        wait_for("cards", lambda: browser.find_elements(By.CSS_SELECTOR, "#results .card img"))
+        wait_for("thumbnails", lambda: thumbs_loaded() >= 4)
+    shot(browser, "02-search")
+    no_js_errors(browser)
+
+
+def test_item_page_plays_the_video(live: Live, browser: WebDriver) -> None:
+    items = api(live, "GET", "/v1/media?kind=video")["items"]
+    assert items, "the dropped video was ingested"
+    browser.get(f"{live.url}/#/search?type=personal")
+    card = wait_for("the video's card", lambda: browser.find_elements(
+        By.CSS_SELECTOR, f"#results .card[data-id='{items[0]['id']}']"))[0]
+    card.click()
+    el(browser, "#item-title")
+    video = el(browser, "video#player")
+    assert (video.get_attribute("src") or "").endswith(f"/v1/media/{items[0]['id']}/content")
+    duration = wait_for("the video's metadata", lambda: browser.execute_script(
+        "const v = document.querySelector('video#player'); return v.readyState >= 1 ? v.duration : null"))
+    assert 1.5 <= float(duration) <= 2.5
+    browser.execute_script("const v = document.querySelector('video#player'); v.muted = true; v.currentTime = 1.0")
+    wait_for("seeking (an HTTP Range request)", lambda: browser.execute_script(
+        "const v = document.querySelector('video#player'); return !v.seeking && v.currentTime >= 0.9"))
+    page = el(browser, "main").text
+    assert "On the box" in page and "Found at" in page and str(live.harbord.state) in page
+    shot(browser, "04-item")
+    no_js_errors(browser)
