@@ -660,3 +660,30 @@ async def test_download_progress_shows_and_a_stopped_download_resumes(box: Box) 
     # next start: it is fetched again, verified and ingested
     await box.svc.transfer_pass()
     assert (await box.row("title:slow-film-1930")).state == "ingested"
+
+
+async def test_without_tmdb_titles_are_found_on_the_archive_alone(box: Box) -> None:
+    text = harbor_text(Path("/box"), (
+        "catalog:\n  wanted:\n    - {title: Nosferatu, year: 1922}\n    - tmdb: 653\n"
+        f"  archive:\n    host: {box.urls['archive']}\n"))
+    desired = box.daemon.desired_from(text, str(box.tmp / "harbor.yaml"))
+    _, report = await box.daemon.apply(desired, None, allow_destroy=False)
+    assert report.ok
+    await box.svc.search_pass()
+    row = await box.row(NOSFERATU)
+    assert (row.state, row.identifier, row.tmdb_id, row.title) == ("matched", "nosferatu1922", None, "Nosferatu")
+    failed = await box.row("tmdb:653")
+    assert (failed.state, failed.error) == (
+        "failed", "tmdb:653 needs TMDB: set catalog.tmdb.key_file to a file holding an API key")
+    assert box.tmdb.requests == []
+    await box.apply()
+    box.use_ingest()
+    await box.svc.transfer_pass()
+    [media_id] = (await box.row(NOSFERATU)).media_ids
+    # the movies row from what the Internet Archive item says: runtime, description, its cover as the poster
+    [(tmdb_id, ia, year, runtime, synopsis, poster)] = box.sql(
+        "SELECT tmdb_id, ia_identifier, year, runtime_min, synopsis, poster_hash FROM movies WHERE media_id=?",
+        media_id)
+    cover = next(f for f in box.archive.items["nosferatu1922"].files if f.name == "nosferatu poster é.jpg")
+    assert (tmdb_id, ia, year, runtime, synopsis, poster) == (
+        None, "nosferatu1922", 1922, 94, "A symphony of horror.", blake3(cover.data).hexdigest())

@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
@@ -219,10 +219,6 @@ def entries(harbor: Harbor) -> list[Entry]:
     return list(out.values())
 
 
-def entry_from_row(key: str, kind: str, spec: Mapping[str, Any]) -> Entry:
-    return Entry(key, kind, dict(spec))
-
-
 # --------------------------------------------------------------------------- presentation
 
 
@@ -268,7 +264,3 @@ def wake(db_path: str) -> None:
     callback = _WAKERS.get(db_path)
     if callback is not None:
         callback()
-
-
-def keys(items: Iterable[Entry]) -> list[str]:
-    return [e.key for e in items]
