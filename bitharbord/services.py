@@ -60,5 +60,6 @@ class Service(Protocol):
 def registered() -> list[Service]:
     """The services a real daemon runs, in start order."""
     from bitharbord.catalog.service import CatalogService
+    from bitharbord.storage.service import StorageService
 
-    return [CatalogService()]
+    return [StorageService(), CatalogService()]

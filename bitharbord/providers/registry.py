@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from bitharbord.providers.arrays import Arrays
 from bitharbord.providers.base import Provider
 from bitharbord.providers.catalog import Catalog
 from bitharbord.providers.database import Database
 from bitharbord.providers.directories import Directories
+from bitharbord.providers.disks import Disks
+from bitharbord.providers.filesystems import Filesystems
 from bitharbord.providers.index import IndexStore
+from bitharbord.providers.mounts import Mounts
 
 
 def providers() -> list[Provider]:
-    return [Directories(), Database(), IndexStore(), Catalog()]
+    return [Disks(), Arrays(), Filesystems(), Mounts(), Directories(), Database(), IndexStore(), Catalog()]

@@ -1,0 +1,1 @@
+"""Storage: block-device facts gathered through the runner, pool assessment (pure), health, the devices list."""

@@ -1,0 +1,201 @@
+"""The storage service: GET /v1/devices, the "storage" status section, the Degraded / DiskMissing /
+MountMissing / DiskFull conditions, storage metrics, and `storage.media_ready` for ingest.
+
+Ingest contract: `env.shared["storage.media_ready"]` is a callable returning (ok, reason); ok is False while
+a pool whose mount point contains paths.media_root is declared but not mounted. It reads
+/proc/self/mountinfo on every call (no command, no cache), so it is exact and cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import Gauge
+
+from bitharbord.config import Harbor
+from bitharbord.services import Condition, ServiceEnv
+from bitharbord.storage import observe
+from bitharbord.storage.devices import list_devices
+from bitharbord.storage.health import PoolHealth, conditions, pool_health
+from bitharbord.storage.mounttab import mountinfo_targets
+from bitharbord.storage.pools import assess, pool_specs
+
+log = structlog.get_logger("bitharbord.storage")
+MEDIA_READY_KEY = "storage.media_ready"
+MOUNTINFO = Path("/proc/self/mountinfo")
+CONDITION_TYPES = ("Degraded", "DiskMissing", "MountMissing", "DiskFull")
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def media_ready_for(harbor: Harbor | None, mounted: set[str]) -> tuple[bool, str]:
+    """Pure: may ingest write under paths.media_root, given the mount points now mounted?"""
+    if harbor is None:
+        return False, "no harbor.yaml in force yet"
+    media = harbor.paths.media_root
+    for pool in harbor.storage.pools:
+        if _inside(media, pool.mount) and pool.mount not in mounted:
+            return False, (f"pool {pool.name} is not mounted at {pool.mount} (paths.media_root {media} is on it): "
+                           "ingest is paused; nothing is written to the bare mount point or marked deleted")
+    return True, "media_root is on a mounted pool" if any(
+        _inside(media, p.mount) for p in harbor.storage.pools) else "media_root is not on a storage pool"
+
+
+class StorageService:
+    name = "storage"
+
+    def __init__(self, *, interval: float = 10.0, mountinfo: Path = MOUNTINFO) -> None:
+        self.interval = interval
+        self.mountinfo = mountinfo
+        self.env: ServiceEnv | None = None
+        self.healths: list[PoolHealth] = []
+        self.checked_at: float | None = None
+        self.error = ""
+        self._since: dict[str, tuple[bool, float]] = {}
+        self._gauges: dict[str, Gauge] = {}
+        self._refresh_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ the service protocol
+
+    def routes(self) -> Sequence[web.RouteDef]:
+        return [web.get("/v1/devices", self._devices)]
+
+    def attach(self, env: ServiceEnv) -> None:
+        """Take the daemon's env: metrics registered, `storage.media_ready` published (run() does this first)."""
+        self.env = env
+        self._register(env)
+        env.shared[MEDIA_READY_KEY] = self.media_ready
+
+    async def run(self, env: ServiceEnv) -> None:
+        self.attach(env)
+        while not env.stop.is_set():
+            await self.refresh()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(env.stop.wait(), timeout=self.interval)
+
+    def status(self) -> dict[str, Any]:
+        ok, reason = self.media_ready()
+        return {
+            "checked_at": self.checked_at,
+            "error": self.error or None,
+            "media_ready": {"ok": ok, "reason": reason},
+            "pools": [h.to_dict() for h in self.healths],
+        }
+
+    def conditions(self) -> Sequence[Condition]:
+        out = [Condition(t, status, reason, self._since.get(t, (status, None))[1])
+               for t, (status, reason) in conditions(self.healths).items()]
+        if self.error:
+            out.append(Condition("StorageUnknown", True, self.error, self._since.get("StorageUnknown",
+                                                                                     (True, None))[1]))
+        return out
+
+    # ------------------------------------------------------------------ work
+
+    def _harbor(self) -> Harbor | None:
+        if self.env is None:
+            return None
+        desired = self.env.desired()
+        return desired.effective if desired else None
+
+    def media_ready(self) -> tuple[bool, str]:
+        try:
+            text = self.mountinfo.read_text(encoding="utf-8", errors="surrogateescape")
+        except OSError as exc:
+            return False, f"cannot read {self.mountinfo}: {exc.strerror or exc}"
+        return media_ready_for(self._harbor(), mountinfo_targets(text))
+
+    async def refresh(self) -> None:
+        """Observe the pools once: health, conditions and metrics."""
+        async with self._refresh_lock:
+            harbor = self._harbor()
+            env = self.env
+            try:
+                if harbor is None or env is None or not harbor.storage.pools:
+                    healths: list[PoolHealth] = []
+                else:
+                    facts = await observe.gather(env.runner, harbor, health=True)
+                    specs = pool_specs(harbor)
+                    view = assess(specs, facts, sandboxed=False)
+                    healths = [pool_health(p, view.pools[p.name], facts) for p in specs]
+                self.error = ""
+            except Exception as exc:
+                self.error = f"cannot observe storage: {exc}"
+                log.error("storage.observe_failed", error=str(exc))
+                if env is not None:
+                    env.metrics.errors.labels(where="storage").inc()
+                healths = self.healths
+            self.healths = healths
+            self.checked_at = time.time()
+            self._transitions()
+            self._update_metrics()
+
+    def _transitions(self) -> None:
+        now = time.time()
+        current = {t: s for t, (s, _) in conditions(self.healths).items()}
+        if self.error:
+            current["StorageUnknown"] = True
+        for kind, status in current.items():
+            before = self._since.get(kind)
+            if before is None or before[0] != status:
+                self._since[kind] = (status, now)
+                if before is not None or status:
+                    log.info("storage.condition", condition=kind, status=status)
+
+    def _register(self, env: ServiceEnv) -> None:
+        r = env.metrics.registry
+        specs: list[tuple[str, str, list[str]]] = [
+            ("bitharbor_array_degraded", "1 while the pool's md array is degraded, recovering, inactive or stopped.",
+             ["array"]),
+            ("bitharbor_disk_present", "1 when a disk harbor.yaml names is present.", ["pool", "disk"]),
+            ("bitharbor_mount_present", "1 when the pool's filesystem is mounted at its mount point.", ["mount"]),
+            ("bitharbor_filesystem_size_bytes", "Size of the pool's filesystem.", ["mount"]),
+            ("bitharbor_filesystem_avail_bytes", "Space available to unprivileged users on the pool's filesystem.",
+             ["mount"]),
+        ]
+        for name, doc, labels in specs:
+            if name not in self._gauges:
+                self._gauges[name] = Gauge(name, doc, labels, registry=r)
+
+    def _update_metrics(self) -> None:
+        if not self._gauges:
+            return
+        for gauge in self._gauges.values():
+            gauge.clear()
+        g = self._gauges
+        for h in self.healths:
+            if h.array is not None:
+                g["bitharbor_array_degraded"].labels(array=h.pool).set(1 if h.array.degraded else 0)
+            for path, device in h.disks:
+                g["bitharbor_disk_present"].labels(pool=h.pool, disk=path).set(0 if device is None else 1)
+            g["bitharbor_mount_present"].labels(mount=h.mount).set(1 if h.mounted else 0)
+            fs = h.filesystem
+            if fs is not None and fs.size is not None:
+                g["bitharbor_filesystem_size_bytes"].labels(mount=h.mount).set(fs.size)
+                g["bitharbor_filesystem_avail_bytes"].labels(mount=h.mount).set(fs.avail or 0)
+
+    async def _devices(self, request: web.Request) -> web.Response:
+        env = self.env
+        if env is None:
+            return web.json_response({"error": {"code": "unavailable",
+                                                "message": "the storage service has not started yet"}}, status=503)
+        try:
+            facts = await observe.gather(env.runner, self._harbor(), everything=True)
+        except observe.GatherError as exc:
+            return web.json_response({"error": {"code": "storage_unavailable", "message": str(exc)}}, status=500)
+        return web.json_response(list_devices(facts, self._harbor()))
+
+
+def media_ready(shared: dict[str, Any]) -> Callable[[], tuple[bool, str]] | None:
+    """For ingest: the callable the storage service published, or None when storage is not running."""
+    fn = shared.get(MEDIA_READY_KEY)
+    return fn if callable(fn) else None

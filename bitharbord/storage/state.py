@@ -1,0 +1,25 @@
+"""The storage providers' shared view of one planning pass: facts gathered once, assessed once."""
+
+from __future__ import annotations
+
+from bitharbord.providers.base import Context
+from bitharbord.storage import observe
+from bitharbord.storage.pools import Assessment, assess, pool_specs
+
+ASSESSMENT_KEY = "storage.assessment"
+
+
+async def assessment_for(ctx: Context) -> Assessment:
+    cached = ctx.extra.get(ASSESSMENT_KEY)
+    if isinstance(cached, Assessment):
+        return cached
+    facts = await observe.facts_for(ctx)
+    assessment = assess(pool_specs(ctx.harbor), facts, sandboxed=not ctx.privileged)
+    ctx.extra[ASSESSMENT_KEY] = assessment
+    return assessment
+
+
+def forget(ctx: Context) -> None:
+    """Call after changing the box: the next observation looks again."""
+    observe.forget(ctx)
+    ctx.extra.pop(ASSESSMENT_KEY, None)
