@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import Gauge
 
+from bitharbord.api import schemas
 from bitharbord.config import Harbor
 from bitharbord.services import Condition, ServiceEnv
 from bitharbord.storage import observe
@@ -183,6 +184,12 @@ class StorageService:
                 g["bitharbor_filesystem_size_bytes"].labels(mount=h.mount).set(fs.size)
                 g["bitharbor_filesystem_avail_bytes"].labels(mount=h.mount).set(fs.avail or 0)
 
+    @schemas.route(summary="Every block device and md array, with a verdict (free / in use / has data)",
+                   tags=["storage"], errors=[503],
+                   responses={200: {"type": "object", "required": ["devices", "arrays", "md_driver"],
+                                    "properties": {"devices": {"type": "array", "items": {"type": "object"}},
+                                                   "arrays": {"type": "array", "items": {"type": "object"}},
+                                                   "md_driver": {"type": "boolean"}}}})
     async def _devices(self, request: web.Request) -> web.Response:
         env = self.env
         if env is None:
