@@ -518,6 +518,8 @@ async def test_search_route_shows_the_best_per_film_and_every_candidate(box: Box
     bad = await api.get("/v1/catalog/search", params={"q": "Nosferatu", "year": "soon"})
     error = (await bad.json())["error"]
     assert bad.status == 400 and error["code"] == "bad_query" and error["message"].startswith("invalid query: year:")
+    blank = await api.get("/v1/catalog/search", params={"q": "\x85\t?!"})
+    assert blank.status == 400 and "has no words to search for" in (await blank.json())["error"]["message"]
     missing = await api.get("/v1/catalog/search")
     assert missing.status == 400 and "q: Field required" in (await missing.json())["error"]["message"]
 

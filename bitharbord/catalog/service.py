@@ -819,6 +819,11 @@ class CatalogService:
         query, year = params.q.strip(), params.year
         if not query:  # only white space (q's min_length counts it): bad input, not an upstream error
             return _error(400, "bad_query", "give the title to search for: /v1/catalog/search?q=Nosferatu")
+        if not any(ch.isalnum() for ch in query):
+            return _error(400, "bad_query", f"invalid query: q: {params.q!r} has no words to search for "
+                                            "(e.g. /v1/catalog/search?q=Nosferatu)")
+        if not query:  # only white space (q's min_length counts it): bad input, not an upstream error
+            return _error(400, "bad_query", "give the title to search for: /v1/catalog/search?q=Nosferatu")
         if self.env is None:
             return _error(503, "catalog_not_running", "the catalog service has not started yet")
         desired = self.env.desired()
@@ -835,7 +840,9 @@ class CatalogService:
                                  items=self.search_items).search(query, year)
         except TemporaryError as exc:
             return _error(503, "upstream_unavailable", str(exc))
-        except (tm.TmdbError, ia.ArchiveError, ValueError) as exc:
+        except ValueError as exc:  # a title the clients refuse (nothing searchable in it)
+            return _error(400, "bad_query", f"invalid query: q: {exc}")
+        except (tm.TmdbError, ia.ArchiveError) as exc:
             return _error(502, "upstream_error", str(exc))
         finally:
             archive.close()
