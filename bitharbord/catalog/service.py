@@ -817,13 +817,9 @@ class CatalogService:
             problems = "; ".join(f"{p['field']}: {p['message']}" for p in schemas.problems(exc))
             return _error(400, "bad_query", f"invalid query: {problems} (e.g. /v1/catalog/search?q=Nosferatu)")
         query, year = params.q.strip(), params.year
-        if not query:  # only white space (q's min_length counts it): bad input, not an upstream error
-            return _error(400, "bad_query", "give the title to search for: /v1/catalog/search?q=Nosferatu")
-        if not any(ch.isalnum() for ch in query):
+        if not any(ch.isalnum() for ch in query):  # white space or punctuation only: bad input, not upstream
             return _error(400, "bad_query", f"invalid query: q: {params.q!r} has no words to search for "
                                             "(e.g. /v1/catalog/search?q=Nosferatu)")
-        if not query:  # only white space (q's min_length counts it): bad input, not an upstream error
-            return _error(400, "bad_query", "give the title to search for: /v1/catalog/search?q=Nosferatu")
         if self.env is None:
             return _error(503, "catalog_not_running", "the catalog service has not started yet")
         desired = self.env.desired()
