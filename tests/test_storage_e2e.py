@@ -86,6 +86,7 @@ def test_devices_refusal_destroy_and_status(tmp_path: Path, loops: Loops) -> Non
             f"{mount} mounted from {old}"
         status_text = d.ctl("status").stdout
         assert "MountMissing" in status_text and "DiskFull" in status_text and "used" in status_text
+        assert any(line.startswith("  storage ") and f"mounted at {mount}" in line for line in status_text.splitlines())
         code, metrics = d.http("GET", "/metrics")
         assert code == 200 and f'bitharbor_mount_present{{mount="{mount}"}} 1.0' in metrics
         data = json.loads(d.ctl("devices", "-o", "json").stdout)
@@ -99,7 +100,7 @@ def test_devices_refusal_destroy_and_status(tmp_path: Path, loops: Loops) -> Non
         busy = write(tmp_path, "busy.yaml", free, ", wipe: true")
         out = d.ctl("apply", "-f", str(busy), "--allow-destroy")
         assert out.returncode == 1
-        assert f"storage.pools[0].disks[0]: {free} ({free}) is mounted at {elsewhere}" in out.stderr
+        assert f"storage.pools[0].disks[0]: {free} is mounted at {elsewhere}" in out.stderr
         assert "LABEL=busy" in sh("blkid", "-p", "-o", "export", free)
     finally:
         assert d.stop() == 0

@@ -239,7 +239,7 @@ async def test_mounted_disk_is_refused_and_nothing_touched(tmp_path: Path, loops
         await d.plan(desired)
     [problem] = info.value.problems
     assert problem.field == "storage.pools[0].disks[0]"
-    assert problem.message == f"{dev} ({dev}) is mounted at {elsewhere}: unmount it or choose another disk"
+    assert problem.message == f"{dev} is mounted at {elsewhere}: unmount it or choose another disk"
     with pytest.raises(ConfigError):
         await d.apply(desired, None, allow_destroy=True)
     assert blkid(dev)["LABEL"] == "busy" and mounted(elsewhere) == (dev, "ext4")

@@ -71,7 +71,7 @@ def test_scenes_are_recorded() -> None:
     names = scene_names()
     for name in ("vm-blank", "vm-raid1-clean", "vm-raid1-stopped", "vm-raid1-degraded", "vm-raid1-recovering",
                  "vm-raid10-clean", "vm-raid0-clean", "vm-foreign-array", "vm-stale-superblock",
-                 "vm-devices-blank", "vm-devices-raid1"):
+                 "vm-devices-blank", "vm-devices-raid1", "vm-devices-udev", "vm-byid-raid1"):
         assert name in names
         assert load_scene(name).commands, name
 
@@ -294,6 +294,21 @@ async def test_devices_list(tmp_path: Path) -> None:
     assert "/dev/vdc" in text and "free" in text and "md arrays:" in text and "media" in text
 
 
+async def test_disks_named_by_id(tmp_path: Path) -> None:
+    """With udevd (as on a real box): /dev/disk/by-id names resolve, serials and ids are listed."""
+    scene = load_scene("vm-devices-udev")
+    harbor = scene.harbor_in(tmp_path)
+    assert harbor.storage.pools[0].disks == ["/dev/disk/by-id/virtio-bhdisk0", "/dev/disk/by-id/virtio-bhdisk1"]
+    plan = await plan_of(scene, tmp_path, harbor)
+    assert plan.actions[0].commands[0][-2:] == ("/dev/disk/by-id/virtio-bhdisk0", "/dev/disk/by-id/virtio-bhdisk1")
+    assert plan.actions[0].requires == ("disk./dev/disk/by-id/virtio-bhdisk0", "disk./dev/disk/by-id/virtio-bhdisk1")
+    facts = await storage_observe.gather(scene.runner(), harbor, everything=True, systemd=False)
+    vda = next(d for d in list_devices(facts, harbor)["devices"] if d["path"] == "/dev/vda")
+    assert vda["ids"] == ["/dev/disk/by-id/virtio-bhdisk0"] and vda["serial"] == "bhdisk0" and vda["pool"] == "pool"
+    converged = load_scene("vm-byid-raid1")
+    assert (await plan_of(converged, tmp_path)).empty
+
+
 class Env:
     def __init__(self, runner: ReplayRunner, harbor: Harbor) -> None:
         self.metrics = Metrics()
@@ -312,6 +327,8 @@ async def test_service_status_conditions_metrics(tmp_path: Path) -> None:
     svc.attach(box.env)
     await svc.refresh()
     st = svc.status()
+    assert st["summary"].startswith("media: raid1 degraded 1/2, ext4 ") and st["summary"].endswith(
+        "used (0%), mounted at /srv/harbor")
     [pool] = st["pools"]
     assert pool["array"]["state"] == "degraded" and pool["mounted"]
     assert pool["disks"] == [{"path": "/dev/vda", "device": "/dev/vda", "present": True},
@@ -344,3 +361,4 @@ async def test_service_without_pools_reports_nothing(tmp_path: Path) -> None:
     svc.attach(Env(runner, harbor).env)
     await svc.refresh()
     assert svc.conditions() == [] and svc.status()["pools"] == [] and runner.calls == []
+    assert svc.status()["summary"] == ""

@@ -221,8 +221,8 @@ def test_mounted_and_swap_disks_are_refused() -> None:
     h = harbor(POOL1)
     got = problems(h, facts(disk("sdb", mounted=("/mnt/usb",)), disk("sdc", mounted=("[SWAP]",))))
     assert got == [
-        ("storage.pools[0].disks[0]", "/dev/sdb (/dev/sdb) is mounted at /mnt/usb: unmount it or choose another disk"),
-        ("storage.pools[0].disks[1]", "/dev/sdc (/dev/sdc) is in use as swap: unmount it or choose another disk"),
+        ("storage.pools[0].disks[0]", "/dev/sdb is mounted at /mnt/usb: unmount it or choose another disk"),
+        ("storage.pools[0].disks[1]", "/dev/sdc is in use as swap: unmount it or choose another disk"),
     ]
 
 

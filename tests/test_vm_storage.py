@@ -166,6 +166,15 @@ def test_refusals_and_the_two_opt_ins(vm: Results) -> None:
     assert "TYPE=linux_raid_member" in vm.data["stale_vdb"]  # vdb, not in the pool, keeps its superblock
 
 
+def test_disks_named_by_id_with_udev(vm: Results) -> None:
+    assert vm.data.get("udev"), "systemd-udevd is needed in the VM for the by-id scenario"
+    create = vm.step("byid-create")["plan"][0]
+    assert create[1] == "array.pool" and create[4][0][-2:] == ["/dev/disk/by-id/virtio-bhdisk0",
+                                                              "/dev/disk/by-id/virtio-bhdisk1"]
+    assert set(vm.applied("byid-create").values()) == {"applied"}
+    assert vm.plan("byid-again") == []
+
+
 def test_examples_with_md_pools_are_converged_here() -> None:
     for name in VM_EXAMPLES:
         assert (REPO / "examples" / name).exists()

@@ -151,6 +151,27 @@ def describe_array(h: PoolHealth) -> str:
     return text
 
 
+def summary(healths: Sequence[PoolHealth]) -> str:
+    """One line for `bitharborctl status`: each pool's array state, usage and mount."""
+    parts = []
+    for h in healths:
+        text = f"{h.pool}: "
+        a = h.array
+        if a is not None:
+            text += f"{a.level or 'raid' + h.raid} {a.state}"
+            if a.sync_action and a.progress is not None:
+                text += f" ({a.sync_action} {a.progress:.1f}%)"
+            if a.raid_devices is not None and a.working is not None:
+                text += f" {a.working}/{a.raid_devices}"
+            text += ", "
+        fs = h.filesystem
+        if fs is not None and fs.used_percent is not None:
+            text += f"{fs.type} {_size(fs.used)} of {_size(fs.size)} used ({fs.used_percent:.0f}%), "
+        text += f"mounted at {h.mount}" if h.mounted else f"NOT MOUNTED at {h.mount}"
+        parts.append(text)
+    return "; ".join(parts)
+
+
 def conditions(healths: Sequence[PoolHealth]) -> dict[str, tuple[bool, str]]:
     """{type: (status, reason)} for Degraded, DiskMissing, MountMissing and DiskFull."""
     if not healths:

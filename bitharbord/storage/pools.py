@@ -236,6 +236,7 @@ def _assess_pool(pool: PoolSpec, facts: StorageFacts, sandboxed: bool, problems:
         if node is None:
             continue
         dev = f"/dev/{node.kname}"
+        who = path if path == node.path else f"{path} ({node.path})"
         rec.update(device=node.path, size=node.size, type=node.type,
                    partitions=[c.path for c in node.children if c.type == "part"])
         if dev in claimed:
@@ -244,11 +245,11 @@ def _assess_pool(pool: PoolSpec, facts: StorageFacts, sandboxed: bool, problems:
         if node.type not in (*DEVICE_TYPES, None):
             refuse(rec, field, f"{path} is a {node.type} device ({node.path}); a pool takes disks or partitions")
         if sandboxed and not (node.type == "loop" or (node.type == "part" and (node.pkname or "").startswith("loop"))):
-            refuse(rec, field, f"{path} ({node.path}) is a {node.type or 'block device'}, not a loop device: "
+            refuse(rec, field, f"{who} is a {node.type or 'block device'}, not a loop device: "
                                "under --state-dir (the sandbox) BitHarbor only touches loop devices; run "
                                "bitharbord as root without --state-dir to use real disks")
         if any(f"/dev/{n.kname}" in facts.root_sources or n.path in facts.root_sources for n in node.walk()):
-            refuse(rec, field, f"{path} ({node.path}) holds the root filesystem (/): BitHarbor never uses the "
+            refuse(rec, field, f"{who} holds the root filesystem (/): BitHarbor never uses the "
                                "disk the system runs from")
         bad = [n.path for n in node.walk() if n.path in facts.unreadable]
         if bad:
@@ -263,7 +264,7 @@ def _assess_pool(pool: PoolSpec, facts: StorageFacts, sandboxed: bool, problems:
             superblocks[path] = _uuid(info.uuid if info else None)
         holder = facts.holder(node)
         if holder is not None and not (ours_md and holder.short_name in (pool.name, None)):
-            refuse(rec, field, f"{path} ({node.path}) is a member of md array {holder.device}"
+            refuse(rec, field, f"{who} is a member of md array {holder.device}"
                                f" ({holder.name or holder.level or 'inactive'}): stop that array first "
                                f"(mdadm --stop {holder.device}) or choose another disk")
             continue
@@ -271,13 +272,13 @@ def _assess_pool(pool: PoolSpec, facts: StorageFacts, sandboxed: bool, problems:
                      if not (ours_fs and n is node and t == pool.mount)]
         if elsewhere:
             what = "in use as swap" if elsewhere[0] == "[SWAP]" else f"mounted at {elsewhere[0]}"
-            refuse(rec, field, f"{path} ({node.path}) is {what}: unmount it or choose another disk")
+            refuse(rec, field, f"{who} is {what}: unmount it or choose another disk")
             continue
         v = verdict(node, facts.blkid, facts.mounts, facts.mdstat)
         if ours_md or ours_fs:
             rec.update(state="ours", reason="member of the pool's array" if ours_md else "holds the pool's filesystem")
         elif v.state == "in use":
-            refuse(rec, field, f"{path} ({node.path}) is in use: {v.reason}")
+            refuse(rec, field, f"{who} is in use: {v.reason}")
         elif v.state == "has data":
             reason = v.reason
             if info is not None and info.type and not node.children and not info.pttype:

@@ -25,6 +25,7 @@ from bitharbord.services import Condition, ServiceEnv
 from bitharbord.storage import observe
 from bitharbord.storage.devices import list_devices
 from bitharbord.storage.health import PoolHealth, conditions, pool_health
+from bitharbord.storage.health import summary as health_summary
 from bitharbord.storage.mounttab import mountinfo_targets
 from bitharbord.storage.pools import assess, pool_specs
 
@@ -86,6 +87,7 @@ class StorageService:
     def status(self) -> dict[str, Any]:
         ok, reason = self.media_ready()
         return {
+            "summary": health_summary(self.healths) or (f"error: {self.error}" if self.error else ""),
             "checked_at": self.checked_at,
             "error": self.error or None,
             "media_ready": {"ok": ok, "reason": reason},

@@ -230,6 +230,24 @@ async def main() -> None:
     await step("stale-again", harbor_for(None, ["/dev/vda", "/dev/vdc"], raid=1, wipe=True))
     results["stale_vdb"] = sh("blkid", "-p", "-o", "export", "/dev/vdb", check=False)
     teardown("/srv/pool")
+
+    # ---- with udevd running, as on a real box: disks named by /dev/disk/by-id
+    udevd = Path("/lib/systemd/systemd-udevd")
+    if udevd.exists():
+        os.environ["SYSTEMD_IGNORE_CHROOT"] = "1"
+        sh(str(udevd), "--daemon")
+        sh("udevadm", "trigger", "--action=add")
+        sh("udevadm", "settle", "--timeout=20", check=False)
+        hb = harbor_for(None, ["/dev/disk/by-id/virtio-bhdisk0", "/dev/disk/by-id/virtio-bhdisk1"], raid=1)
+        await record_devices("vm-devices-udev", "udevd running: by-id links, serials; 4 blank disks", hb)
+        await step("byid-create", hb)
+        sh("mdadm", "--wait", "/dev/md/pool", check=False)
+        sh("udevadm", "settle", "--timeout=20", check=False)
+        await step("byid-again", hb)
+        await record("vm-byid-raid1", hb, "udevd running: a raid1 pool named by /dev/disk/by-id, applied")
+        teardown("/srv/pool")
+        sh("udevadm", "control", "--exit", check=False)
+        results["udev"] = True
     results["mdstat_end"] = Path("/proc/mdstat").read_text()
 
 
