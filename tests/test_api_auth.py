@@ -345,6 +345,10 @@ async def test_login_rate_limit_per_address_and_per_account(client: TestClient[A
     await login(client)
     r = await client.post("/v1/auth/login", json={"name": "alice", "password": "guess"})
     assert r.status == 401, "counters were reset by the success"
+    scrape = (await (await client.get("/metrics")).text()).splitlines()
+    for line in ('bitharbor_logins_total{result="ok"} 2.0', 'bitharbor_logins_total{result="failed"} 6.0',
+                 'bitharbor_logins_total{result="throttled"} 3.0'):
+        assert line in scrape, line
 
 
 def test_backoff_doubles_and_is_capped() -> None:

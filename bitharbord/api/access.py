@@ -1,5 +1,5 @@
-"""Who may call what: Unix-socket peers by credentials (root, the daemon's user, or the socket group),
-TCP callers read-only unless they present the bearer token from server.http.token_file."""
+"""Who may call what: Unix-socket peers by credentials (root, the daemon's user, or the socket group); over TCP
+the machine token from server.http.token_file (logins' JWTs are auth.py's; the guard in app.py decides)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-
-READ_ONLY_TCP = frozenset({"/healthz", "/metrics", "/v1/status"})
 
 
 @dataclass(frozen=True)

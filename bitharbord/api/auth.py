@@ -40,6 +40,7 @@ import jwt
 import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from prometheus_client import CollectorRegistry, Counter
 
 from bitharbord.api import access
 from bitharbord.api.errors import ApiError
@@ -221,6 +222,21 @@ class LoginLimiter:
 
 # --------------------------------------------------------------------------- the authenticator
 
+_LOGIN_COUNTERS: dict[int, tuple[CollectorRegistry, Counter]] = {}
+
+
+def login_counter(registry: CollectorRegistry) -> Counter:
+    """bitharbor_logins_total{result}: ok, failed, throttled (one per registry: apps may be rebuilt)."""
+    found = _LOGIN_COUNTERS.get(id(registry))
+    if found is None or found[0] is not registry:
+        counter = Counter("bitharbor_logins_total", "Login attempts on /v1/auth/login, by result.", ["result"],
+                          registry=registry)
+        for result in ("ok", "failed", "throttled"):
+            counter.labels(result=result)
+        found = _LOGIN_COUNTERS[id(registry)] = (registry, counter)
+    return found[1]
+
+
 
 class Auth:
     """Accounts, login, tokens. One per app; reads the desired state in force from the daemon."""
@@ -237,6 +253,7 @@ class Auth:
         self._write_lock = asyncio.Lock()
         self._verify_slots = asyncio.Semaphore(2)  # Argon2 takes 64 MiB per verification
         self._dummy_hash: str | None = None
+        self.logins = login_counter(daemon.metrics.registry)
 
     # ---------------------------------------------------------------- where things live
 
@@ -380,6 +397,7 @@ class Auth:
         wait = max(self.limiter.wait(k) for k in keys)
         if wait > 0:
             log.warning("auth.login_throttled", admin=name[:64], address=address, retry_after=round(wait, 1))
+            self.logins.labels(result="throttled").inc()
             raise ApiError(429, "rate_limited", f"too many failed logins: try again in {math.ceil(wait)} s",
                            headers={"Retry-After": str(math.ceil(wait))}, retry_after=math.ceil(wait))
         async with self._verify_slots:
@@ -388,10 +406,12 @@ class Auth:
             for k in keys:
                 self.limiter.failure(k)
             log.warning("auth.login_failed", admin=name[:64], address=address)
+            self.logins.labels(result="failed").inc()
             raise ApiError(401, "bad_credentials", "wrong name or password")
         for k in keys:
             self.limiter.success(k)
         token, exp = self.issue(name)
+        self.logins.labels(result="ok").inc()
         log.info("auth.login", admin=name, address=address)
         return token, exp
 
