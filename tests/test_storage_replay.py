@@ -362,3 +362,13 @@ async def test_service_without_pools_reports_nothing(tmp_path: Path) -> None:
     await svc.refresh()
     assert svc.conditions() == [] and svc.status()["pools"] == [] and runner.calls == []
     assert svc.status()["summary"] == ""
+
+
+async def test_unreadable_box_refuses_the_plan(tmp_path: Path) -> None:
+    scene = load_scene("vm-blank")
+    records = [dict(r) for r in scene.commands]
+    records[0] = {**records[0], "returncode": 1, "stdout": "", "stderr": "lsblk: failed to access sysfs directory"}
+    runner = ReplayRunner.from_records(records)
+    harbor = scene.harbor_in(tmp_path)
+    with pytest.raises(StorageError, match="cannot observe the block devices: lsblk failed"):
+        make_plan(STORAGE, await observe(STORAGE, harbor, context(runner, harbor, tmp_path)))

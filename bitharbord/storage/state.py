@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from bitharbord.providers.base import Context
 from bitharbord.storage import observe
-from bitharbord.storage.pools import Assessment, assess, pool_specs
+from bitharbord.storage.pools import Assessment, StorageError, assess, pool_specs
+from bitharbord.system.facts import FactsError
 
 ASSESSMENT_KEY = "storage.assessment"
 
@@ -13,7 +14,10 @@ async def assessment_for(ctx: Context) -> Assessment:
     cached = ctx.extra.get(ASSESSMENT_KEY)
     if isinstance(cached, Assessment):
         return cached
-    facts = await observe.facts_for(ctx)
+    try:
+        facts = await observe.facts_for(ctx)
+    except (observe.GatherError, FactsError) as exc:  # nothing can be judged safely: refuse the plan
+        raise StorageError([("storage.pools", f"cannot observe the block devices: {exc}")]) from exc
     assessment = assess(pool_specs(ctx.harbor), facts, sandboxed=not ctx.privileged)
     ctx.extra[ASSESSMENT_KEY] = assessment
     return assessment
