@@ -5,7 +5,6 @@ promtool is in the Debian package `prometheus` (apt-get install -y prometheus).
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import subprocess
