@@ -58,9 +58,10 @@ def client_for(args: argparse.Namespace) -> Client:
 
 
 def _print_config_problems(err: ApiError) -> None:
+    from bitharbord.config import Problem
+
     for p in err.body.get("error", {}).get("problems", []):
-        print(f"{p['file']}:{p['line']}:{p['column']}: {p['field'] + ': ' if p['field'] else ''}{p['message']}",
-              file=sys.stderr)
+        print(Problem(p["file"], p["line"], p["column"], p["field"], p["message"]), file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------- commands

@@ -364,7 +364,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.column}"
+        # Problems found beyond the YAML (a disk that is missing, a key file unreadable) have no line.
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
 
