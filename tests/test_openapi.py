@@ -137,3 +137,62 @@ def test_live_document_is_the_apps(live: Live) -> None:
     for path in ("/v1/media/{id}/content", "/v1/auth/login", "/v1/status", "/v1/plan", "/v1/apply"):
         assert path in doc["paths"]
     assert doc["paths"]["/v1/auth/login"]["post"]["security"] == []
+
+
+def test_a_service_route_with_models_and_literal_schemas(tmp_path: Path) -> None:
+    """How a service documents a route (bitharbord/api/schemas.py): models become components, a literal schema's
+    $defs too (renamed when a name is taken by a different schema), and query fields become parameters."""
+    from collections.abc import Sequence
+    from typing import Literal
+
+    from aiohttp import web
+    from pydantic import BaseModel, Field, TypeAdapter
+
+    from bitharbord.api import schemas
+
+    class Kind(BaseModel):
+        name: Literal["a", "b"]
+
+    class Query(BaseModel):
+        q: str = Field(min_length=1, description="what")
+        limit: int | None = Field(None, ge=1)
+
+    class Out(BaseModel):
+        kinds: list[Kind]
+
+    class Other(BaseModel):
+        name: int
+
+    literal = TypeAdapter(list[Other]).json_schema()
+    literal["$defs"]["Kind"] = literal["$defs"].pop("Other")  # a clash: "Kind" but another schema
+    literal["items"] = {"$ref": "#/$defs/Kind"}
+
+    class Svc:
+        name = "svc"
+
+        def routes(self) -> Sequence[web.RouteDef]:
+            @schemas.route(summary="search", query=Query, responses={200: Out})
+            async def search(request: web.Request) -> web.Response:
+                return web.json_response({})
+
+            @schemas.route(summary="add", body=literal, responses={201: None}, errors=[409])
+            async def add(request: web.Request) -> web.Response:
+                return web.json_response({})
+
+            return [web.get("/v1/svc/search", search), web.post("/v1/svc", add)]
+
+    daemon = Daemon(Settings.sandboxed(tmp_path / "state", http=None), services=[Svc()])  # type: ignore[list-item]
+    doc = openapi.build(init_app(daemon))
+    comps = doc["components"]["schemas"]
+    get = doc["paths"]["/v1/svc/search"]["get"]
+    params = {p["name"]: p for p in get["parameters"]}
+    assert params["q"]["required"] is True and params["q"]["schema"]["minLength"] == 1
+    assert params["limit"]["required"] is False and params["limit"]["schema"] == {"type": "integer", "minimum": 1}
+    assert get["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Out"}
+    assert set(get["responses"]) == {"200", "400", "401", "403"}
+    post = doc["paths"]["/v1/svc"]["post"]
+    body = post["requestBody"]["content"]["application/json"]["schema"]
+    renamed = body["items"]["$ref"].rsplit("/", 1)[1]
+    assert renamed == "Kind_2" and comps[renamed]["properties"]["name"]["type"] == "integer"
+    assert comps["Kind"]["properties"]["name"]["enum"] == ["a", "b"]
+    assert set(post["responses"]) == {"201", "400", "401", "403", "409", "413", "415"}

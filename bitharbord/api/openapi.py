@@ -10,6 +10,7 @@ Models become `components/schemas` (pydantic's JSON Schema, 2020-12, which OpenA
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -69,7 +70,7 @@ class _Models:
 
     def __init__(self) -> None:
         self.wanted: list[tuple[type[BaseModel], Any]] = []
-        self.extra: dict[str, JsonSchema] = {}  # from literal schemas' $defs
+        self.literals: list[JsonSchema] = []
 
     def ref(self, model: type[BaseModel], mode: str) -> tuple[type[BaseModel], str]:
         key = (model, mode)
@@ -77,39 +78,56 @@ class _Models:
             self.wanted.append(key)
         return key
 
-    def literal(self, schema: JsonSchema) -> JsonSchema:
-        """A literal JSON Schema (e.g. pydantic's TypeAdapter(...).json_schema()): its `$defs` become components
-        and its `#/$defs/X` references point there; a name already taken by another schema gets a suffix."""
-        defs = schema.get("$defs")
-        if not isinstance(defs, dict):
-            return schema
+    def literal(self, schema: JsonSchema) -> Any:
+        """A marker for a literal JSON Schema (e.g. pydantic's TypeAdapter(...).json_schema()), resolved in
+        `render`: its `$defs` become components and its `#/$defs/X` references point there; a name already taken
+        by another schema (a model's, another literal's) gets a suffix."""
+        self.literals.append(schema)
+        return _Literal(len(self.literals) - 1)
+
+    def render(self) -> tuple[dict[Any, Any], dict[str, JsonSchema]]:
+        rendered: dict[Any, Any] = {}
+        components: dict[str, JsonSchema] = {}
+        if self.wanted:
+            mapping, defs = models_json_schema(self.wanted, ref_template=REF)
+            rendered.update(mapping)
+            components.update(defs.get("$defs", {}))
+        for i, schema in enumerate(self.literals):
+            rendered[_Literal(i)] = self._lift(schema, components)
+        return rendered, components
+
+    @staticmethod
+    def _lift(schema: JsonSchema, components: dict[str, JsonSchema]) -> JsonSchema:
+        raw = schema.get("$defs")
+        defs: dict[str, Any] = raw if isinstance(raw, dict) else {}
         renames: dict[str, str] = {}
-        for name, sub in defs.items():
+        for name in defs:
             target, n = name, 2
-            while target in self.extra and self.extra[target] != sub:
+            while target in components and components[target] != defs[name]:
                 target, n = f"{name}_{n}", n + 1
             renames[name] = target
+
         def rewrite(node: Any) -> Any:
             if isinstance(node, dict):
                 out = {k: rewrite(v) for k, v in node.items() if k != "$defs"}
                 ref = out.get("$ref")
                 if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                    out["$ref"] = "#/components/schemas/" + renames.get(ref[len("#/$defs/"):], ref[len("#/$defs/"):])
+                    name = ref[len("#/$defs/"):]
+                    out["$ref"] = "#/components/schemas/" + renames.get(name, name)
                 return out
             if isinstance(node, list):
                 return [rewrite(v) for v in node]
             return node
 
         for name, sub in defs.items():
-            self.extra[renames[name]] = rewrite(sub)
+            components[renames[name]] = rewrite(sub)
         result: JsonSchema = rewrite(schema)
         return result
 
-    def render(self) -> tuple[dict[Any, JsonSchema], dict[str, JsonSchema]]:
-        if not self.wanted:
-            return {}, {}
-        mapping, defs = models_json_schema(self.wanted, ref_template=REF)
-        return dict(mapping), dict(defs.get("$defs", {}))
+
+@dataclass(frozen=True)
+class _Literal:
+    index: int
 
 
 def _schema_or_marker(spec: type[BaseModel] | JsonSchema | None, mode: str, models: _Models) -> Any:
@@ -197,8 +215,8 @@ def _response(status: int, resp: Resp, models: _Models) -> dict[str, Any]:
     return out
 
 
-def _resolve(node: Any, rendered: dict[Any, JsonSchema]) -> Any:
-    if isinstance(node, tuple) and len(node) == 2 and isinstance(node[0], type):
+def _resolve(node: Any, rendered: dict[Any, Any]) -> Any:
+    if isinstance(node, _Literal) or (isinstance(node, tuple) and len(node) == 2 and isinstance(node[0], type)):
         return rendered[node]
     if isinstance(node, dict):
         return {k: _resolve(v, rendered) for k, v in node.items()}
@@ -216,7 +234,7 @@ def build(app: web.Application, *, title: str = "BitHarbor API") -> dict[str, An
         lifted.update(op.pop("x-defs", {}))
         paths.setdefault(path, {})[method.lower()] = op
     rendered, defs = models.render()
-    components = {"Error": ERROR_SCHEMA, **lifted, **models.extra, **defs}
+    components = {"Error": ERROR_SCHEMA, **lifted, **defs}
     return {
         "openapi": "3.1.0",
         "info": {
