@@ -229,9 +229,15 @@ def test_search_with_thumbnails_type_filter_and_scores(live: Live, browser: WebD
         box = el(browser, "#q")
         box.clear()
         box.send_keys("a boat on the water")
-        el(browser, "#search-form button[type=submit]").click()
-        scores = wait_for("scores", lambda: browser.find_elements(By.CSS_SELECTOR, "#results .card .score"))
+
+        def scored() -> list[WebElement]:
+            el(browser, "#search-form button[type=submit]").click()  # again: the items may still be embedding
+            time.sleep(1.0)
+            return browser.find_elements(By.CSS_SELECTOR, "#results .card .score")
+
+        scores = wait_for("scored results", scored, timeout=180)
         assert all(s.text.startswith("score ") for s in scores)
+        assert browser.find_elements(By.CSS_SELECTOR, "#results .card .scorebar span")
     else:
         el(browser, "#q").send_keys("boat")
         el(browser, "#search-form button[type=submit]").click()
