@@ -33,6 +33,7 @@ from bitharbord.system.atomic import write_atomic
 from bitharbord.system.runner import ProcessRunner, Runner
 
 log = structlog.get_logger("bitharbord")
+GOOD_WHEN_TRUE = frozenset({"Ready"})
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Daemon:
         self._desired: Desired | None = None
         self._config_stamp: tuple[int, int] | None = None
         self.config_error = ""
+        self._conditions: dict[str, tuple[bool, float]] = {}  # type -> (status, since)
         self.bound_http: str | None = None
         self.reconciler = Reconciler(
             registry.providers(), self._context,
@@ -163,17 +165,8 @@ class Daemon:
             with contextlib.suppress(Exception):
                 schema = db.read_schema_version(Path(d.effective.paths.media_root) / db.DB_NAME)
         loop = self.loop.status.to_dict()
-        conditions = [{
-            "type": "Ready",
-            "status": loop["last_result"] == "converged",
-            "reason": loop["last_error"] or loop["last_result"],
-        }]
-        if self.config_error:
-            conditions.append({"type": "ConfigInvalid", "status": True, "reason": self.config_error})
-        sections: dict[str, Any] = {}
-        for service in self.services:
-            sections[service.name] = service.status()
-            conditions += [c.to_dict() for c in service.conditions()]
+        sections = {service.name: service.status() for service in self.services}
+        conditions = self.evaluate_conditions()
         return {
             "version": __version__,
             "uptime_s": round(time.time() - self.started, 1),
@@ -186,7 +179,41 @@ class Daemon:
             "services": sections,
         }
 
+    def evaluate_conditions(self) -> list[dict[str, Any]]:
+        """Every condition with its `since`; each is also the metric bitharbor_condition{type} and a transition
+        to bad logs at error level (Ready is good when true; every other condition is bad when true)."""
+        loop = self.loop.status
+        found: list[dict[str, Any]] = [{
+            "type": "Ready",
+            "status": loop.last_result == "converged",
+            "reason": loop.last_error or loop.last_result,
+        }]
+        found.append({"type": "ConfigInvalid", "status": bool(self.config_error), "reason": self.config_error})
+        for service in self.services:
+            found += [c.to_dict() for c in service.conditions()]
+        now = time.time()
+        for c in found:
+            kind, status = c["type"], bool(c["status"])
+            before = self._conditions.get(kind)
+            if before is None or before[0] != status:
+                self._conditions[kind] = (status, c.get("since") or now)
+                bad = status != (kind in GOOD_WHEN_TRUE)
+                if bad:
+                    log.error("condition.raised", condition=kind, reason=c.get("reason", ""))
+                elif before is not None:
+                    log.info("condition.cleared", condition=kind)
+            c["since"] = c.get("since") or self._conditions[kind][1]
+            self.metrics.condition.labels(type=kind).set(1 if status else 0)
+        return found
+
+    async def _watch_conditions(self) -> None:
+        while not self.stop.is_set():
+            self.evaluate_conditions()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=15)
+
     def _on_pass(self, st: Any) -> None:
+        self.evaluate_conditions()
         summary = st.last_result if not st.last_error else f"error: {st.last_error}"
         self.notify(f"STATUS={summary}; {st.pending} pending; pass {st.passes}"[:200])
 
@@ -214,6 +241,7 @@ class Daemon:
             tasks = [
                 self._task("reconcile", self.loop.run),
                 self._task("watch", self._watch),
+                self._task("conditions", self._watch_conditions),
             ]
             tasks += [self._task(f"service.{s.name}", functools.partial(s.run, self.env)) for s in self.services]
             if os.environ.get("WATCHDOG_USEC"):

@@ -29,6 +29,9 @@ class Metrics:
             self.reconciles.labels(result=result)
         for where in ("reconcile", "config"):
             self.errors.labels(where=where)
+        self.condition = Gauge("bitharbor_condition", "1 while the status condition holds (Ready is good when 1; "
+                               "every other type, e.g. Degraded, DiskFull, IngestFailing, is bad when 1).",
+                               ["type"], registry=r)
         self.last_success = Gauge("bitharbor_reconcile_last_success_timestamp_seconds",
                                   "Unix time of the last reconcile pass that converged.", registry=r)
 

@@ -227,3 +227,48 @@ def test_alert_rules_fire_when_they_should(tmp_path: Path) -> None:
                          timeout=60, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "SUCCESS" in res.stdout + res.stderr
+
+
+def test_condition_alerts(tmp_path: Path) -> None:
+    """Each status condition (bitharbor_condition{type}) alerts with the right severity after its `for:`."""
+    def labels(kind: str) -> dict[str, str]:
+        return {**BOX, "type": kind}
+
+    degraded = ({"severity": "critical", **labels("Degraded")},
+                {"summary": "Degraded on box:8470",
+                 "description": "Storage condition Degraded has held for 5 minutes. BitHarbor never repairs an "
+                                "array by re-creating it: see `bitharborctl status` and `bitharborctl devices`."})
+    failing = ({"severity": "warning", **labels("IngestFailing")},
+               {"summary": "IngestFailing on box:8470",
+                "description": "The IngestFailing condition has held for 10 minutes; `bitharborctl status` gives "
+                               "the reason."})
+    not_ready = ({"severity": "warning", **labels("Ready")},
+                 {"summary": "bitharbord on box:8470 has not been Ready for 30 minutes",
+                  "description": "The box does not match harbor.yaml; `bitharborctl plan` shows what is left and "
+                                 "`status` why."})
+    spec = {
+        "rule_files": [str(ALERTS)],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                _series("bitharbor_condition", labels("Degraded"), "0 1x60"),
+                _series("bitharbor_condition", labels("IngestFailing"), "0 1x60"),
+                _series("bitharbor_condition", labels("DiskFull"), "0x60"),  # never holds: never fires
+                _series("bitharbor_condition", labels("Ready"), "1 0x60"),
+            ],
+            "alert_rule_test": [
+                _alert("3m", "BitHarborStorageAtRisk"),
+                _alert("7m", "BitHarborStorageAtRisk", degraded),
+                _alert("7m", "BitHarborCondition"),
+                _alert("12m", "BitHarborCondition", failing),
+                _alert("20m", "BitHarborNotReady"),
+                _alert("40m", "BitHarborNotReady", not_ready),
+            ],
+        }],
+    }
+    test_file = tmp_path / "conditions_test.yaml"
+    test_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    res = subprocess.run([promtool(), "test", "rules", str(test_file)], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr

@@ -65,3 +65,46 @@ async def test_services_are_hosted(tmp_path: Path) -> None:
     daemon.stop.set()
     assert await asyncio.wait_for(task, 30) == 0
     assert ticker.stopped_cleanly
+
+
+class Flag:
+    """A service whose one condition the test turns on and off."""
+
+    name = "flag"
+
+    def __init__(self) -> None:
+        self.up = False
+
+    def routes(self) -> Sequence[web.RouteDef]:
+        return []
+
+    async def run(self, env: ServiceEnv) -> None:
+        await env.stop.wait()
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+    def conditions(self) -> Sequence[Condition]:
+        return [Condition("DiskFull", self.up, "98% used" if self.up else "")]
+
+
+def test_conditions_have_since_a_metric_and_log_on_raise(tmp_path: Path, capsys: Any) -> None:
+    from bitharbord import log
+
+    log.configure("info")
+    flag = Flag()
+    daemon = Daemon(Settings.sandboxed(tmp_path / "state", http=None), services=[flag])
+    first = {c["type"]: c for c in daemon.evaluate_conditions()}
+    assert first["DiskFull"]["status"] is False and first["Ready"]["status"] is False
+    since = first["DiskFull"]["since"]
+    assert {c["type"]: c for c in daemon.evaluate_conditions()}["DiskFull"]["since"] == since  # unchanged
+    flag.up = True
+    raised = {c["type"]: c for c in daemon.evaluate_conditions()}["DiskFull"]
+    assert raised["status"] is True and raised["since"] >= since and raised["reason"] == "98% used"
+    assert 'bitharbor_condition{type="DiskFull"} 1.0' in daemon.metrics.scrape().decode()
+    err = capsys.readouterr().err
+    assert '"event": "condition.raised"' in err and '"condition": "DiskFull"' in err and '"level": "error"' in err
+    flag.up = False
+    daemon.evaluate_conditions()
+    assert 'bitharbor_condition{type="DiskFull"} 0.0' in daemon.metrics.scrape().decode()
+    assert '"event": "condition.cleared"' in capsys.readouterr().err
