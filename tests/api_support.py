@@ -240,8 +240,46 @@ def start_live(tmp: Path, *, rows: bool = True) -> Live:
         assert applied.returncode == 0, applied.stdout + applied.stderr
         root = harbord.state / "root" / "box"
         media = add_media(root / "media", root / "index", tmp) if rows else {}
+        live = Live(harbord, fakes, tmp, root / "media", root / "index", media)
+        wait_until_services_answer(live)
     except BaseException:
         harbord.stop()
         fakes.stop()
         raise
-    return Live(harbord, fakes, tmp, root / "media", root / "index", media)
+    return live
+
+
+def wait_until_services_answer(live: Live, timeout: float = 180.0) -> None:
+    """Services start in the background (a model loads, a store opens): wait until no GET route without
+    parameters answers 503, so tests see the daemon as a person would once it has settled."""
+    import json
+    import time
+    import urllib.error
+    import urllib.request
+
+    def get(path: str) -> tuple[int, bytes]:
+        req = urllib.request.Request(f"{live.url}{path}", headers={"Authorization": f"Bearer {MACHINE_TOKEN}"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    doc = json.loads(get("/v1/openapi.json")[1])
+    probes = []
+    for path, ops in doc["paths"].items():
+        op = ops.get("get")
+        if op is None or "{" in path or path == "/v1/openapi.json":
+            continue
+        required = [p["name"] for p in op.get("parameters", []) if p.get("required")]
+        if required == ["q"]:
+            probes.append(f"{path}?q=harbour")
+        elif not required:
+            probes.append(path)
+    deadline = time.monotonic() + timeout
+    waiting = probes
+    while waiting and time.monotonic() < deadline:
+        waiting = [p for p in waiting if get(p)[0] == 503]
+        if waiting:
+            time.sleep(0.5)
+    assert not waiting, f"still answering 503 after {timeout:.0f}s: {waiting}"
