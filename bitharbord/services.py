@@ -60,6 +60,7 @@ class Service(Protocol):
 def registered() -> list[Service]:
     """The services a real daemon runs, in start order."""
     from bitharbord.catalog.service import CatalogService
+    from bitharbord.search.service import SearchService
     from bitharbord.storage.service import StorageService
 
-    return [StorageService(), CatalogService()]
+    return [StorageService(), SearchService(), CatalogService()]

@@ -118,9 +118,11 @@ async def test_index_store_files(make_harbor: Make, ctx_for: Ctx) -> None:
     harbor = make_harbor("")
     await converge(harbor, ctx_for(harbor))
     root = Path(harbor.paths.index_root)
-    assert (root / "vectors.fp32").stat().st_size == 0
-    assert (root / "ann").is_dir()
-    assert '"embedder": "minilm"' in (root / "index.json").read_text()
-    (root / "ann").rmdir()
+    gen = root / "vectors" / "minilm-l6-v2-384"
+    assert os.readlink(root / "vectors" / "current") == gen.name
+    assert (gen / "vectors.fp32").stat().st_size == 0
+    assert '"embedder": "minilm-l6-v2@384"' in (gen / "manifest.json").read_text()
+    (root / "vectors" / "current").unlink()
     plan = await plan_of(harbor, ctx_for(harbor))
-    assert [(a.address, a.reason) for a in plan.actions] == [("index.store", "missing: ann/")]
+    assert [(a.address, a.verb) for a in plan.actions] == [("index.store", Verb.CREATE)]
+    assert "minilm-l6-v2@384" in plan.actions[0].reason

@@ -1,25 +1,54 @@
-"""The index store on the index root: `vectors.fp32`, the ANN directory and a manifest naming the embedder."""
+"""The index store on the index root: one vector-store generation per embedder under `vectors/`, the serving one
+named by the `vectors/current` symlink (see bitharbord/search/layout.py). The generation's own `manifest.json`
+(written by VectorStore: embedder id, dimension, rows, installed ANN index) is the one index manifest.
+
+- No generation yet: `+ index.store` creates the empty store of harbor.yaml's embedder and points `current` at it.
+- harbor.yaml names another embedder than the serving generation's: `~ index.store` with the reason
+  "embedder A -> B: re-embed N items, rebuild index". Apply creates the new generation; the search service
+  re-embeds every item into it in the background while the old one keeps serving, then swaps `current`.
+  Until the swap the plan shows the same action with the progress (so the plan converges when it is done)."""
 
 from __future__ import annotations
 
-import json
-import os
+import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 from bitharbord.config import Harbor
+from bitharbord.index.vectors import EmbedderMismatch, VectorStore, VectorStoreError
 from bitharbord.providers.base import Context, Observed, Spec
 from bitharbord.reconcile.plan import Action, Verb
-from bitharbord.system.atomic import write_atomic
-
-EMBEDDER_DIMS = {"minilm": 384, "imagebind": 1024}
-MANIFEST = "index.json"
+from bitharbord.search import layout
+from bitharbord.store.db import DB_NAME
 
 
 def manifest_for(harbor: Harbor) -> dict[str, Any]:
-    backend = harbor.embedding.backend
-    return {"embedder": backend, "dim": EMBEDDER_DIMS[backend], "ann": harbor.index.backend}
+    embedder, dim = layout.embedder_for(harbor.embedding)
+    return {"embedder": embedder, "dim": dim, "ann": harbor.index.backend}
+
+
+def _count(db_path: Path, embedder: str) -> tuple[int | None, int | None]:
+    """(items in the catalog, items with a live vector of `embedder`), read-only; None where unknown."""
+    if not db_path.exists():
+        return None, None
+    try:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return None, None
+    try:
+        items = int(conn.execute("SELECT count(*) FROM media_core").fetchone()[0])
+    except sqlite3.Error:
+        conn.close()
+        return None, None
+    try:
+        done = int(conn.execute("SELECT count(DISTINCT media_id) FROM idmap WHERE embedder=? AND deleted=0",
+                                (embedder,)).fetchone()[0])
+    except sqlite3.Error:  # idmap without its embedder column keying (before 0004_search)
+        done = None
+    finally:
+        conn.close()
+    return items, done
 
 
 class IndexStore:
@@ -27,27 +56,23 @@ class IndexStore:
 
     def desired(self, harbor: Harbor) -> Mapping[str, Spec]:
         root = harbor.paths.index_root
-        return {"store": {"root": root, **manifest_for(harbor), "requires": [f"dir.{root}"]}}
+        return {"store": {"root": root, **manifest_for(harbor),
+                          "db": str(Path(harbor.paths.media_root) / DB_NAME), "requires": [f"dir.{root}"]}}
 
     async def observe(self, ctx: Context, desired: Mapping[str, Spec]) -> Mapping[str, Observed]:
         out: dict[str, Observed] = {}
         for name, spec in desired.items():
             root = Path(spec["root"])
-            try:
-                manifest = json.loads((root / MANIFEST).read_text())
-            except FileNotFoundError:
-                manifest = None
-            except (OSError, ValueError) as exc:
-                manifest = {"error": f"unreadable manifest: {exc}"}
-            vectors = root / "vectors.fp32"
-            if manifest is None and not vectors.exists():
+            serving = layout.current_dir(root)
+            if serving is None:
                 continue
-            out[name] = {
-                "root": str(root),
-                "manifest": manifest,
-                "vectors_bytes": vectors.stat().st_size if vectors.exists() else None,
-                "ann_dir": (root / "ann").is_dir(),
-            }
+            manifest = layout.read_manifest(serving)
+            target = layout.generation_dir(root, str(spec["embedder"]))
+            have: dict[str, Any] = {"root": str(root), "serving": serving.name, "manifest": manifest}
+            if manifest is not None and manifest.get("embedder") != spec["embedder"]:
+                items, done = _count(Path(spec["db"]), str(spec["embedder"]))
+                have.update(items=items, reembedded=done if target.is_dir() else None)
+            out[name] = have
         return out
 
     def diff(self, name: str, want: Spec | None, have: Observed | None) -> list[Action]:
@@ -58,25 +83,41 @@ class IndexStore:
         requires = tuple(want.get("requires", ()))
         if have is None:
             return [Action(address, Verb.CREATE, None, after,
-                           "missing: vectors.fp32, ann/ and index.json", requires=requires)]
-        manifest = have.get("manifest") or {}
-        missing = [part for part, ok in (("vectors.fp32", have.get("vectors_bytes") is not None),
-                                         ("ann/", have.get("ann_dir")), ("index.json", bool(manifest)))
-                   if not ok]
-        if missing:
+                           f"missing: the vector store for {want['embedder']} "
+                           f"(vectors/{layout.slug(want['embedder'])})",
+                           requires=requires)]
+        manifest = have.get("manifest")
+        if not manifest or "error" in manifest:
+            what = manifest["error"] if manifest else f"vectors/{have.get('serving')} has no manifest.json"
             return [Action(address, Verb.UPDATE, {"root": have["root"]}, after,
-                           "missing: " + ", ".join(missing), requires=requires)]
+                           f"damaged: {what}; a new store for {want['embedder']} will be filled from the catalog",
+                           requires=requires)]
+        old = f"{manifest.get('embedder')}"
+        if old != want["embedder"]:
+            items = have.get("items")
+            n = "all" if items is None else str(items)
+            reason = f"embedder {old} -> {want['embedder']}: re-embed {n} items, rebuild index"
+            done = have.get("reembedded")
+            if done is not None:
+                reason += f" (in progress: {done} of {n} embedded; the old index serves until then)"
+            before = {"root": have["root"], "embedder": old, "dim": manifest.get("dim")}
+            return [Action(address, Verb.UPDATE, before, after, reason, requires=requires)]
         return []
 
     async def apply(self, action: Action, ctx: Context) -> None:
         assert action.after is not None
         root = Path(action.after["root"])
-        (root / "ann").mkdir(exist_ok=True)
-        vectors = root / "vectors.fp32"
-        if not vectors.exists():
-            fd = os.open(vectors, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-            os.fsync(fd)
-            os.close(fd)
-        if not (root / MANIFEST).exists():
-            manifest = {k: action.after[k] for k in ("embedder", "dim", "ann")} | {"rows": 0}
-            write_atomic(root / MANIFEST, json.dumps(manifest, indent=2).encode())
+        embedder, dim = str(action.after["embedder"]), int(action.after["dim"])
+        target = layout.generation_dir(root, embedder)
+        target.mkdir(parents=True, exist_ok=True)
+        try:
+            VectorStore.open(target, embedder=embedder, dim=dim).close()
+        except EmbedderMismatch:
+            raise
+        except VectorStoreError as exc:
+            if "open in another" not in str(exc):  # the search service holds it: it is there
+                raise
+        serving = layout.current_dir(root)
+        manifest = layout.read_manifest(serving) if serving is not None else None
+        if manifest is None or "error" in manifest:
+            layout.set_current(root, embedder)  # nothing serves yet: the new store serves at once

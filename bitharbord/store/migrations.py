@@ -120,6 +120,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX catalog_movies_ia ON movies(ia_identifier)",
         ),
     ),
+    Migration(
+        "0004_search",
+        (
+            # Row ids are positions in one embedder's vector store, so two stores (an embedder change re-embeds
+            # into a new one while the old one serves) both have a row 0: idmap is keyed by (embedder, row_id).
+            """CREATE TABLE idmap_v2 (
+                embedder TEXT NOT NULL,
+                row_id INTEGER NOT NULL,
+                media_id INTEGER NOT NULL REFERENCES media_core(id) ON DELETE CASCADE,
+                type TEXT NOT NULL,
+                vector_hash TEXT,
+                deleted INTEGER NOT NULL DEFAULT 0,
+                embedded_at REAL,
+                PRIMARY KEY (embedder, row_id)
+            )""",
+            """INSERT INTO idmap_v2 (embedder, row_id, media_id, type, vector_hash, deleted)
+                SELECT embedder, row_id, media_id, type, vector_hash, deleted FROM idmap""",
+            "DROP TABLE idmap",
+            "ALTER TABLE idmap_v2 RENAME TO idmap",
+            "CREATE INDEX idmap_media ON idmap(media_id, embedder, deleted)",
+        ),
+    ),
 )
 
 

@@ -1,0 +1,1 @@
+"""Search wired into the daemon: the embedding worker, the index's generations and rebuilds, /v1/search."""

@@ -1,0 +1,78 @@
+"""Where the vector stores live on the index root, and which one serves.
+
+    <index_root>/vectors/<embedder slug>/   one VectorStore per embedder (manifest.json, vectors.fp32,
+                                            types.u16, tombstones.i64, ann/): its manifest.json is THE index
+                                            manifest (embedder id, dimension, rows, installed ANN generation)
+    <index_root>/vectors/current            symlink to the generation that serves searches
+
+An embedder change re-embeds into a new generation beside the serving one; `current` is swapped (atomic
+rename of a new symlink) once the new generation holds every item. Pure path helpers and read-only peeks:
+the provider's `observe` uses them without opening (locking) a store."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from bitharbord.config import Embedding
+from bitharbord.index.vectors import MANIFEST, fsync_dir
+
+VECTORS_DIR = "vectors"
+CURRENT = "current"
+# What each backend's vectors are called, known without loading a model (the embedders report the same ids).
+EMBEDDERS: dict[str, tuple[str, int]] = {"minilm": ("minilm-l6-v2@384", 384),
+                                         "imagebind": ("imagebind-huge@1024", 1024)}
+
+
+def embedder_for(config: Embedding) -> tuple[str, int]:
+    """(embedder id, dimension) harbor.yaml's `embedding` asks for."""
+    return EMBEDDERS[config.backend]
+
+
+def slug(embedder_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", embedder_id)
+
+
+def vectors_root(index_root: Path | str) -> Path:
+    return Path(index_root) / VECTORS_DIR
+
+
+def generation_dir(index_root: Path | str, embedder_id: str) -> Path:
+    return vectors_root(index_root) / slug(embedder_id)
+
+
+def current_dir(index_root: Path | str) -> Path | None:
+    """The serving generation's directory, None when there is none yet."""
+    link = vectors_root(index_root) / CURRENT
+    try:
+        target = os.readlink(link)
+    except (FileNotFoundError, OSError):
+        return None
+    path = vectors_root(index_root) / target
+    return path if path.is_dir() else None
+
+
+def read_manifest(store_dir: Path) -> dict[str, Any] | None:
+    """A store's manifest.json, read-only; None when absent; {"error": ...} when unreadable."""
+    try:
+        data = json.loads((store_dir / MANIFEST).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return {"error": f"{store_dir / MANIFEST}: unreadable manifest: {exc}"}
+    return data if isinstance(data, dict) else {"error": f"{store_dir / MANIFEST}: not a JSON object"}
+
+
+def set_current(index_root: Path | str, embedder_id: str) -> None:
+    """Point `current` at the embedder's generation: a new symlink renamed over the old one (atomic)."""
+    root = vectors_root(index_root)
+    tmp = root / f".{CURRENT}.{os.getpid()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(slug(embedder_id), tmp)
+    os.replace(tmp, root / CURRENT)
+    fsync_dir(root)

@@ -1,0 +1,688 @@
+"""The search service: the embedding worker, the index's background rebuilds and generation swaps, and the
+routes GET /v1/search, POST /v1/search/image, GET /v1/index.
+
+Embedding worker: drains the items pending for the target embedder (store/search.py: an `embed_queue` row, or
+no live vector of that embedder) in batches. Per batch: the document text of each item (embed/document.py over
+media_core + its type row; for an image embedder also its thumbnail, a frame for videos) is encoded in a worker
+thread, the vectors appended durably to the VectorStore, then ONE transaction inserts the idmap rows, retires
+the item's previous vector and deletes its queue row. After a crash, rows the store has but idmap does not know
+are tombstoned when the store is opened, so nothing is embedded twice and nothing is lost. The model loads on
+the first batch or query, never at daemon start.
+
+Threads: every VectorStore/Searcher call runs on one "index owner" thread (they are not thread-safe); model
+encodes run in asyncio.to_thread; a rebuild's `RebuildJob.run()` runs in its own thread while searches and
+appends continue, and is installed (the atomic manifest swap) on the owner thread.
+
+Generations (search/layout.py): when harbor.yaml's embedder differs from the serving generation's, the worker
+fills a new generation for the new embedder while the old one keeps answering searches (queries are encoded
+with the old embedder); once every item is in the new one (and its ANN index is built), `vectors/current` is
+swapped to it, the old store is closed and removed, and the old embedder's idmap rows are dropped.
+
+Status section "search"; condition RebuildFailed; metrics bitharbor_embed_queue_depth,
+bitharbor_embedded_items_total, bitharbor_embed_duration_seconds, bitharbor_index_vectors{type},
+bitharbor_index_rebuild_duration_seconds, bitharbor_search_duration_seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import io
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+import numpy as np
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import BaseModel, Field
+
+from bitharbord.api import schemas
+from bitharbord.api.errors import ApiError
+from bitharbord.config import Embedding, Harbor
+from bitharbord.embed.base import Embedder, EmbedError, UnsupportedModality, Vectors, l2_normalise, load_embedder
+from bitharbord.embed.document import build_document
+from bitharbord.index.search import Hit, SearchConfig, Searcher
+from bitharbord.index.vectors import VectorStore
+from bitharbord.search import layout
+from bitharbord.services import Condition, ServiceEnv
+from bitharbord.store import db
+from bitharbord.store import search as store
+
+log = structlog.get_logger("bitharbord.search")
+T = TypeVar("T")
+
+MEDIA_TYPES = ("movie", "tv", "online_video", "personal", "music", "podcast", "other")
+REBUILD_RETRY_S = 60.0
+MAX_IMAGE_BYTES = 32 * 1024 * 1024
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.queue_depth = Gauge("bitharbor_embed_queue_depth", "Items waiting for their embedding.",
+                                 registry=registry)
+        self.embedded = Counter("bitharbor_embedded_items_total", "Items embedded and indexed.", registry=registry)
+        self.embed_duration = Histogram("bitharbor_embed_duration_seconds", "Time to embed one batch of items.",
+                                        buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=registry)
+        self.vectors = Gauge("bitharbor_index_vectors", "Live vectors in the serving index, by media type.",
+                             ["type"], registry=registry)
+        self.rebuild_duration = Histogram("bitharbor_index_rebuild_duration_seconds", "Time one ANN rebuild took.",
+                                          buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800),
+                                          registry=registry)
+        self.search_duration = Histogram("bitharbor_search_duration_seconds",
+                                         "Time to answer one search (encode, ANN, re-rank, hydrate).",
+                                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+                                         registry=registry)
+
+
+@dataclass
+class _Gen:
+    """One opened vector-store generation."""
+
+    embedder: str
+    directory: Path
+    store: VectorStore
+    searcher: Searcher
+
+
+@dataclass
+class _Where:
+    harbor: Harbor
+    db_path: Path
+    index_root: Path
+    media_root: Path
+
+
+class SearchParams(BaseModel):
+    q: str = Field(min_length=1, max_length=1000, description='what to look for, e.g. "a vampire in a ship"')
+    type: str | None = Field(default=None, description="media types to keep, comma-separated (movie, tv, "
+                                                       "online_video, personal, music, podcast, other)")
+    k: int = Field(default=10, ge=1, le=200, description="how many results")
+    min_score: float | None = Field(default=None, ge=-1, le=1, description="drop results scoring below this")
+
+
+class ImageParams(BaseModel):
+    type: str | None = Field(default=None, description="media types to keep, comma-separated")
+    k: int = Field(default=10, ge=1, le=200)
+    min_score: float | None = Field(default=None, ge=-1, le=1)
+
+
+_RESULT: schemas.JsonSchema = {"type": "object", "properties": {
+    "id": {"type": "integer", "description": "the media id"}, "type": {"type": "string"},
+    "kind": {"type": ["string", "null"]}, "title": {"type": ["string", "null"]},
+    "year": {"type": ["integer", "null"]}, "score": {"type": "number", "description": "cosine similarity"},
+    "file_name": {"type": ["string", "null"]},
+    "urls": {"type": "object", "properties": {"content": {"type": "string"},
+                                              "thumbnail": {"type": ["string", "null"]}}},
+    "thumbnail_url": {"type": ["string", "null"]}, "media_url": {"type": "string"}},
+    "required": ["id", "type", "score", "urls"]}
+_RESULTS: schemas.JsonSchema = {"type": "object", "properties": {
+    "query": {"type": ["string", "null"]}, "types": {"type": ["array", "null"], "items": {"type": "string"}},
+    "k": {"type": "integer"}, "embedder": {"type": "string"}, "took_ms": {"type": "number"},
+    "results": {"type": "array", "items": _RESULT}}, "required": ["results", "embedder"]}
+_INDEX: schemas.JsonSchema = {"type": "object", "description": "the serving index and the embedding worker",
+                              "properties": {
+                                  "embedder": {"type": ["string", "null"]}, "dim": {"type": ["integer", "null"]},
+                                  "backend": {"type": ["string", "null"]}, "vectors": {"type": "integer"},
+                                  "vectors_by_type": {"type": "object",
+                                                      "additionalProperties": {"type": "integer"}},
+                                  "last_rebuild": {"type": ["object", "null"]},
+                                  "queue_depth": {"type": ["integer", "null"]}}}
+
+
+def _types(raw: str | None) -> list[str] | None:
+    if raw is None or not raw.strip():
+        return None
+    names = [t.strip() for t in raw.split(",") if t.strip()]
+    bad = [t for t in names if t not in MEDIA_TYPES]
+    if bad:
+        raise ApiError(400, "bad_query", f"type: unknown media type {bad[0]!r}; expected one of "
+                                         f"{', '.join(MEDIA_TYPES)} (comma-separated)")
+    return names
+
+
+class SearchService:
+    name = "search"
+
+    def __init__(self, *, poll_interval: float = 2.0, batch_size: int = 64,
+                 embedder_factory: Callable[[Embedding], Embedder] = load_embedder) -> None:
+        self.poll_interval = poll_interval
+        self.batch_size = batch_size
+        self.embedder_factory = embedder_factory
+        self.env: ServiceEnv | None = None
+        self._metrics: _Metrics | None = None
+        self._owner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-owner")
+        self._serving: _Gen | None = None
+        self._building: _Gen | None = None
+        self._embedders: dict[str, Embedder] = {}
+        self._embedding_cfg: Embedding | None = None
+        self._wake = asyncio.Event()
+        self._rebuild_task: asyncio.Task[None] | None = None
+        self._rebuild_error: tuple[str, float] | None = None
+        self._rebuild_retry_at = 0.0
+        self._last_rebuild: dict[str, Any] | None = None
+        self._read: tuple[Path, aiosqlite.Connection] | None = None
+        self._recent: deque[tuple[float, int]] = deque(maxlen=256)
+        self._stats: dict[str, Any] = {}
+        self._queue_depth: int | None = None
+        self._pending_target: int | None = None
+        self._embedded_total = 0
+        self._failures: list[tuple[int, str]] = []
+        self.phase = "not started"
+        self.last_error = ""
+
+    # ------------------------------------------------------------------ hosting
+
+    def bind(self, env: ServiceEnv) -> None:
+        self.env = env
+        env.shared["search"] = self
+        if self._metrics is None or self._metrics.registry is not env.metrics.registry:
+            self._metrics = _Metrics(env.metrics.registry)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run on the index owner thread (VectorStore and Searcher are single-owner)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._owner, functools.partial(fn, *args, **kwargs))
+
+    async def run(self, env: ServiceEnv) -> None:
+        self.bind(env)
+        self.phase = "running"
+        try:
+            while not env.stop.is_set():
+                self._wake.clear()
+                busy = False
+                try:
+                    busy = await self.step()
+                except Exception as exc:  # a bad pass must not end the service: report, back off, retry
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    env.metrics.errors.labels(where="search").inc()
+                    log.error("search.pass_failed", error=self.last_error, exc_info=exc)
+                if busy:
+                    await asyncio.sleep(0)
+                    continue
+                waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(env.stop.wait())]
+                await asyncio.wait(waiters, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+                for w in waiters:
+                    w.cancel()
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self._rebuild_task is not None and not self._rebuild_task.done():
+            with contextlib.suppress(Exception):
+                await self._rebuild_task  # a rebuild thread cannot be interrupted; its result is kept
+        if self._read is not None:
+            await self._read[1].close()
+            self._read = None
+        for gen in (self._building, self._serving):
+            if gen is not None:
+                await self._call(gen.store.close)
+        self._serving = self._building = None
+        self.phase = "stopped"
+
+    def _where(self) -> _Where | None:
+        if self.env is None:
+            return None
+        desired = self.env.desired()
+        if desired is None:
+            self.phase = "no configuration applied yet"
+            return None
+        harbor = desired.effective
+        media_root = Path(harbor.paths.media_root)
+        path = media_root / db.DB_NAME
+        if not path.exists():
+            self.phase = "waiting for the database (the reconcile loop creates it)"
+            return None
+        return _Where(harbor, path, Path(harbor.paths.index_root), media_root)
+
+    # ------------------------------------------------------------------ embedders and generations
+
+    def _embedder(self, embedder_id: str) -> Embedder | None:
+        """The embedder for vectors named `embedder_id`, if this daemon can make one (lazy: no model load)."""
+        if embedder_id in self._embedders:
+            return self._embedders[embedder_id]
+        for backend, (eid, _) in layout.EMBEDDERS.items():
+            if eid != embedder_id:
+                continue
+            cfg = self._embedding_cfg
+            if cfg is None or cfg.backend != backend:
+                if backend != "minilm":
+                    return None  # an imagebind store without its checkpoint in harbor.yaml: cannot encode
+                cfg = Embedding(backend="minilm")
+            try:
+                emb = self.embedder_factory(cfg)
+            except EmbedError as exc:
+                self.last_error = str(exc)
+                return None
+            self._embedders[embedder_id] = emb
+            return emb
+        return None
+
+    def _open_gen(self, directory: Path, embedder: str, dim: int, config: SearchConfig) -> _Gen:
+        st = VectorStore.open(directory, embedder=embedder, dim=dim)
+        try:
+            return _Gen(embedder, directory, st, Searcher(st, config))
+        except BaseException:
+            st.close()
+            raise
+
+    async def _reconcile_rows(self, gen: _Gen, conn: aiosqlite.Connection) -> None:
+        """Make the store and idmap agree: rows a crash left without an idmap row are tombstoned; idmap rows whose
+        vector is gone are retired (so their items are embedded again)."""
+        live = np.asarray(await store.live_rows(conn, gen.embedder), dtype=np.int64)
+        alive = await self._call(lambda: gen.store.alive().copy())
+        known = np.zeros(len(alive), dtype=bool)
+        inside = live[(live >= 0) & (live < len(alive))]
+        known[inside] = True
+        orphans = np.flatnonzero(alive & ~known)
+        if len(orphans):
+            await self._call(gen.searcher.delete, orphans)
+            log.warning("search.orphan_rows_tombstoned", embedder=gen.embedder, count=len(orphans))
+        lost = live[(live >= len(alive)) | ~np.isin(live, np.flatnonzero(alive))] if len(live) else live
+        if len(lost):
+            await store.mark_deleted(conn, gen.embedder, (int(x) for x in lost))
+            log.warning("search.idmap_rows_without_vectors", embedder=gen.embedder, count=len(lost))
+
+    async def _ensure_open(self, where: _Where, conn: aiosqlite.Connection) -> None:
+        harbor = where.harbor
+        self._embedding_cfg = harbor.embedding
+        target, dim = layout.embedder_for(harbor.embedding)
+        try:
+            config = SearchConfig.from_settings(harbor.index)
+        except ValueError as exc:  # fp16 with hnsw: say so, search with fp32
+            self.last_error = f"index: {exc}"
+            config = SearchConfig(backend=harbor.index.backend, rebuild_threshold=harbor.index.rebuild_threshold,
+                                  rebuild_fraction=harbor.index.rebuild_fraction)
+        serving_dir = layout.current_dir(where.index_root)
+        if serving_dir is None:
+            directory = layout.generation_dir(where.index_root, target)
+            gen = await self._call(self._open_gen, directory, target, dim, config)
+            await asyncio.to_thread(layout.set_current, where.index_root, target)
+            self._serving = gen
+            await self._reconcile_rows(gen, conn)
+            log.info("search.store_created", embedder=target, dir=str(directory))
+        elif self._serving is None or self._serving.directory != serving_dir:
+            if self._serving is not None:
+                await self._call(self._serving.store.close)
+                self._serving = None
+            manifest = layout.read_manifest(serving_dir) or {}
+            if "embedder" not in manifest:
+                raise RuntimeError(f"{serving_dir}: {manifest.get('error', 'no manifest.json')}")
+            if self._building is not None and self._building.directory == serving_dir:
+                self._serving, self._building = self._building, None
+            else:
+                self._serving = await self._call(self._open_gen, serving_dir, str(manifest["embedder"]),
+                                                 int(manifest["dim"]), config)
+                await self._reconcile_rows(self._serving, conn)
+        assert self._serving is not None
+        for g in (self._serving, self._building):
+            if g is not None and g.searcher.config != config:
+                g.searcher.config = config  # a backend change makes needs_rebuild() true
+        if self._serving.embedder == target:
+            if self._building is not None:
+                await self._call(self._building.store.close)
+                self._building = None
+        elif self._building is None or self._building.embedder != target:
+            if self._building is not None:
+                await self._call(self._building.store.close)
+            directory = layout.generation_dir(where.index_root, target)
+            self._building = await self._call(self._open_gen, directory, target, dim, config)
+            await self._reconcile_rows(self._building, conn)
+            log.info("search.reembed_started", old=self._serving.embedder, new=target)
+
+    # ------------------------------------------------------------------ one pass
+
+    async def step(self) -> bool:
+        """One pass: open the stores, embed one batch, start a rebuild or swap generations when due.
+        Returns True when there is more work right away."""
+        where = self._where()
+        if where is None:
+            return False
+        conn = await db.connect(where.db_path)
+        try:
+            missing = await store.ready(conn)
+            if missing:
+                self.phase = missing
+                return False
+            await self._ensure_open(where, conn)
+            self.phase = "running"
+            gen_ = self._building or self._serving
+            assert gen_ is not None
+            gen: _Gen = gen_
+            more = await self._embed_batch(gen, where, conn)
+            self._queue_depth = await store.queue_depth(conn)
+            self._pending_target = await store.pending_count(conn, gen.embedder)
+            self._failures = await store.failed(conn)
+            if self._metrics:
+                self._metrics.queue_depth.set(self._queue_depth)
+            if not more and self._building is not None:
+                await self._maybe_swap(where, conn)
+            self._maybe_rebuild(self._building or self._serving)
+            await self._refresh_stats()
+            return more
+        finally:
+            await conn.close()
+
+    def _encode_batch(self, embedder: Embedder, texts: list[str], images: list[Path | None]) -> Vectors:
+        vecs = embedder.encode_text(texts)
+        if "image" in embedder.modalities:
+            which = [i for i, p in enumerate(images) if p is not None]
+            if which:
+                img = embedder.encode_image([images[i] for i in which])  # type: ignore[misc]
+                vecs = vecs.copy()
+                vecs[which] = l2_normalise(vecs[which] + img)
+        return vecs
+
+    async def _embed_batch(self, gen: _Gen, where: _Where, conn: aiosqlite.Connection) -> bool:
+        batch = await store.next_batch(conn, gen.embedder, self.batch_size)
+        if not batch:
+            return False
+        embedder = self._embedder(gen.embedder)
+        if embedder is None:
+            self.last_error = f"no embedder for {gen.embedder} (check embedding in harbor.yaml)"
+            return False
+        texts = [build_document(store.document_meta(p)) or f"{p.type} item {p.media_id}" for p in batch]
+        images: list[Path | None] = []
+        for p in batch:
+            thumb = where.index_root / p.thumbnail if p.thumbnail else None
+            images.append(thumb if thumb is not None and thumb.is_file() else None)
+        t0 = time.monotonic()
+        ok: list[store.Pending] = list(batch)
+        try:
+            vecs = await asyncio.to_thread(self._encode_batch, embedder, texts, images)
+        except Exception:  # find the item(s) at fault: encode one by one
+            ok, parts = [], []
+            for p, text, image in zip(batch, texts, images, strict=True):
+                try:
+                    parts.append(await asyncio.to_thread(self._encode_batch, embedder, [text], [image]))
+                    ok.append(p)
+                except Exception as exc:
+                    await store.record_failure(conn, p.media_id, f"{type(exc).__name__}: {exc}")
+                    log.error("search.embed_failed", media_id=p.media_id, error=str(exc))
+            if not ok:
+                return True
+            vecs = np.concatenate(parts)
+        appended = await self._call(gen.store.append, vecs, [p.type for p in ok])
+        items = [store.Embedded(p.media_id, int(r), p.type, h)
+                 for p, r, h in zip(ok, appended.row_ids, appended.hashes, strict=True)]
+        retired = await store.record_embedded(conn, gen.embedder, items, set_vector_row=gen is self._serving)
+        if retired:
+            await self._call(gen.searcher.delete, retired)
+        took = time.monotonic() - t0
+        self._embedded_total += len(items)
+        self._recent.append((time.monotonic(), len(items)))
+        if self._metrics:
+            self._metrics.embedded.inc(len(items))
+            self._metrics.embed_duration.observe(took)
+        log.info("search.embedded", embedder=gen.embedder, count=len(items), first_media_id=items[0].media_id,
+                 rows=f"{items[0].row_id}..{items[-1].row_id}", retired=len(retired), duration_s=round(took, 3))
+        return len(batch) == self.batch_size
+
+    async def _maybe_swap(self, where: _Where, conn: aiosqlite.Connection) -> None:
+        new, old = self._building, self._serving
+        assert new is not None and old is not None
+        if await store.pending_count(conn, new.embedder):
+            return
+        if self._rebuild_task is not None and not self._rebuild_task.done():
+            return
+        if new.searcher.needs_rebuild() and new.store.live_rows >= new.searcher.config.rebuild_min_rows:
+            await self._rebuild(new)  # the new generation's ANN index first: it serves at full speed at once
+        await asyncio.to_thread(layout.set_current, where.index_root, new.embedder)
+        self._serving, self._building = new, None
+        await self._call(old.store.close)
+        await store.retire_embedder(conn, old.embedder)
+        await asyncio.to_thread(shutil.rmtree, old.directory, True)
+        self._embedders.pop(old.embedder, None)
+        log.info("search.generation_swapped", old=old.embedder, new=new.embedder, vectors=new.store.live_rows)
+        if self.env is not None:
+            self.env.wake_reconcile()
+
+    def _maybe_rebuild(self, gen: _Gen | None) -> None:
+        if gen is None or (self._rebuild_task is not None and not self._rebuild_task.done()):
+            return
+        if time.monotonic() < self._rebuild_retry_at:
+            return
+        if gen.searcher.rebuild_reason() is None:
+            return
+        self._rebuild_task = asyncio.ensure_future(self._rebuild_guarded(gen))
+
+    async def _rebuild_guarded(self, gen: _Gen) -> None:
+        try:
+            await self._rebuild(gen)
+        except Exception as exc:
+            self._rebuild_error = (f"{type(exc).__name__}: {exc}", time.time())
+            self._rebuild_retry_at = time.monotonic() + REBUILD_RETRY_S
+            if self.env is not None:
+                self.env.metrics.errors.labels(where="search.rebuild").inc()
+            log.error("search.rebuild_failed", embedder=gen.embedder, error=str(exc), exc_info=exc)
+
+    async def _rebuild(self, gen: _Gen) -> None:
+        reason = await self._call(gen.searcher.rebuild_reason)
+        log.info("search.rebuild_start", embedder=gen.embedder, reason=reason)
+        job = await self._call(gen.searcher.prepare_rebuild)
+        built = await asyncio.to_thread(job.run)  # searches and appends go on meanwhile
+        info = await self._call(gen.searcher.install, built)
+        self._rebuild_error = None
+        self._last_rebuild = {"embedder": gen.embedder, "generation": info.get("generation"),
+                              "at": info.get("started_at"), "duration_s": info.get("duration_s"),
+                              "mode": info.get("mode"), "reason": reason, "rows": info.get("rows")}
+        if self._metrics:
+            self._metrics.rebuild_duration.observe(float(info.get("duration_s") or 0.0))
+        await self._refresh_stats()
+
+    async def rebuild_now(self) -> dict[str, Any] | None:
+        """Rebuild the serving index at once (tests, benchmarks); None when nothing is open."""
+        if self._serving is None:
+            return None
+        await self._rebuild(self._serving)
+        return self._last_rebuild
+
+    # ------------------------------------------------------------------ stats and status
+
+    def _compute_stats(self) -> dict[str, Any]:
+        gen = self._serving
+        if gen is None:
+            return {}
+        st = gen.searcher.stats()
+        alive = gen.store.alive()
+        types = gen.store.types()
+        counts = np.bincount(types[alive], minlength=len(gen.store.type_names))
+        by_type = {name: int(counts[i]) for i, name in enumerate(gen.store.type_names) if int(counts[i])}
+        info = gen.store.index_info() or {}
+        out: dict[str, Any] = {
+            "embedder": gen.embedder, "dim": gen.store.dim, "backend": gen.searcher.config.backend,
+            "installed_backend": info.get("backend"), "vectors": gen.store.live_rows,
+            "vectors_by_type": by_type, "rows": gen.store.rows, "tombstones": gen.store.tombstone_count,
+            "indexed_rows": st["built_rows"], "fresh_tail": st["tail_rows"],
+            "last_rebuild": None if not info else {
+                "generation": info.get("generation"), "at": info.get("started_at"),
+                "duration_s": info.get("duration_s"), "mode": info.get("mode"), "rows": info.get("rows")},
+            "rebuild_due": gen.searcher.rebuild_reason(),
+        }
+        if self._building is not None:
+            out["reembed"] = {"to": self._building.embedder, "embedded": self._building.store.live_rows}
+        return out
+
+    async def _refresh_stats(self) -> None:
+        self._stats = await self._call(self._compute_stats)
+        if self._metrics:
+            for name, n in self._stats.get("vectors_by_type", {}).items():
+                self._metrics.vectors.labels(type=name).set(n)
+
+    def _throughput(self) -> float:
+        now = time.monotonic()
+        recent = [(t, n) for t, n in self._recent if now - t <= 60]
+        if not recent:
+            return 0.0
+        span = max(now - recent[0][0], 1.0)
+        return round(sum(n for _, n in recent) / span, 2)
+
+    def index_stats(self) -> dict[str, Any]:
+        out = dict(self._stats) if self._stats else {"embedder": None, "dim": None, "backend": None,
+                                                     "vectors": 0, "vectors_by_type": {}, "last_rebuild": None}
+        if "reembed" in out and self._pending_target is not None:
+            out["reembed"] = dict(out["reembed"], pending=self._pending_target)
+        out.update(phase=self.phase, queue_depth=self._queue_depth, embedded_total=self._embedded_total,
+                   embed_items_per_s=self._throughput(),
+                   rebuilding=self._rebuild_task is not None and not self._rebuild_task.done(),
+                   rebuild_error=self._rebuild_error[0] if self._rebuild_error else None,
+                   embed_failures=[{"media_id": m, "error": e} for m, e in self._failures],
+                   last_error=self.last_error or None)
+        return out
+
+    def status(self) -> dict[str, Any]:
+        return self.index_stats()
+
+    def conditions(self) -> Sequence[Condition]:
+        if self._rebuild_error:
+            return [Condition("RebuildFailed", True, self._rebuild_error[0], self._rebuild_error[1])]
+        return [Condition("RebuildFailed", False, "the last rebuild succeeded or none was needed")]
+
+    # ------------------------------------------------------------------ searching
+
+    async def _read_conn(self, path: Path) -> aiosqlite.Connection:
+        if self._read is None or self._read[0] != path:
+            if self._read is not None:
+                await self._read[1].close()
+            conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True)
+            await conn.execute("PRAGMA busy_timeout=5000")
+            self._read = (path, conn)
+        return self._read[1]
+
+    def _ready_gen(self) -> tuple[_Gen, Embedder]:
+        gen = self._serving
+        if gen is None:
+            raise ApiError(503, "index_not_ready", f"the index is not open yet: {self.phase}")
+        embedder = self._embedder(gen.embedder)
+        if embedder is None:
+            raise ApiError(503, "index_not_ready", f"no embedder available for the serving index {gen.embedder}")
+        return gen, embedder
+
+    async def search_vector(self, gen: _Gen, vector: Vectors, types: list[str] | None, k: int,
+                            min_score: float | None) -> list[dict[str, Any]]:
+        hits: list[Hit] = await self._call(gen.searcher.search, vector[0], k, types=types, min_score=min_score)
+        if not hits:
+            return []
+        where = self._where()
+        if where is None:
+            return []
+        conn = await self._read_conn(where.db_path)
+        facts = await store.hydrate(conn, gen.embedder, [h.row_id for h in hits])
+        out = []
+        for h in hits:
+            f = facts.get(h.row_id)
+            if f is None:  # deleted meanwhile
+                continue
+            base = f"/v1/media/{f['id']}"
+            thumb = f"{base}/thumbnail" if f.pop("has_thumbnail") else None
+            out.append({**f, "score": round(h.score, 6), "urls": {"content": f"{base}/content", "thumbnail": thumb},
+                        "thumbnail_url": thumb, "media_url": f"{base}/content"})
+        return out
+
+    async def search_text(self, q: str, types: list[str] | None = None, k: int = 10,
+                          min_score: float | None = None) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        gen, embedder = self._ready_gen()
+        try:
+            vec = await asyncio.to_thread(embedder.encode_text, [q])
+        except EmbedError as exc:
+            raise ApiError(503, "embedder_unavailable", str(exc)) from exc
+        results = await self.search_vector(gen, vec, types, k, min_score)
+        took = time.perf_counter() - t0
+        if self._metrics:
+            self._metrics.search_duration.observe(took)
+        return {"query": q, "types": types, "k": k, "embedder": gen.embedder, "took_ms": round(took * 1000, 2),
+                "results": results}
+
+    # ------------------------------------------------------------------ routes
+
+    def routes(self) -> Sequence[web.RouteDef]:
+        return [web.get("/v1/search", self._route_search), web.post("/v1/search/image", self._route_image),
+                web.get("/v1/index", self._route_index)]
+
+    @schemas.route(summary="Search the library by meaning", tags=["search"],
+                   description="Encodes q with the serving index's embedder and answers the k nearest items "
+                               "(ANN plus an exact scan of items added since the last rebuild, re-ranked exactly), "
+                               "with their catalog facts and URLs. An empty index answers no results.",
+                   query=SearchParams, responses={200: _RESULTS}, errors=[400, 503])
+    async def _route_search(self, request: web.Request) -> web.Response:
+        params = schemas.parse_query(request, SearchParams)
+        if not params.q.strip():
+            raise ApiError(400, "bad_query", "q: give some words to search for (e.g. /v1/search?q=silent+film)")
+        types = _types(params.type)
+        data = await self.search_text(params.q.strip(), types, params.k, params.min_score)
+        return web.json_response(data)
+
+    @schemas.route(summary="Search by an example image", tags=["search"],
+                   description="The image (multipart field `image`, or the raw image as the body) is encoded with "
+                               "the serving embedder's image encoder. A text-only embedder (the default minilm) "
+                               "answers 422 unsupported_modality.",
+                   query=ImageParams, body={"type": "string", "format": "binary"},
+                   body_content_type="multipart/form-data", responses={200: _RESULTS}, errors=[400, 413, 422, 503])
+    async def _route_image(self, request: web.Request) -> web.Response:
+        params = schemas.parse_query(request, ImageParams)
+        types = _types(params.type)
+        t0 = time.perf_counter()
+        gen, embedder = self._ready_gen()
+        if "image" not in embedder.modalities:
+            exc = UnsupportedModality(embedder.id, "image", sorted(embedder.modalities))
+            raise ApiError(422, "unsupported_modality", str(exc), embedder=embedder.id,
+                           modalities=sorted(embedder.modalities))
+        raw = await _image_bytes(request)
+        try:
+            from PIL import Image, UnidentifiedImageError
+
+            try:
+                image = Image.open(io.BytesIO(raw))
+                image.load()
+            except (UnidentifiedImageError, OSError) as exc:
+                raise ApiError(400, "bad_image", f"the upload is not an image Pillow can read: {exc}") from None
+            vec = await asyncio.to_thread(embedder.encode_image, [image])
+        except EmbedError as exc:
+            raise ApiError(503, "embedder_unavailable", str(exc)) from exc
+        results = await self.search_vector(gen, vec, types, params.k, params.min_score)
+        took = time.perf_counter() - t0
+        if self._metrics:
+            self._metrics.search_duration.observe(took)
+        return web.json_response({"query": None, "types": types, "k": params.k, "embedder": gen.embedder,
+                                  "took_ms": round(took * 1000, 2), "results": results})
+
+    @schemas.route(summary="Index statistics", tags=["search"],
+                   description="The serving index: embedder, dimension, backend, vectors per type, the last "
+                               "rebuild and its duration, the fresh tail, and the embedding worker's queue and "
+                               "throughput (a re-embed in progress too).",
+                   responses={200: _INDEX})
+    async def _route_index(self, request: web.Request) -> web.Response:
+        return web.json_response(self.index_stats())
+
+
+async def _image_bytes(request: web.Request) -> bytes:
+    if request.content_type.startswith("multipart/"):
+        reader = await request.multipart()
+        while True:
+            part = await reader.next()
+            if part is None:
+                break
+            if getattr(part, "name", None) == "image":
+                data = await part.read()  # type: ignore[union-attr]
+                if not data:
+                    raise ApiError(400, "bad_image", "the `image` field is empty")
+                return bytes(data)
+        raise ApiError(400, "bad_image", "no `image` field in the multipart body")
+    raw = await request.read()
+    if not raw:
+        raise ApiError(400, "bad_image", "send the image as the body or as the multipart field `image`")
+    return raw
+

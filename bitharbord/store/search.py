@@ -1,0 +1,232 @@
+"""All SQL of search: the embedding queue as the worker sees it, `idmap` (vector row <-> media id per embedder)
+and the hydration of search hits from the catalog rows. Only the store writes the database.
+
+An item is *pending* for embedder E while it has an `embed_queue` row (new or changed metadata) or has no live
+`idmap` row for E (e.g. a new embedder re-embeds everything). The worker appends the vectors to the vector
+store first (durable), then `record_embedded` inserts the idmap rows, retires the item's previous rows and
+deletes its queue row in ONE transaction: a crash before the commit leaves vector rows without idmap rows (the
+service tombstones them when it opens the store), never an item embedded twice in the catalog."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+MAX_ATTEMPTS = 3
+"""An item whose embedding failed this many times stays in the queue (with its error) but is not retried."""
+
+_DOC_SELECT = """
+SELECT m.id, m.type, m.title, m.file_name, m.mime, m.kind, m.blob_path, m.thumbnail,
+       COALESCE(m.duration_s, p.duration_s) AS duration_s,
+       mv.year, mv.runtime_min, mv.synopsis, mv.director, mv.cast_json, mv.genres_json, mv.poster_hash,
+       ov.channel, ov.upload_date, ov.tags_json,
+       COALESCE(ov.description, g.description) AS description,
+       COALESCE(p.captured_at, g.captured_at) AS captured_at, p.gps_lat, p.gps_lon, p.camera, g.artist
+FROM media_core m
+LEFT JOIN movies mv ON mv.media_id = m.id
+LEFT JOIN online_video ov ON ov.media_id = m.id
+LEFT JOIN personal_media p ON p.media_id = m.id
+LEFT JOIN generic_media g ON g.media_id = m.id
+"""
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One item to embed: its catalog facts (document keys of embed/document.py) and where its files are."""
+
+    media_id: int
+    type: str
+    meta: dict[str, Any]
+    kind: str | None
+    blob_path: str | None
+    thumbnail: str | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Embedded:
+    media_id: int
+    row_id: int
+    type: str
+    vector_hash: str
+
+
+async def ready(conn: aiosqlite.Connection) -> str | None:
+    """None when the tables search needs are there, else what is missing (for the status page)."""
+    rows = await (await conn.execute("SELECT name FROM _migrations")).fetchall()
+    have = {str(r[0]) for r in rows}
+    for need in ("0002_ingest", "0004_search"):
+        if need not in have:
+            return f"waiting for migration {need}"
+    return None
+
+
+async def queue_depth(conn: aiosqlite.Connection) -> int:
+    row = await (await conn.execute("SELECT count(*) FROM embed_queue WHERE attempts < ?", (MAX_ATTEMPTS,)))\
+        .fetchone()
+    return int(row[0]) if row else 0
+
+
+async def pending_count(conn: aiosqlite.Connection, embedder: str) -> int:
+    """Items still to embed for `embedder` (queued, or without a live vector of that embedder)."""
+    row = await (await conn.execute(
+        "SELECT count(*) FROM media_core m WHERE "
+        "(EXISTS (SELECT 1 FROM embed_queue q WHERE q.media_id = m.id AND q.attempts < ?)) OR "
+        "(NOT EXISTS (SELECT 1 FROM embed_queue q WHERE q.media_id = m.id) AND "
+        " NOT EXISTS (SELECT 1 FROM idmap i WHERE i.media_id = m.id AND i.embedder = ? AND i.deleted = 0))",
+        (MAX_ATTEMPTS, embedder))).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def failed(conn: aiosqlite.Connection, limit: int = 5) -> list[tuple[int, str]]:
+    rows = await (await conn.execute(
+        "SELECT media_id, last_error FROM embed_queue WHERE attempts >= ? ORDER BY media_id LIMIT ?",
+        (MAX_ATTEMPTS, limit))).fetchall()
+    return [(int(r[0]), str(r[1])) for r in rows]
+
+
+async def items_total(conn: aiosqlite.Connection) -> int:
+    row = await (await conn.execute("SELECT count(*) FROM media_core")).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _meta(row: aiosqlite.Row) -> dict[str, Any]:
+    return {k: row[k] for k in row.keys() if row[k] is not None}  # noqa: SIM118 (a Row iterates values)
+
+
+async def next_batch(conn: aiosqlite.Connection, embedder: str, limit: int) -> list[Pending]:
+    """Up to `limit` pending items, queued ones first (oldest first), then those without a vector."""
+    conn.row_factory = aiosqlite.Row
+    try:
+        queued = await (await conn.execute(
+            _DOC_SELECT + ", embed_queue q WHERE q.media_id = m.id AND q.attempts < ? "
+            "ORDER BY q.enqueued_at, q.media_id LIMIT ?", (MAX_ATTEMPTS, limit))).fetchall()
+        attempts = {}
+        if queued:
+            ids = [int(r["id"]) for r in queued]
+            marks = ",".join("?" * len(ids))
+            for r in await (await conn.execute(
+                    f"SELECT media_id, attempts FROM embed_queue WHERE media_id IN ({marks})", ids)).fetchall():
+                attempts[int(r[0])] = int(r[1])
+        rows = list(queued)
+        if len(rows) < limit:
+            rows += await (await conn.execute(
+                _DOC_SELECT + " WHERE NOT EXISTS (SELECT 1 FROM embed_queue q WHERE q.media_id = m.id) AND "
+                "NOT EXISTS (SELECT 1 FROM idmap i WHERE i.media_id = m.id AND i.embedder = ? AND i.deleted = 0) "
+                "ORDER BY m.id LIMIT ?", (embedder, limit - len(rows)))).fetchall()
+    finally:
+        conn.row_factory = None
+    out = []
+    for r in rows:
+        meta = _meta(r)
+        meta.pop("id", None)
+        out.append(Pending(int(r["id"]), str(r["type"]), meta, r["kind"], r["blob_path"], r["thumbnail"],
+                           attempts.get(int(r["id"]), 0)))
+    return out
+
+
+async def record_embedded(conn: aiosqlite.Connection, embedder: str, items: Sequence[Embedded],
+                          *, set_vector_row: bool = True, now: float | None = None) -> list[int]:
+    """One transaction: the items' previous live rows of `embedder` are retired (returned, to be tombstoned in
+    the vector store), their new idmap rows inserted, `media_core.vector_row` set and their queue rows deleted.
+    An item deleted meanwhile (no media_core row) is skipped and its new row returned for tombstoning too."""
+    if not items:
+        return []
+    t = time.time() if now is None else now
+    ids = [it.media_id for it in items]
+    marks = ",".join("?" * len(ids))
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        present = {int(r[0]) for r in await (await conn.execute(
+            f"SELECT id FROM media_core WHERE id IN ({marks})", ids)).fetchall()}
+        retired = [int(r[0]) for r in await (await conn.execute(
+            f"SELECT row_id FROM idmap WHERE embedder = ? AND deleted = 0 AND media_id IN ({marks})",
+            [embedder, *ids])).fetchall()]
+        await conn.execute(
+            f"UPDATE idmap SET deleted = 1 WHERE embedder = ? AND deleted = 0 AND media_id IN ({marks})",
+            [embedder, *ids])
+        keep = [it for it in items if it.media_id in present]
+        retired += [it.row_id for it in items if it.media_id not in present]
+        await conn.executemany(
+            "INSERT INTO idmap (embedder, row_id, media_id, type, vector_hash, deleted, embedded_at) "
+            "VALUES (?, ?, ?, ?, ?, 0, ?)",
+            [(embedder, it.row_id, it.media_id, it.type, it.vector_hash, t) for it in keep])
+        if set_vector_row:
+            await conn.executemany("UPDATE media_core SET vector_row = ? WHERE id = ?",
+                                   [(it.row_id, it.media_id) for it in keep])
+        await conn.execute(f"DELETE FROM embed_queue WHERE media_id IN ({marks})", ids)
+        await conn.execute("COMMIT")
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise
+    return sorted(retired)
+
+
+async def record_failure(conn: aiosqlite.Connection, media_id: int, error: str) -> None:
+    """Count a failed attempt (queueing the item if it was pending only for lack of a vector)."""
+    await conn.execute(
+        "INSERT INTO embed_queue (media_id, attempts, last_error) VALUES (?, 1, ?) "
+        "ON CONFLICT(media_id) DO UPDATE SET attempts = attempts + 1, last_error = excluded.last_error",
+        (media_id, error[:500]))
+
+
+async def live_rows(conn: aiosqlite.Connection, embedder: str) -> list[int]:
+    rows = await (await conn.execute(
+        "SELECT row_id FROM idmap WHERE embedder = ? AND deleted = 0", (embedder,))).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+async def retire_embedder(conn: aiosqlite.Connection, embedder: str) -> int:
+    """After a switch to another embedder: the old embedder's idmap rows are deleted (its store is gone)."""
+    cur = await conn.execute("DELETE FROM idmap WHERE embedder = ?", (embedder,))
+    return int(cur.rowcount or 0)
+
+
+async def mark_deleted(conn: aiosqlite.Connection, embedder: str, row_ids: Iterable[int]) -> None:
+    ids = list(row_ids)
+    for s in range(0, len(ids), 500):
+        part = ids[s: s + 500]
+        await conn.execute(f"UPDATE idmap SET deleted = 1 WHERE embedder = ? AND row_id IN "
+                           f"({','.join('?' * len(part))})", [embedder, *part])
+
+
+async def hydrate(conn: aiosqlite.Connection, embedder: str, row_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """row id -> the item's card facts (id, type, kind, title, year, mime, file_name, has_thumbnail) for live rows."""
+    if not row_ids:
+        return {}
+    marks = ",".join("?" * len(row_ids))
+    rows = await (await conn.execute(
+        "SELECT i.row_id, m.id, m.type, m.kind, m.title, m.file_name, m.mime, m.thumbnail, "
+        "mv.year, ov.upload_date, p.captured_at "
+        "FROM idmap i JOIN media_core m ON m.id = i.media_id "
+        "LEFT JOIN movies mv ON mv.media_id = m.id LEFT JOIN online_video ov ON ov.media_id = m.id "
+        "LEFT JOIN personal_media p ON p.media_id = m.id "
+        f"WHERE i.embedder = ? AND i.deleted = 0 AND i.row_id IN ({marks})", [embedder, *row_ids])).fetchall()
+    out: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        year = r[8]
+        if year is None:
+            for text in (r[9], r[10]):
+                if isinstance(text, str) and len(text) >= 4 and text[:4].isdigit():
+                    year = int(text[:4])
+                    break
+        out[int(r[0])] = {"id": int(r[1]), "type": r[2], "kind": r[3], "title": r[4], "file_name": r[5],
+                          "mime": r[6], "has_thumbnail": bool(r[7]), "year": year}
+    return out
+
+
+def document_meta(p: Pending) -> dict[str, Any]:
+    """The item's facts as embed/document.py reads them (JSON columns decoded where that helps)."""
+    meta = dict(p.meta)
+    for key in ("cast_json", "genres_json", "tags_json"):
+        value = meta.get(key)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                meta[key] = json.loads(value)
+    return meta
