@@ -74,6 +74,103 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        "0002_ingest",
+        (
+            # What ingest learns about an item beyond 0001's columns (paths relative to the index root).
+            "ALTER TABLE media_core ADD COLUMN kind TEXT",  # image | video | audio | other
+            "ALTER TABLE media_core ADD COLUMN file_name TEXT",  # the name it was first ingested under
+            "ALTER TABLE media_core ADD COLUMN duration_s REAL",
+            "ALTER TABLE media_core ADD COLUMN width INTEGER",
+            "ALTER TABLE media_core ADD COLUMN height INTEGER",
+            "ALTER TABLE media_core ADD COLUMN metadata_json TEXT",
+            "ALTER TABLE media_core ADD COLUMN metadata_changed_at TEXT",
+            "ALTER TABLE media_core ADD COLUMN thumbnail TEXT",
+            "ALTER TABLE media_core ADD COLUMN preview_clip TEXT",
+            "CREATE INDEX media_core_blob ON media_core(blob_path)",
+            # The type table of tv, music, podcast and other (personal, movie, online_video have their own).
+            """CREATE TABLE generic_media (
+                media_id INTEGER PRIMARY KEY REFERENCES media_core(id) ON DELETE CASCADE,
+                container TEXT,
+                video_codec TEXT,
+                audio_codec TEXT,
+                captured_at TEXT,
+                artist TEXT,
+                description TEXT
+            )""",
+            # The ingest journal: one row per item (a file at a path with one content), its stage and result.
+            """CREATE TABLE ingest_jobs (
+                id INTEGER PRIMARY KEY,
+                source_path TEXT NOT NULL,
+                origin TEXT NOT NULL CHECK (origin IN ('watch', 'local', 'upload', 'catalog')),
+                media_type TEXT NOT NULL,
+                folder TEXT,
+                reason TEXT NOT NULL DEFAULT 'new',
+                stage TEXT NOT NULL DEFAULT 'queued' CHECK (stage IN
+                    ('queued', 'hashed', 'probed', 'stored', 'cataloged', 'done', 'failed', 'gone')),
+                size INTEGER,
+                mtime_ns INTEGER,
+                inode INTEGER,
+                dev INTEGER,
+                file_hash TEXT,
+                blob_path TEXT,
+                media_id INTEGER REFERENCES media_core(id),
+                duplicate INTEGER NOT NULL DEFAULT 0,
+                given_json TEXT,
+                info_json TEXT,
+                error TEXT,
+                warning TEXT,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL,
+                finished_at REAL
+            )""",
+            # At most one unfinished job per path.
+            """CREATE UNIQUE INDEX ingest_jobs_active_path ON ingest_jobs(source_path)
+                WHERE stage NOT IN ('done', 'failed', 'gone')""",
+            "CREATE INDEX ingest_jobs_stage ON ingest_jobs(stage, id)",
+            "CREATE INDEX ingest_jobs_path ON ingest_jobs(source_path)",
+            "CREATE INDEX ingest_jobs_hash ON ingest_jobs(file_hash)",
+            "CREATE INDEX ingest_jobs_finished ON ingest_jobs(finished_at)",
+            # Every path ingest knows: the file's stat fingerprint, the item it holds; vanished, never deleted.
+            """CREATE TABLE sources (
+                path TEXT PRIMARY KEY,
+                folder TEXT,
+                origin TEXT NOT NULL,
+                role TEXT NOT NULL DEFAULT 'media' CHECK (role IN ('media', 'sidecar')),
+                size INTEGER NOT NULL,
+                mtime_ns INTEGER NOT NULL,
+                inode INTEGER NOT NULL,
+                dev INTEGER NOT NULL,
+                file_hash TEXT,
+                media_id INTEGER REFERENCES media_core(id),
+                job_id INTEGER REFERENCES ingest_jobs(id),
+                vanished INTEGER NOT NULL DEFAULT 0,
+                first_seen REAL NOT NULL,
+                last_seen REAL NOT NULL,
+                vanished_at REAL
+            )""",
+            "CREATE INDEX sources_folder ON sources(folder, vanished)",
+            "CREATE INDEX sources_media ON sources(media_id)",
+            # Bumped whenever a path or fingerprint in `sources` changes: observers cache fingerprints by it.
+            "CREATE TABLE ingest_counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+            "INSERT INTO ingest_counters (name, value) VALUES ('sources', 0)",
+            """CREATE TRIGGER sources_insert AFTER INSERT ON sources BEGIN
+                UPDATE ingest_counters SET value = value + 1 WHERE name = 'sources'; END""",
+            """CREATE TRIGGER sources_delete AFTER DELETE ON sources BEGIN
+                UPDATE ingest_counters SET value = value + 1 WHERE name = 'sources'; END""",
+            """CREATE TRIGGER sources_update AFTER UPDATE OF path, folder, size, mtime_ns, inode, dev, vanished
+                ON sources BEGIN
+                UPDATE ingest_counters SET value = value + 1 WHERE name = 'sources'; END""",
+            # Items waiting for their embedding; the embedding worker drains it ("pending embed" = a row here).
+            """CREATE TABLE embed_queue (
+                media_id INTEGER PRIMARY KEY REFERENCES media_core(id) ON DELETE CASCADE,
+                enqueued_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+                attempts INTEGER NOT NULL DEFAULT 0,
+                last_error TEXT
+            )""",
+        ),
+    ),
+    Migration(
         "0003_catalog",
         (
             # One row per wanted entry (harbor.yaml's catalog.wanted, or added through /v1/catalog/ingest):
