@@ -10,8 +10,9 @@ from bitharbord.providers.directories import Directories
 from bitharbord.providers.disks import Disks
 from bitharbord.providers.filesystems import Filesystems
 from bitharbord.providers.index import IndexStore
+from bitharbord.providers.library import Library
 from bitharbord.providers.mounts import Mounts
 
 
 def providers() -> list[Provider]:
-    return [Disks(), Arrays(), Filesystems(), Mounts(), Directories(), Database(), IndexStore(), Catalog()]
+    return [Disks(), Arrays(), Filesystems(), Mounts(), Directories(), Database(), IndexStore(), Library(), Catalog()]

@@ -1,0 +1,306 @@
+"""Watch folders: what is in each folder compared with what ingest has recorded, and queueing the difference.
+
+One resource per `library.watch` folder, one action at most per folder:
+
+    ~ library./srv/inbox/photos: 12 new, 3 changed, 1 moved, 2 vanished (kept in the library)
+
+* observe = scan the folder (`ingest.scan`: stat fingerprints, never reading unchanged files) and diff it
+  against the fingerprints recorded in `sources` (cached in memory while the database's sources counter
+  does not move, so a no-change pass costs one walk). Read-only; never creates the database.
+* diff (pure) = one UPDATE action listing counts and up to 20 names of each kind.
+* apply = moved/renamed paths keep their item (`sources` row and unfinished job follow the file); vanished
+  paths are flagged vanished, their items and blobs stay; new and changed files become journal jobs for the
+  ingest service (which is woken); a changed sidecar (`<name>.info.json`, `<id>_meta.xml`, `.xmp`) queues a
+  metadata refresh of the media it describes.
+
+Nothing is planned for a folder whose storage is not ready: the folder missing (the `dir` provider creates
+it), a storage pool mount that holds it not mounted, the folder unreadable, or the media storage not ready
+(`storage.media_ready` through the ingest service's hooks). `notes()` says why, and the ingest status shows it.
+Files modified less than `settle_s` seconds ago are left for a later pass (probably still being written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import structlog
+
+from bitharbord.config import Harbor
+from bitharbord.ingest import hooks
+from bitharbord.ingest.scan import Fingerprint, ScanResult, diff_scan, scan_folder
+from bitharbord.providers.base import Context, Observed, Spec
+from bitharbord.providers.database import db_path
+from bitharbord.reconcile.plan import Action, Verb
+from bitharbord.store.ingest import (
+    IngestStore,
+    NewJob,
+    has_ingest_tables,
+    open_readonly,
+    read_fingerprints,
+    read_sources_version,
+)
+
+log = structlog.get_logger("bitharbord.providers.library")
+
+SIDECAR_SUFFIXES: tuple[str, ...] = (".info.json", "_meta.xml", "_files.xml", ".xmp")
+"""Lower-case name endings of files that describe media beside them (yt-dlp, Internet Archive, XMP)."""
+SAMPLE = 20  # names shown per kind in a plan
+
+
+def is_sidecar(name: str) -> bool:
+    return name.lower().endswith(SIDECAR_SUFFIXES)
+
+
+@dataclass
+class FolderDelta:
+    """Everything apply needs for one folder (the observed mapping only carries counts and samples)."""
+
+    folder: str
+    media_type: str
+    new: list[tuple[str, Fingerprint]] = field(default_factory=list)
+    changed: list[tuple[str, Fingerprint]] = field(default_factory=list)
+    moved: list[tuple[str, str, Fingerprint]] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
+    sidecars: list[tuple[str, Fingerprint]] = field(default_factory=list)  # new or changed sidecars
+    refresh: list[tuple[str, Fingerprint]] = field(default_factory=list)  # media whose sidecar changed
+    files: int = 0
+    previous: int = 0
+    settling: int = 0
+    unreachable: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not (self.new or self.changed or self.moved or self.vanished or self.sidecars)
+
+
+def delta_for(
+    folder: str,
+    media_type: str,
+    previous: Mapping[str, Fingerprint],
+    scan: ScanResult,
+    *,
+    now_ns: int,
+    settle_s: float,
+) -> FolderDelta:
+    """Pure: the folder's delta from the recorded fingerprints and a scan."""
+    cutoff = now_ns - int(settle_s * 1e9)
+    current: dict[str, Fingerprint] = {}
+    settling = 0
+    for path, fp in scan.files.items():
+        if fp[1] > cutoff:  # modified moments ago: probably still being written
+            settling += 1
+            known = previous.get(path)
+            if known is not None:
+                current[path] = known  # keep what we knew until it settles (not vanished, not changed yet)
+            continue
+        current[path] = fp
+    d = diff_scan(previous, current, unavailable=scan.unavailable)
+    out = FolderDelta(folder, media_type, settling=settling, unreachable=len(d.unreachable))
+    sidecar_dirs: dict[str, set[str]] = {}  # directory -> stems of changed .info.json sidecars ("*" = all)
+    for path in (*d.new, *d.changed):
+        fp = current[path]
+        name = os.path.basename(path)
+        if is_sidecar(name):
+            out.sidecars.append((path, fp))
+            directory = os.path.dirname(path)
+            lower = name.lower()
+            stems = sidecar_dirs.setdefault(directory, set())
+            stems.add(name[: -len(".info.json")] if lower.endswith(".info.json") else (
+                name[: -len(".xmp")] if lower.endswith(".xmp") else "*"))
+        elif path in previous:
+            out.changed.append((path, fp))
+        else:
+            out.new.append((path, fp))
+    queued = {p for p, _ in out.new} | {p for p, _ in out.changed}
+    for old, new in d.moved:
+        out.moved.append((old, new, current[new]))
+    out.vanished = list(d.vanished)
+    if sidecar_dirs:
+        for path in sorted(d.unchanged):
+            if is_sidecar(os.path.basename(path)) or path in queued:
+                continue
+            directory, name = os.path.split(path)
+            wanted = sidecar_dirs.get(directory)
+            if wanted and ("*" in wanted or os.path.splitext(name)[0] in wanted or name in wanted):
+                out.refresh.append((path, current[path]))
+    out.files = sum(1 for p in current if not is_sidecar(os.path.basename(p)))
+    out.previous = sum(1 for p in previous if not is_sidecar(os.path.basename(p)))
+    return out
+
+
+def _names(folder: str, paths: Sequence[str]) -> list[str]:
+    root = folder.rstrip("/") + "/"
+    names = [p[len(root):] if p.startswith(root) else p for p in paths[:SAMPLE]]
+    if len(paths) > SAMPLE:
+        names.append(f"... and {len(paths) - SAMPLE} more")
+    return names
+
+
+def observed_of(delta: FolderDelta) -> dict[str, Any]:
+    f = delta.folder
+    vanished_media = [p for p in delta.vanished if not is_sidecar(os.path.basename(p))]
+    return {
+        "folder": f, "type": delta.media_type, "ready": True,
+        "files": delta.files, "previous": delta.previous,
+        "new": len(delta.new), "changed": len(delta.changed), "moved": len(delta.moved),
+        "vanished": len(vanished_media), "sidecars": len(delta.sidecars) + len(delta.vanished) - len(vanished_media),
+        "settling": delta.settling, "unreachable": delta.unreachable,
+        "sample": {
+            "new": _names(f, [p for p, _ in delta.new]),
+            "changed": _names(f, [p for p, _ in delta.changed]),
+            "moved": [f"{a} -> {b}" for a, b in zip(_names(f, [o for o, _, _ in delta.moved]),
+                                                    _names(f, [n for _, n, _ in delta.moved]), strict=False)],
+            "vanished": _names(f, vanished_media),
+        },
+    }
+
+
+class Library:
+    kind: ClassVar[str] = "library"
+
+    def __init__(self, *, settle_s: float = 2.0) -> None:
+        self.settle_s = settle_s
+        self._deltas: dict[str, FolderDelta] = {}  # folder -> delta of the latest observe (what apply queues)
+        self._cache: dict[str, tuple[int, dict[str, dict[str, Fingerprint]]]] = {}  # db -> (version, folders)
+
+    def desired(self, harbor: Harbor) -> Mapping[str, Spec]:
+        mounts = sorted((p.mount for p in harbor.storage.pools), key=len, reverse=True)
+        out: dict[str, Spec] = {}
+        for folder in harbor.library.watch:
+            mount = next((m for m in mounts if folder.path == m or folder.path.startswith(m.rstrip("/") + "/")),
+                         None)
+            out[folder.path] = {
+                "folder": folder.path, "type": folder.type, "recursive": folder.recursive,
+                "db": str(db_path(harbor)), "mount": mount,
+                "requires": [f"dir.{folder.path}", "database.catalog"],
+            }
+        return out
+
+    async def _previous(self, db: str, folders: Sequence[str]) -> dict[str, dict[str, Fingerprint]] | None:
+        """Recorded fingerprints per folder (empty without a database); None if the database is unreadable."""
+        conn = await open_readonly(Path(db))
+        if conn is None:
+            self._cache.pop(db, None)
+            return {f: {} for f in folders}
+        try:
+            if not await has_ingest_tables(conn):
+                return {f: {} for f in folders}
+            version = await read_sources_version(conn)
+            cached = self._cache.get(db)
+            known = cached[1] if cached is not None and cached[0] == version else {}
+            for folder in folders:
+                if folder not in known:
+                    known[folder] = await read_fingerprints(conn, folder)
+            self._cache[db] = (version, known)
+            return {f: known[f] for f in folders}
+        finally:
+            await conn.close()
+
+    def _not_ready(self, spec: Spec) -> str:
+        mount = spec.get("mount")
+        if mount and not os.path.ismount(mount):
+            return f"the storage pool mount {mount} that holds it is not mounted"
+        ok, reason = hooks.media_ready(spec["db"])
+        if not ok:
+            return f"media storage not ready: {reason}"
+        return ""
+
+    async def observe(self, ctx: Context, desired: Mapping[str, Spec]) -> Mapping[str, Observed]:
+        out: dict[str, Observed] = {}
+        self._deltas = {}
+        ready: dict[str, Spec] = {}
+        for name, spec in desired.items():
+            folder = spec["folder"]
+            if not os.path.isdir(folder):
+                continue  # the dir provider creates it (or waits for its mount); nothing to ingest yet
+            problem = self._not_ready(spec)
+            if problem:
+                out[name] = {"folder": folder, "type": spec["type"], "ready": False, "reason": problem}
+                hooks.folder_state(spec["db"], folder, problem)
+                continue
+            ready[name] = spec
+        by_db: dict[str, list[str]] = {}
+        for spec in ready.values():
+            by_db.setdefault(spec["db"], []).append(spec["folder"])
+        previous: dict[str, dict[str, Fingerprint]] = {}
+        for db, folders in by_db.items():
+            got = await self._previous(db, folders)
+            if got is not None:
+                previous.update(got)
+        for name, spec in ready.items():
+            folder = spec["folder"]
+            scan = await asyncio.to_thread(scan_folder, folder, recursive=spec["recursive"])
+            root = os.path.abspath(folder)
+            if root in scan.unavailable:
+                why = next((p.reason for p in scan.problems if p.path == root), "cannot be listed")
+                problem = f"the folder cannot be read: {why}"
+                out[name] = {"folder": folder, "type": spec["type"], "ready": False, "reason": problem}
+                hooks.folder_state(spec["db"], folder, problem)
+                continue
+            hooks.folder_state(spec["db"], folder, "")
+            delta = delta_for(folder, spec["type"], previous.get(folder, {}), scan, now_ns=time.time_ns(),
+                              settle_s=self.settle_s)
+            self._deltas[name] = delta
+            out[name] = observed_of(delta)
+        return out
+
+    def diff(self, name: str, want: Spec | None, have: Observed | None) -> list[Action]:
+        if want is None or have is None or not have.get("ready"):
+            return []  # not wanted (recorded paths are left as they are), not there yet, or storage not ready
+        counts = [(have.get(k, 0), label) for k, label in (
+            ("new", "new"), ("changed", "changed"), ("moved", "moved"),
+            ("vanished", "vanished (kept in the library)"), ("sidecars", "sidecar(s) changed"))]
+        if not any(n for n, _ in counts):
+            return []
+        reason = ", ".join(f"{n} {label}" for n, label in counts if n)
+        sample = have.get("sample") or {}
+        after: dict[str, Any] = {"files": have.get("files", 0), "type": want["type"]}
+        for key in ("new", "changed", "moved", "vanished"):
+            if sample.get(key):
+                after[key] = sample[key]
+        before = {"files": have.get("previous", 0), "type": want["type"]}
+        return [Action(f"{self.kind}.{name}", Verb.UPDATE, before, after, reason,
+                       requires=tuple(want.get("requires", ())))]
+
+    def notes(self, observed: Mapping[str, Observed]) -> list[str]:
+        """Why folders are not ingested (for the plan's notes)."""
+        return [f"library.{name}: not ingesting: {have.get('reason')}"
+                for name, have in sorted(observed.items()) if not have.get("ready")]
+
+    async def apply(self, action: Action, ctx: Context) -> None:
+        name = action.name
+        spec = self.desired(ctx.harbor).get(name)
+        if spec is None:
+            return
+        delta = self._deltas.pop(name, None)
+        if delta is None:  # not observed in this process (never expected: apply re-observes first)
+            await self.observe(ctx, {name: spec})
+            delta = self._deltas.pop(name, None)
+            if delta is None:
+                return
+        store = await IngestStore.open(Path(spec["db"]))
+        try:
+            folder = spec["folder"]
+            media_type = spec["type"]
+            media_moves = [(old, new, folder, fp) for old, new, fp in delta.moved]
+            await store.move_sources(media_moves)
+            vanished = await store.mark_vanished(delta.vanished)
+            jobs = [NewJob(p, "watch", media_type, fp, folder=folder, reason="new") for p, fp in delta.new]
+            jobs += [NewJob(p, "watch", media_type, fp, folder=folder, reason="changed") for p, fp in delta.changed]
+            if delta.refresh:
+                known = await store.known_hashes([p for p, _ in delta.refresh])
+                jobs += [NewJob(p, "watch", media_type, fp, folder=folder, reason="sidecar", known_hash=known[p])
+                         for p, fp in delta.refresh if p in known]
+            ids = await store.enqueue(jobs)
+            await store.record_sidecars([(p, folder, fp) for p, fp in delta.sidecars])
+        finally:
+            await store.close()
+        log.info("library.queued", folder=folder, queued=len(ids), moved=len(media_moves), vanished=vanished,
+                 sidecars=len(delta.sidecars))
+        hooks.wake(spec["db"])
