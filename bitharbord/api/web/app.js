@@ -509,7 +509,12 @@
         for (const [k2, v2] of Object.entries(v)) flat[`${k} ${k2}`] = v2;
       } else flat[k] = v;
     }
-    return section("Index", "status-index", kvTable(flat));
+    const entries = Object.entries(flat);
+    const half = Math.ceil(entries.length / 2);
+    return section("Index", "status-index", entries.length > 8
+      ? h("div", { class: "cols" }, kvTable(Object.fromEntries(entries.slice(0, half))),
+        kvTable(Object.fromEntries(entries.slice(half))))
+      : kvTable(flat));
   }
 
   function wantedTable(entries) {
