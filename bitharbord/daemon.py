@@ -332,8 +332,13 @@ class Daemon:
                 return path == config or any(path.startswith(f) for f in folders)
 
             digest_before = d.harbor.digest if d else None
+            # Changes made while the watcher (re)starts are not seen as events: one pass just after it is up
+            # catches them (the pass is a level-triggered scan, so nothing is missed, only found later).
+            asyncio.get_running_loop().call_later(1.0, self.loop.wake.set)
+            log.debug("watch.start", paths=[str(p) for p in existing])
             async for _changes in awatch(*existing, stop_event=self.stop, debounce=500, recursive=True,
                                          watch_filter=relevant):
+                log.debug("watch.changes", paths=sorted(p for _, p in _changes)[:20])
                 self.loop.wake.set()
                 now = self._desired
                 if (now.harbor.digest if now else None) != digest_before:
