@@ -48,3 +48,8 @@ class Provider(Protocol):
     async def apply(self, action: Action, ctx: Context) -> None:
         """Carry out one action. Guarded (create only if missing) and safe to repeat."""
         ...
+
+    # Optional, not part of the Protocol's required surface:
+    #   notes(observed) -> list[str]           conditions worth showing in the plan (drift, pauses)
+    #   recheck_in(observed) -> float | None   seconds until what was observed is expected to change (files
+    #                                          still being written): the loop looks again that soon

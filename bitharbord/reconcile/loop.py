@@ -39,9 +39,14 @@ class Reconciler:
     metrics: Metrics | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    recheck_in: float | None = None  # the soonest a provider asked to look again (e.g. files still settling)
+
     async def plan(self, desired: Desired) -> Plan:
         ctx = self.make_context(desired.effective)
         snapshot = await observe(self.providers, desired.effective, ctx)
+        hints = [hint(snapshot.observed.get(p.kind, {})) for p in self.providers
+                 if (hint := getattr(p, "recheck_in", None)) is not None]
+        self.recheck_in = min((h for h in hints if h is not None), default=None)
         return make_plan(self.providers, snapshot, config_source=desired.source, config_path=desired.path,
                          config_digest=desired.harbor.digest)
 
@@ -86,7 +91,9 @@ class Loop:
     def delay(self, harbor: Harbor | None) -> float:
         interval = float(harbor.reconcile.interval if harbor else 60)
         if self._failures == 0:
-            return interval
+            # A provider may ask to look again sooner: what it saw is about to change (files still being written).
+            hint = self.reconciler.recheck_in
+            return min(interval, max(0.5, hint)) if hint is not None else interval
         ceiling = float(harbor.reconcile.max_backoff if harbor else 900)
         return min(ceiling, 2.0 ** (self._failures - 1))
 
