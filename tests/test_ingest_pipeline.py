@@ -331,9 +331,14 @@ async def test_resume_after_each_stage_gives_the_same_library(box: Box) -> None:
     # back: the blobs are written but the crash comes before the journal says so
     for path, media_type, h in box.sql("SELECT source_path, media_type, file_hash FROM ingest_jobs"):
         BlobStore(box.media).put(path, media_type, expected_hash=h)
-    (box.media / "personal" / f"{TEMP_PREFIX}leftover").write_bytes(b"half")  # a put cut short
+    leftover = box.media / "personal" / f"{TEMP_PREFIX}leftover"
+    leftover.write_bytes(b"half")  # a put cut short by the crash of an earlier process
+    os.utime(leftover, (1_000_000_000, 1_000_000_000))
+    young = box.media / "personal" / f"{TEMP_PREFIX}in-flight"
+    young.write_bytes(b"being written")  # another service of this process storing a blob right now
     await box.restart()
-    assert temp_files(box.media) == []
+    assert temp_files(box.media) == [young]
+    young.unlink()
     assert await box.pipeline.back_step() == 5
     assert box.sql("SELECT DISTINCT stage FROM ingest_jobs") == [("cataloged",)]
     await box.restart(batch_size=2)

@@ -54,6 +54,7 @@ PREVIEWS = "previews"
 REFRESH_REASONS = frozenset({"changed", "sidecar"})
 LARGE_FILE_BYTES = 64 << 20
 PREVIEW_BATCH = 64
+PROCESS_STARTED = time.time()  # temp files older than this are a previous process's leftovers
 
 
 PreviewRow = tuple[int, int, str | None, str | None, str | None]  # job, item, thumbnail, clip, warning
@@ -168,9 +169,12 @@ class Pipeline:
     # ------------------------------------------------------------------ start-up
 
     async def startup(self) -> dict[str, int]:
-        """Remove what a crash left: temp files beside blobs and previews, abandoned upload files."""
-        removed_blobs = await asyncio.to_thread(blobs_mod.cleanup_temp, self.media_root)
-        removed_previews = await asyncio.to_thread(preview.cleanup_temp, self.preview_dir)
+        """Remove what a crash left: temp files beside blobs and previews, abandoned upload files. Only temp
+        files older than this process: other services of this daemon (the catalog storing a poster) may be
+        writing theirs right now."""
+        age = max(0.0, time.time() - PROCESS_STARTED)
+        removed_blobs = await asyncio.to_thread(blobs_mod.cleanup_temp, self.media_root, min_age_s=age)
+        removed_previews = await asyncio.to_thread(preview.cleanup_temp, self.preview_dir, min_age_s=age)
         keep = await self.store.active_upload_paths()
         removed_uploads = await asyncio.to_thread(_sweep_uploads, uploads_dir(self.media_root), keep)
         counts = {"blob_temp": len(removed_blobs), "preview_temp": len(removed_previews),

@@ -385,7 +385,9 @@ class IngestStore:
     async def claim(self, limit: int, *, stages: Sequence[str] = PIPELINE_STAGES, max_bytes: int | None = None,
                     kinds: Sequence[str] | None = None, now: float | None = None) -> list[Job]:
         """The oldest unfinished jobs in `stages` (at most `limit`, and no more than `max_bytes` of files past
-        the first), attempts + 1 each: a job that keeps killing the daemon is given up on by the pipeline.
+        the first), attempts + 1 each. Every step forward sets attempts back to 0, so `attempts` counts the
+        claims without progress: how often the daemon stopped while working on the job in that stage (a job that
+        keeps killing it is given up on by the pipeline).
         A `hashed` job whose content another job holds past `hashed` waits for it."""
         now = time.time() if now is None else now
         async with self.lock:
@@ -425,21 +427,21 @@ class IngestStore:
     async def set_hashed(self, rows: Sequence[tuple[int, str, Fingerprint]], now: float | None = None) -> None:
         """(job id, digest, the fingerprint that was hashed)."""
         await self._many(
-            "UPDATE ingest_jobs SET stage='hashed', file_hash=?, size=?, mtime_ns=?, inode=?, dev=?, updated_at=? "
-            "WHERE id=? AND stage='queued'",
+            "UPDATE ingest_jobs SET stage='hashed', file_hash=?, size=?, mtime_ns=?, inode=?, dev=?, attempts=0, "
+            "updated_at=? WHERE id=? AND stage='queued'",
             [(h, fp.size, fp.mtime_ns, fp.inode, fp.dev, time.time() if now is None else now, job_id)
              for job_id, h, fp in rows])
 
     async def set_probed(self, rows: Sequence[tuple[int, Mapping[str, Any]]], now: float | None = None) -> None:
         """(job id, the catalog rows to write, as JSON-ready data)."""
         t = time.time() if now is None else now
-        await self._many("UPDATE ingest_jobs SET stage='probed', info_json=?, updated_at=? "
+        await self._many("UPDATE ingest_jobs SET stage='probed', info_json=?, attempts=0, updated_at=? "
                          "WHERE id=? AND stage='hashed'", [(_dumps(info), t, job_id) for job_id, info in rows])
 
     async def set_stored(self, rows: Sequence[tuple[int, str]], now: float | None = None) -> None:
         """(job id, blob path relative to the media root)."""
         t = time.time() if now is None else now
-        await self._many("UPDATE ingest_jobs SET stage='stored', blob_path=?, updated_at=? "
+        await self._many("UPDATE ingest_jobs SET stage='stored', blob_path=?, attempts=0, updated_at=? "
                          "WHERE id=? AND stage='probed'", [(blob, t, job_id) for job_id, blob in rows])
 
     async def finish(self, rows: Sequence[tuple[int, str, str, str]], now: float | None = None) -> list[int]:
@@ -467,7 +469,7 @@ class IngestStore:
                     if cursor.rowcount == 0:
                         await self.conn.execute(
                             f"UPDATE ingest_jobs SET stage='queued', file_hash=NULL, info_json=NULL, blob_path=NULL, "
-                            f"updated_at=? WHERE id=? AND stage IN {_ACTIVE_SQL}", (t, job_id))
+                            f"attempts=0, updated_at=? WHERE id=? AND stage IN {_ACTIVE_SQL}", (t, job_id))
                         requeued.append(job_id)
                     await cursor.close()
                 await self._commit()
@@ -614,7 +616,7 @@ class IngestStore:
         await self.conn.executemany("INSERT OR IGNORE INTO embed_queue (media_id) VALUES (?)",
                                     [(media_id,) for media_id in created.values()])
         await self.conn.executemany(
-            "UPDATE ingest_jobs SET stage='cataloged', media_id=?, duplicate=0, updated_at=? WHERE id=?",
+            "UPDATE ingest_jobs SET stage='cataloged', media_id=?, duplicate=0, attempts=0, updated_at=? WHERE id=?",
             [(media_id, now, job_id) for job_id, media_id in created.items()])
         # the content became an item through another job: nothing left to do for these
         await self.conn.executemany(
