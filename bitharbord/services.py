@@ -60,7 +60,8 @@ class Service(Protocol):
 def registered() -> list[Service]:
     """The services a real daemon runs, in start order."""
     from bitharbord.catalog.service import CatalogService
+    from bitharbord.ingest.service import IngestService
     from bitharbord.search.service import SearchService
     from bitharbord.storage.service import StorageService
 
-    return [StorageService(), SearchService(), CatalogService()]
+    return [StorageService(), IngestService(), SearchService(), CatalogService()]

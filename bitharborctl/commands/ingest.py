@@ -1,0 +1,224 @@
+"""Ingest: add files already on the server, upload files from here, and look at the ingest queue.
+
+    bitharborctl ingest PATH... [--type T] [--wait]      POST /v1/ingest/local (paths on the server)
+    bitharborctl upload FILE... --type T [--no-wait]     PUT /v1/uploads (the file streamed as the body)
+    bitharborctl queue [--failures N] [--retry-failed]   GET /v1/ingest (queue, rate, ETA, failures)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from bitharborctl.client import ApiError, Client, ClientError
+
+TYPES = ("personal", "movie", "tv", "music", "podcast", "online_video", "other")
+CHUNK = 1 << 20
+
+
+def _client(args: argparse.Namespace) -> Client:
+    from bitharborctl.cli import client_for
+
+    return client_for(args)
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def _job_line(job: dict[str, Any]) -> str:
+    stage = job.get("stage", "?")
+    path = str(job.get("path") or "")
+    shown = f"upload {os.path.basename(path)}" if job.get("origin") == "upload" else path
+    line = f"  {stage:<9} #{job.get('id')} {shown}"
+    if job.get("media_id") is not None:
+        line += f" -> item {job['media_id']}" + (" (already in the library)" if job.get("duplicate") else "")
+    if job.get("error"):
+        line += f": {job['error']}"
+    elif job.get("warning"):
+        line += f" ({job['warning']})"
+    return line
+
+
+# ---------------------------------------------------------------------------- ingest PATH...
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    paths = [os.path.abspath(p) for p in args.paths]
+    body: dict[str, Any] = {"paths": paths, "wait": args.wait}
+    if args.type:
+        body["type"] = args.type
+    data = _client(args).request("POST", "/v1/ingest/local", body)
+    jobs = data.get("jobs", [])
+    if args.output == "json":
+        _print_json(data)
+    else:
+        print(f"queued {len(jobs)} file(s)" if not args.wait else f"ingested {len(jobs)} file(s)")
+        for job in jobs:
+            print(_job_line(job))
+    return 1 if any(j.get("stage") == "failed" for j in jobs) else 0
+
+
+# ---------------------------------------------------------------------------- upload FILE...
+
+
+def upload_file(client: Client, path: Path, media_type: str, *, wait: bool) -> dict[str, Any]:
+    """Stream one file as the body of PUT /v1/uploads; returns the JSON answer."""
+    try:
+        size = path.stat().st_size
+        handle = path.open("rb")
+    except OSError as exc:
+        raise ClientError(f"cannot read {path}: {exc.strerror or exc}") from None
+    query = urlencode({"name": path.name, "type": media_type, "wait": "1" if wait else "0"})
+    conn = client._connection()  # the client's own transport (socket or TCP), streamed instead of one body
+    try:
+        with handle:
+            conn.putrequest("PUT", f"/v1/uploads?{query}")
+            conn.putheader("Content-Length", str(size))
+            conn.putheader("Content-Type", "application/octet-stream")
+            conn.putheader("Accept", "application/json")
+            if client.token:
+                conn.putheader("Authorization", f"Bearer {client.token}")
+            conn.endheaders()
+            try:
+                while chunk := handle.read(CHUNK):
+                    conn.send(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the daemon answered early (too large, no space): read its answer below
+            response = conn.getresponse()
+            raw = response.read()
+    except FileNotFoundError:
+        raise ClientError(f"bitharbord is not running: no socket at {client.socket_path} "
+                          "(start it, or pass --socket / --host)") from None
+    except ConnectionRefusedError:
+        raise ClientError(f"bitharbord is not running: nothing is listening at {client.where}") from None
+    except PermissionError:
+        raise ClientError(f"permission denied on {client.socket_path}: run as root or as a member of the "
+                          "socket's group (server.socket.group in harbor.yaml)") from None
+    except (BrokenPipeError, ConnectionResetError):
+        raise ClientError(f"bitharbord closed the connection while {path.name} was being sent "
+                          "(too large, or the daemon stopped)") from None
+    except OSError as exc:
+        raise ClientError(f"cannot reach bitharbord at {client.where}: {exc.strerror or exc}") from None
+    finally:
+        conn.close()
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        raise ClientError(f"HTTP {response.status}: {raw[:200]!r}") from None
+    if response.status >= 400:
+        err = data.get("error", {}) if isinstance(data, dict) else {}
+        raise ApiError(response.status, str(err.get("code", "error")),
+                       f"{path}: {err.get('message', f'HTTP {response.status}')}", data)
+    return dict(data)
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    client = _client(args)
+    results = []
+    for name in args.files:
+        path = Path(name)
+        data = upload_file(client, path, args.type, wait=not args.no_wait)
+        results.append(data)
+        if args.output != "json":
+            print(f"{path}: {data.get('size', 0)} bytes sent")
+            print(_job_line(data.get("job", {})))
+    if args.output == "json":
+        _print_json({"uploads": results})
+    return 1 if any(r.get("job", {}).get("stage") == "failed" for r in results) else 0
+
+
+# ---------------------------------------------------------------------------- queue
+
+
+def render_queue(st: dict[str, Any]) -> str:
+    lines: list[str] = []
+    if st.get("paused"):
+        lines.append(f"paused:    {st['paused']}")
+    if st.get("worker_error"):
+        lines.append(f"error:     {st['worker_error']}")
+    queue = st.get("queue") or {}
+    depth = st.get("depth", 0)
+    parts = ", ".join(f"{n} {stage}" for stage, n in queue.items() if n)
+    lines.append(f"queue:     {depth} unfinished" + (f" ({parts})" if parts else ""))
+    eta = st.get("eta_s")
+    lines.append(f"rate:      {st.get('rate_per_s', 0):.1f} files/s over the last minute"
+                 + (f"; ETA {_duration(eta)}" if eta is not None else ""))
+    totals = st.get("totals") or {}
+    lines.append(f"finished:  {totals.get('done', 0)} done, {totals.get('failed', 0)} failed, "
+                 f"{totals.get('gone', 0)} vanished before ingest; {st.get('pending_embed', 0)} item(s) pending "
+                 "embedding")
+    for folder, why in sorted((st.get("folders_not_ingested") or {}).items()):
+        lines.append(f"not ingesting {folder}: {why}")
+    failures = st.get("failures") or []
+    if failures:
+        lines.append("failures (latest first):")
+        for f in failures:
+            lines.append(f"  #{f['id']} {f['path']}: {f['error']}")
+    return "\n".join(lines) + "\n"
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.retry_failed:
+        queued = client.request("POST", "/v1/ingest/retry", {}).get("queued", [])
+        if args.output != "json":
+            print(f"queued {len(queued)} failed job(s) again")
+    st = client.request("GET", f"/v1/ingest?failures={args.failures}")
+    if args.output == "json":
+        _print_json(st)
+    else:
+        sys.stdout.write(render_queue(st))
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def register(sub: Any) -> None:
+    i = sub.add_parser("ingest", help="add files or folders that are on the server to the library",
+                       description="Queue files (or every file below a folder) that are on the server running "
+                                   "bitharbord. Each is hashed, stored once by content, described, previewed and "
+                                   "queued for embedding; a file whose content is already in the library only adds "
+                                   "its path. Paths inside a watch folder take the folder's type.")
+    i.add_argument("paths", nargs="+", metavar="PATH", help="files or folders on the server")
+    i.add_argument("--type", choices=TYPES, help="media type (needed for paths outside the watch folders)")
+    i.add_argument("--wait", action="store_true", help="wait until every file is ingested (or failed)")
+    i.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                   help="'text' (default) or 'json' (the jobs as the daemon reports them)")
+    i.set_defaults(func=cmd_ingest)
+
+    u = sub.add_parser("upload", help="send files from this machine into the library",
+                       description="Stream files to bitharbord (PUT /v1/uploads) and ingest them. By default waits "
+                                   "until each is in the library and prints its item id.")
+    u.add_argument("files", nargs="+", metavar="FILE", help="files to upload")
+    u.add_argument("--type", required=True, choices=TYPES, help="media type of the files")
+    u.add_argument("--no-wait", action="store_true", help="return once the file is received and queued")
+    u.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                   help="'text' (default) or 'json'")
+    u.set_defaults(func=cmd_upload)
+
+    q = sub.add_parser("queue", help="the ingest queue: depth, rate, ETA, failures with reasons",
+                       description="What ingest is doing: unfinished jobs by stage, the rate over the last minute "
+                                   "and the ETA, totals, items pending embedding, folders not ingested and why, and "
+                                   "the latest failures with their reasons.")
+    q.add_argument("--failures", type=int, default=10, help="how many recent failures to list (default 10)")
+    q.add_argument("--retry-failed", action="store_true", help="queue every failed job again first")
+    q.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                   help="'text' (default) or 'json' (the GET /v1/ingest document)")
+    q.set_defaults(func=cmd_queue)
