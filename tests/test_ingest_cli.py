@@ -73,7 +73,7 @@ def wait_idle(d: Harbord, done: int, timeout: float = 120) -> dict[str, object]:
         q = d.queue()
         totals = q["totals"]
         assert isinstance(totals, dict)
-        if q["depth"] == 0 and sum(totals.values()) >= done:
+        if q["running"] and q["depth"] == 0 and sum(totals.values()) >= done:
             return q
         assert time.monotonic() < deadline, q
         time.sleep(0.2)

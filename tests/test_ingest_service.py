@@ -245,5 +245,6 @@ async def test_paused_while_media_storage_is_not_ready(tmp_path: Path) -> None:
 
 def test_status_json_is_serialisable() -> None:
     service = IngestService()
-    assert json.loads(json.dumps(service.status()))["paused"] == "not started"
+    st = json.loads(json.dumps(service.status()))
+    assert st["running"] is False and st["paused"] is None and st["summary"] == "starting"
     assert [c.type for c in service.conditions()] == ["IngestFailing", "IngestPaused"]

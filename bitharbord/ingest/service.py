@@ -232,6 +232,7 @@ class Failure(BaseModel):
 
 class IngestStatus(BaseModel):
     summary: str
+    running: bool = Field(description="the workers have the catalog open (false while starting or paused)")
     paused: str | None
     worker_error: str | None
     queue: dict[str, int]
@@ -257,7 +258,7 @@ class IngestService:
         self.env: ServiceEnv | None = None
         self.metrics: IngestMetrics | None = None
         self.session: _Session | None = None
-        self.paused = "not started"
+        self.paused = ""  # why nothing is ingested (no config, no database, media storage not ready); "" = not paused
         self.worker_error = ""
         self._wake = asyncio.Event()
         self._facts: QueueFacts | None = None
@@ -301,7 +302,7 @@ class IngestService:
                     self.session = None
                     await session.close()
         finally:
-            self.paused = "stopped"
+            self.paused = ""
             self._hook(None)
 
     def _hook(self, path: Path | None) -> None:
@@ -323,6 +324,7 @@ class IngestService:
         folders = dict(self.hooks.folders)
         return {
             "summary": self._summary(facts, depth, rate, eta),
+            "running": self.session is not None,
             "paused": self.paused or None,
             "worker_error": self.worker_error or None,
             "queue": facts.by_stage if facts else {},
@@ -340,6 +342,8 @@ class IngestService:
         """One line for `bitharborctl status`: the queue, rate and ETA, the latest failure with its reason."""
         if self.paused:
             head = f"paused: {self.paused}"
+        elif self.session is None:
+            head = "starting"
         elif depth:
             stages = ", ".join(f"{n} {stage}" for stage, n in (facts.by_stage if facts else {}).items() if n)
             head = f"{depth} queued ({stages}), {rate:.1f} files/s" + (f", ETA {_duration(eta)}" if eta else "")
@@ -367,7 +371,8 @@ class IngestService:
         paused = bool(self.paused)
         return [
             Condition("IngestFailing", failing, failing_reason, self._since_for("IngestFailing", failing)),
-            Condition("IngestPaused", paused, self.paused or "ingesting", self._since_for("IngestPaused", paused)),
+            Condition("IngestPaused", paused, self.paused or ("ingesting" if self.session else "starting"),
+                      self._since_for("IngestPaused", paused)),
         ]
 
     def _since_for(self, kind: str, status: bool) -> float:
@@ -406,7 +411,7 @@ class IngestService:
     def _session_or_raise(self) -> _Session:
         session = self.session
         if session is None:
-            raise IngestUnavailable(f"ingest is not ready: {self.paused}")
+            raise IngestUnavailable(f"ingest is not ready: {self.paused or 'starting up'}")
         return session
 
     @staticmethod
@@ -540,7 +545,7 @@ class IngestService:
     def _live(self) -> _Session:
         session = self.session
         if session is None:
-            raise ApiError(503, "ingest_unavailable", f"ingest is not ready: {self.paused or 'starting'}")
+            raise ApiError(503, "ingest_unavailable", f"ingest is not ready: {self.paused or 'starting up'}")
         return session
 
     @schemas.route(summary="The ingest queue", tags=["ingest"],
