@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--dim", type=int, default=1024)
     ap.add_argument("--full", action="store_true", help="1M rows (overrides --n)")
+    ap.add_argument("--hnsw-efc", type=int, default=None, help="hnsw ef_construction (default: the library's)")
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--brute-queries", type=int, default=40)
     ap.add_argument("--k", type=int, default=10)
@@ -123,11 +124,15 @@ def main() -> int:
     ap.add_argument("--spread", type=float, default=0.7)
     ap.add_argument("--rank", type=int, default=32)
     ap.add_argument("--backends", default="hnsw,diskann")
+    ap.add_argument("--widths", default="0",
+                    help="search widths to measure on each build, comma-separated (hnsw ef / diskann L; "
+                         "0 = the Searcher's default, max(backend default, rerank))")
     ap.add_argument("--threads", type=int, default=None, help="build threads (default: all cores)")
     ap.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     n = 1_000_000 if args.full else args.n
+    widths = [int(w) for w in args.widths.split(",") if w.strip()]
     load0 = os.getloadavg()[0]  # other work on the machine inflates latencies: printed with the table
     k = args.k
     work = args.dir or Path(tempfile.mkdtemp(prefix="bitharbor-bench-"))
@@ -187,7 +192,8 @@ def main() -> int:
 
         # -- backends ---------------------------------------------------------------------------------------
         for backend in [b for b in args.backends.split(",") if b]:
-            cfg = SearchConfig(backend=backend, rerank=args.rerank, num_threads=args.threads)
+            ann_params = {"ef_construction": args.hnsw_efc} if backend == "hnsw" and args.hnsw_efc else {}
+            cfg = SearchConfig(backend=backend, rerank=args.rerank, num_threads=args.threads, ann_params=ann_params)
             searcher = Searcher(store, cfg)
             t0 = time.monotonic()
             with quiet(log):
@@ -201,21 +207,24 @@ def main() -> int:
             assert searcher.index is not None
             raw, _ = searcher.index.search(q, k)  # the ANN alone, default width, no re-rank
             raw_recall = recall([set(r.tolist()) for r in raw], gt)
-            lat, got = [], []
-            for i in range(len(q)):
-                t = time.perf_counter()
-                hits = searcher.search(q[i], k)
-                lat.append(time.perf_counter() - t)
-                got.append({h.row_id for h in hits})
-            flat_lat, flat_got = [], []
-            for i in range(len(q)):
-                t = time.perf_counter()
-                hits = searcher.search(q[i], k, types="rare")
-                flat_lat.append(time.perf_counter() - t)
-                flat_got.append({h.row_id for h in hits})
-            rows.append(Row(backend, build_s, raw_recall, recall(got, gt), pct(lat, 50), pct(lat, 99),
-                            recall(flat_got, gt_rare), pct(flat_lat, 50), pct(flat_lat, 99),
-                            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20))
+            for width in widths:  # one build, several search widths (hnsw ef / diskann L)
+                searcher.config = replace(cfg, width=width or None)
+                lat, got = [], []
+                for i in range(len(q)):
+                    t = time.perf_counter()
+                    hits = searcher.search(q[i], k)
+                    lat.append(time.perf_counter() - t)
+                    got.append({h.row_id for h in hits})
+                flat_lat, flat_got = [], []
+                for i in range(len(q)):
+                    t = time.perf_counter()
+                    hits = searcher.search(q[i], k, types="rare")
+                    flat_lat.append(time.perf_counter() - t)
+                    flat_got.append({h.row_id for h in hits})
+                label = backend if not width else f"{backend} w{width}"
+                rows.append(Row(label, build_s, raw_recall, recall(got, gt), pct(lat, 50), pct(lat, 99),
+                                recall(flat_got, gt_rare), pct(flat_lat, 50), pct(flat_lat, 99),
+                                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20))
             del searcher
             gc.collect()
             shutil.rmtree(work / "index" / "ann", ignore_errors=True)
@@ -227,14 +236,14 @@ def main() -> int:
               f"(brute force {nb}), "
               f"re-rank {args.rerank}, rare type {len(rare_rows)} rows ({len(rare_rows) / n:.1%}), "
               f"{os.cpu_count()} cores, load average {load0:.1f} at start / {os.getloadavg()[0]:.1f} now")
-        hdr = (f"{'method':<12} {'build_s':>8} {'ann_only':>8} {'recall@10':>9} {'p50_ms':>8} {'p99_ms':>8} "
+        hdr = (f"{'method':<14} {'build_s':>8} {'ann_only':>8} {'recall@10':>9} {'p50_ms':>8} {'p99_ms':>8} "
                f"{'x brute':>8} {'filt_rec':>8} {'filt_p50':>9} {'filt_p99':>9} {'filt/unf':>8} {'peakRSS_GiB':>11}")
         print(hdr)
         print("-" * len(hdr))
         for r in rows:
             speed = brute.p50 / r.p50
             ratio = r.filt_p50 / r.p50
-            print(f"{r.name:<12} {r.build_s:>8.1f} {r.raw_recall:>8.3f} {r.recall:>9.3f} {r.p50:>8.2f} {r.p99:>8.2f} "
+            print(f"{r.name:<14} {r.build_s:>8.1f} {r.raw_recall:>8.3f} {r.recall:>9.3f} {r.p50:>8.2f} {r.p99:>8.2f} "
                   f"{speed:>7.1f}x {r.filt_recall:>8.3f} {r.filt_p50:>9.2f} {r.filt_p99:>9.2f} "
                   f"{ratio:>7.2f}x {r.rss:>11.2f}")
         print("ann_only: recall@10 of the ANN index alone at its default width; recall@10: the full Searcher "
