@@ -61,7 +61,8 @@ def registered() -> list[Service]:
     """The services a real daemon runs, in start order."""
     from bitharbord.catalog.service import CatalogService
     from bitharbord.ingest.service import IngestService
+    from bitharbord.ops.bundles import BundleService
     from bitharbord.search.service import SearchService
     from bitharbord.storage.service import StorageService
 
-    return [StorageService(), IngestService(), SearchService(), CatalogService()]
+    return [StorageService(), IngestService(), SearchService(), CatalogService(), BundleService()]

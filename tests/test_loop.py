@@ -56,3 +56,22 @@ async def test_wake_runs_a_pass_early(tmp_path: Path) -> None:
     assert daemon.loop.status.passes == 2
     daemon.stop.set()
     await asyncio.wait_for(task, 10)
+
+
+async def test_settling_files_are_looked_at_again_soon(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "harbor.yaml").write_text(harbor_text(Path("/box")) + "reconcile:\n  interval: 3600\n")
+    daemon = Daemon(Settings.sandboxed(state, http=None))
+    harbor = daemon.current_desired().harbor  # type: ignore[union-attr]
+    assert (await daemon.loop.run_once()).last_result == "converged"
+    assert daemon.loop.delay(harbor) == 3600.0
+    (state / "root" / "box" / "inbox" / "fresh.jpg").write_bytes(b"\xff\xd8 still being copied")
+    await daemon.loop.run_once()
+    soon = daemon.loop.delay(harbor)
+    assert soon < 5, "a file still being written must be looked at again in seconds, not after the interval"
+    await asyncio.sleep(soon)
+    await daemon.loop.run_once()
+    applied = [r for r in daemon.reconciler.journal.tail() if r["address"].startswith("library.")]  # type: ignore[union-attr]
+    assert applied and applied[-1]["outcome"] == "applied"
+    assert daemon.loop.delay(harbor) == 3600.0

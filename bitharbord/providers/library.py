@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -53,8 +53,22 @@ SIDECAR_SUFFIXES: tuple[str, ...] = (".info.json", "_meta.xml", "_files.xml", ".
 SAMPLE = 20  # names shown per kind in a plan
 
 
+_SIDECAR_CASES: tuple[str, ...] = SIDECAR_SUFFIXES + tuple(x.upper() for x in SIDECAR_SUFFIXES)
+
+
 def is_sidecar(name: str) -> bool:
+    """A file name (or path) of a sidecar, in any letter case."""
     return name.lower().endswith(SIDECAR_SUFFIXES)
+
+
+def count_media(paths: Iterable[str]) -> int:
+    """How many paths are not sidecars (all-lower or all-upper endings: fast enough for a 100k-file count)."""
+    n = sidecars = 0
+    for p in paths:
+        n += 1
+        if p.endswith(_SIDECAR_CASES):
+            sidecars += 1
+    return n - sidecars
 
 
 @dataclass
@@ -129,8 +143,8 @@ def delta_for(
             wanted = sidecar_dirs.get(directory)
             if wanted and ("*" in wanted or os.path.splitext(name)[0] in wanted or name in wanted):
                 out.refresh.append((path, current[path]))
-    out.files = sum(1 for p in current if not is_sidecar(os.path.basename(p)))
-    out.previous = sum(1 for p in previous if not is_sidecar(os.path.basename(p)))
+    out.files = count_media(current)
+    out.previous = count_media(previous)
     return out
 
 
@@ -272,6 +286,10 @@ class Library:
         """Why folders are not ingested (for the plan's notes)."""
         return [f"library.{name}: not ingesting: {have.get('reason')}"
                 for name, have in sorted(observed.items()) if not have.get("ready")]
+
+    def recheck_in(self, observed: Mapping[str, Observed]) -> float | None:
+        """Files still settling: look again once they have been quiet for settle_s (not a whole interval)."""
+        return self.settle_s + 0.5 if any(have.get("settling") for have in observed.values()) else None
 
     async def apply(self, action: Action, ctx: Context) -> None:
         name = action.name

@@ -1,0 +1,58 @@
+"""Export the library to a portable bundle, and import one (on the server: paths are the daemon's)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _print(report: dict[str, Any], verb: str, output: str) -> int:
+    if output == "json":
+        json.dump(report, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        print(f"{verb}: {report['items']} item(s), {report.get('added', 0)} added, "
+              f"{report.get('already_present', 0)} already present, {len(report['failed'])} failed, "
+              f"{report['blobs_bytes']} bytes of media")
+        for f in report["failed"]:
+            print(f"  failed {f['hash'][:16]}: {f['error']}", file=sys.stderr)
+    return 0 if not report["failed"] else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from bitharborctl.cli import client_for
+
+    body = {"to": str(Path(args.to).resolve()), "blobs": not args.references_only}
+    return _print(client_for(args).request("POST", "/v1/export", body), "exported", args.output)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from bitharborctl.cli import client_for
+
+    body: dict[str, Any] = {"from": str(Path(args.source).resolve())}
+    if args.blob_root:
+        body["blob_root"] = str(Path(args.blob_root).resolve())
+    return _print(client_for(args).request("POST", "/v1/import", body), "imported", args.output)
+
+
+def register(sub: Any) -> None:
+    e = sub.add_parser("export", help="write the library to a portable bundle directory",
+                       description="Write every stored item (catalog rows, metadata and the media files, or only "
+                                   "references to them) to a new bundle directory on the server. Vectors are "
+                                   "not exported: the importing box re-embeds.")
+    e.add_argument("--to", required=True, help="a new (or empty) directory on the server")
+    e.add_argument("--references-only", action="store_true",
+                   help="do not copy media files; the bundle refers to this box's media root")
+    e.add_argument("-o", "--output", choices=["text", "json"], default="text", help="'text' or 'json'")
+    e.set_defaults(func=cmd_export)
+    i = sub.add_parser("import", help="restore a bundle into this library (idempotent, hash-verified)",
+                       description="Restore a bundle written by `export`: every file's BLAKE3 hash is verified "
+                                   "before it is stored; items already in the library are skipped, so running "
+                                   "it twice changes nothing.")
+    i.add_argument("--from", dest="source", required=True, help="the bundle directory on the server")
+    i.add_argument("--blob-root", help="for a references-only bundle: where the exporting box's media root is now")
+    i.add_argument("-o", "--output", choices=["text", "json"], default="text", help="'text' or 'json'")
+    i.set_defaults(func=cmd_import)

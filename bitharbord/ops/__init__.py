@@ -1,0 +1,1 @@
+"""Operations beside reconciliation: export and import of the library."""

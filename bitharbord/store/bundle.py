@@ -1,0 +1,200 @@
+"""Export and import: a portable bundle of the library, restorable on another box, idempotently, hash-verified.
+
+A bundle is a directory:
+
+    bitharbor-bundle.json   format, when, schema version, item count, whether blobs are included; written LAST,
+                            so a bundle without it is incomplete and import refuses it
+    items.jsonl             one line per media item: its media_core row and its type row (movies, online_video,
+                            personal_media, generic_media) without box-local ids, and the blob's relative path
+    blobs/<type>/<h[:2]>/<h>.<ext>   the content, unless exported with references only
+
+Import stores each blob through the BlobStore with the item's BLAKE3 hash as the expected hash (a corrupt or
+truncated blob is refused: that item fails, the rest go on), then inserts the rows and queues the item for
+embedding in one transaction. An item whose hash is already in the library is skipped, so importing twice
+changes nothing. With references only, the blobs are read from the exporting box's media root recorded in the
+manifest (the same disks, moved or mounted elsewhere: pass `blob_root`). Vectors are not exported: the
+importing box re-embeds with its own embedder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from bitharbord.store.blobs import BlobError, BlobStore
+from bitharbord.system.atomic import write_atomic
+
+log = structlog.get_logger("bitharbord.store.bundle")
+
+FORMAT = 1
+MANIFEST = "bitharbor-bundle.json"
+ITEMS = "items.jsonl"
+TYPE_TABLES = ("movies", "online_video", "personal_media", "generic_media")
+# Box-local columns: ids, vector rows and preview paths are rebuilt on the importing box.
+LOCAL_COLUMNS = frozenset({"id", "vector_row", "thumbnail", "preview_clip", "media_id"})
+
+
+class BundleError(Exception):
+    pass
+
+
+@dataclass
+class Report:
+    items: int = 0
+    added: int = 0
+    present: int = 0
+    failed: list[dict[str, str]] = field(default_factory=list)
+    blobs_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"items": self.items, "added": self.added, "already_present": self.present,
+                "failed": self.failed, "blobs_bytes": self.blobs_bytes}
+
+
+def _connect(db: Path, readonly: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True) if readonly else sqlite3.connect(db, timeout=30)
+    conn.row_factory = sqlite3.Row
+    if not readonly:
+        conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+
+
+def _portable(row: sqlite3.Row) -> dict[str, Any]:
+    return {k: v for k, v in dict(row).items() if k not in LOCAL_COLUMNS}
+
+
+def _items(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
+    tables = [t for t in TYPE_TABLES if t in _tables(conn)]
+    core: sqlite3.Row
+    for core in conn.execute("SELECT * FROM media_core WHERE file_hash IS NOT NULL ORDER BY id"):
+        item: dict[str, Any] = {"core": _portable(core)}
+        for table in tables:
+            row = conn.execute(f"SELECT * FROM {table} WHERE media_id = ?", (core["id"],)).fetchone()
+            if row is not None:
+                item["type_table"] = table
+                item["type_row"] = _portable(row)
+                break
+        yield item
+
+
+def export(db: Path, media_root: Path, dest: Path, *, blobs: bool = True) -> Report:
+    """Write a bundle of every stored item to `dest` (created; must be empty or absent)."""
+    if dest.exists() and any(dest.iterdir()):
+        raise BundleError(f"{dest} is not empty: export into a new directory")
+    dest.mkdir(parents=True, exist_ok=True)
+    report = Report()
+    store = BlobStore(dest / "blobs") if blobs else None
+    if store is not None:
+        (dest / "blobs").mkdir()
+    conn = _connect(db, readonly=True)
+    try:
+        schema = [r[0] for r in conn.execute("SELECT name FROM _migrations ORDER BY name")]
+        lines = []
+        for item in _items(conn):
+            core = item["core"]
+            rel = core.get("blob_path")
+            if store is not None and rel:
+                src = media_root / rel
+                try:
+                    stored = store.put(src, core["type"], expected_hash=core["file_hash"])
+                except BlobError as exc:
+                    report.failed.append({"hash": core["file_hash"], "error": f"{src}: {exc.reason}"})
+                    continue
+                core["blob_path"] = stored.relpath
+                report.blobs_bytes += stored.size
+            lines.append(json.dumps(item, sort_keys=True, default=str))
+            report.items += 1
+    finally:
+        conn.close()
+    write_atomic(dest / ITEMS, ("\n".join(lines) + "\n" if lines else "").encode())
+    manifest = {"format": FORMAT, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "schema_version": schema[-1] if schema else None, "items": report.items,
+                "blobs": "included" if blobs else "references", "media_root": str(media_root)}
+    write_atomic(dest / MANIFEST, json.dumps(manifest, indent=2).encode())
+    log.info("bundle.exported", dest=str(dest), items=report.items, failed=len(report.failed),
+             blobs_bytes=report.blobs_bytes)
+    return report
+
+
+def read_manifest(src: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((src / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{src} is not a complete BitHarbor bundle (no {MANIFEST})") from None
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{src / MANIFEST}: unreadable: {exc}") from None
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"{src}: bundle format {manifest.get('format')!r}, this BitHarbor reads {FORMAT}")
+    return dict(manifest)
+
+
+def import_bundle(src: Path, db: Path, media_root: Path, *, blob_root: Path | None = None) -> Report:
+    """Restore a bundle into the library at (db, media_root). Idempotent; every blob's hash is verified."""
+    manifest = read_manifest(src)
+    blobs_from = src / "blobs" if manifest["blobs"] == "included" else (blob_root or Path(manifest["media_root"]))
+    store = BlobStore(media_root)
+    report = Report()
+    conn = _connect(db, readonly=False)
+    try:
+        tables = _tables(conn)
+        core_cols = set(_columns(conn, "media_core"))
+        for n, line in enumerate((src / ITEMS).read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            report.items += 1
+            try:
+                item = json.loads(line)
+                core = item["core"]
+                digest = str(core["file_hash"])
+            except (ValueError, KeyError, TypeError):
+                report.failed.append({"hash": "", "error": f"{src / ITEMS}:{n}: not an item line"})
+                continue
+            if conn.execute("SELECT 1 FROM media_core WHERE file_hash = ?", (digest,)).fetchone():
+                report.present += 1
+                continue
+            rel = core.get("blob_path")
+            if not rel or os.path.isabs(rel) or ".." in Path(rel).parts:
+                report.failed.append({"hash": digest, "error": f"{src / ITEMS}:{n}: bad blob path {rel!r}"})
+                continue
+            try:
+                stored = store.put(blobs_from / rel, core["type"], expected_hash=digest)
+            except BlobError as exc:
+                report.failed.append({"hash": digest, "error": f"{blobs_from / rel}: {exc.reason}"})
+                log.error("bundle.item_failed", hash=digest, error=exc.reason)
+                continue
+            report.blobs_bytes += stored.size
+            values = {k: v for k, v in core.items() if k in core_cols} | {"blob_path": stored.relpath}
+            with conn:  # one transaction: the rows and the embedding hand-off land together or not at all
+                cur = conn.execute(
+                    f"INSERT INTO media_core ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                    tuple(values.values()))
+                media_id = cur.lastrowid
+                table = item.get("type_table")
+                if table in tables and table in TYPE_TABLES and item.get("type_row") is not None:
+                    cols = set(_columns(conn, table))
+                    row = {k: v for k, v in item["type_row"].items() if k in cols} | {"media_id": media_id}
+                    conn.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                                 tuple(row.values()))
+                if "embed_queue" in tables:
+                    conn.execute("INSERT OR IGNORE INTO embed_queue (media_id) VALUES (?)", (media_id,))
+            report.added += 1
+    finally:
+        conn.close()
+    log.info("bundle.imported", src=str(src), **report.to_dict() | {"failed": len(report.failed)})
+    return report
