@@ -5,7 +5,7 @@ PYTHON=${PYTHON:-python3.11}
 
 # Debian packages the tests and the daemon use (only installed when running as root and missing).
 SYSTEM_PACKAGES=(util-linux e2fsprogs ffmpeg fdisk xfsprogs btrfs-progs qemu-system-x86 busybox-static mdadm
-  systemd systemd-container prometheus)
+  systemd systemd-container prometheus chromium chromium-driver fonts-dejavu-core)
 
 ensure_system_packages() {
   local missing=() pkg
