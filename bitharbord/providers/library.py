@@ -101,19 +101,28 @@ def delta_for(
     *,
     now_ns: int,
     settle_s: float,
+    previous_media: int | None = None,
 ) -> FolderDelta:
-    """Pure: the folder's delta from the recorded fingerprints and a scan."""
+    """Pure: the folder's delta from the recorded fingerprints and a scan (`previous_media`: how many of the
+    recorded paths are media, when the caller knows it already)."""
+    if not scan.unavailable and len(previous) == len(scan.files) and previous == scan.files:
+        # the common pass, nothing changed: one comparison in C (what is recorded has settled already)
+        media = count_media(previous) if previous_media is None else previous_media
+        return FolderDelta(folder, media_type, files=media, previous=media)
     cutoff = now_ns - int(settle_s * 1e9)
-    current: dict[str, Fingerprint] = {}
+    current: Mapping[str, Fingerprint] = scan.files
     settling = 0
-    for path, fp in scan.files.items():
-        if fp[1] > cutoff:  # modified moments ago: probably still being written
-            settling += 1
-            known = previous.get(path)
-            if known is not None:
-                current[path] = known  # keep what we knew until it settles (not vanished, not changed yet)
-            continue
-        current[path] = fp
+    if any(fp[1] > cutoff for fp in scan.files.values()):  # some were modified moments ago
+        kept: dict[str, Fingerprint] = {}
+        for path, fp in scan.files.items():
+            if fp[1] > cutoff:  # probably still being written
+                settling += 1
+                known = previous.get(path)
+                if known is not None:
+                    kept[path] = known  # keep what we knew until it settles (not vanished, not changed yet)
+                continue
+            kept[path] = fp
+        current = kept
     d = diff_scan(previous, current, unavailable=scan.unavailable)
     out = FolderDelta(folder, media_type, settling=settling, unreachable=len(d.unreachable))
     sidecar_dirs: dict[str, set[str]] = {}  # directory -> stems of changed .info.json sidecars ("*" = all)
@@ -143,8 +152,8 @@ def delta_for(
             wanted = sidecar_dirs.get(directory)
             if wanted and ("*" in wanted or os.path.splitext(name)[0] in wanted or name in wanted):
                 out.refresh.append((path, current[path]))
-    out.files = count_media(current)
-    out.previous = count_media(previous)
+    out.previous = count_media(previous) if previous_media is None else previous_media
+    out.files = out.previous if d.empty and not d.unreachable else count_media(current)
     return out
 
 
@@ -182,6 +191,7 @@ class Library:
         self.settle_s = settle_s
         self._deltas: dict[str, FolderDelta] = {}  # folder -> delta of the latest observe (what apply queues)
         self._cache: dict[str, tuple[int, dict[str, dict[str, Fingerprint]]]] = {}  # db -> (version, folders)
+        self._media_counts: dict[tuple[str, str], tuple[dict[str, Fingerprint], int]] = {}
 
     def desired(self, harbor: Harbor) -> Mapping[str, Spec]:
         mounts = sorted((p.mount for p in harbor.storage.pools), key=len, reverse=True)
@@ -258,8 +268,13 @@ class Library:
                 hooks.folder_state(spec["db"], folder, problem)
                 continue
             hooks.folder_state(spec["db"], folder, "")
-            delta = delta_for(folder, spec["type"], previous.get(folder, {}), scan, now_ns=time.time_ns(),
-                              settle_s=self.settle_s)
+            before = previous.get(folder, {})
+            counted = self._media_counts.get((spec["db"], folder))
+            if counted is None or counted[0] is not before:  # counted once per load of the fingerprints
+                counted = (before, count_media(before))
+                self._media_counts[(spec["db"], folder)] = counted
+            delta = delta_for(folder, spec["type"], before, scan, now_ns=time.time_ns(), settle_s=self.settle_s,
+                              previous_media=counted[1])
             self._deltas[name] = delta
             out[name] = observed_of(delta)
         return out
