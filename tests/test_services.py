@@ -89,9 +89,18 @@ class Flag:
 
 
 def test_conditions_have_since_a_metric_and_log_on_raise(tmp_path: Path, capsys: Any) -> None:
+    import structlog
+
     from bitharbord import log
 
     log.configure("info")
+    try:
+        check_conditions(tmp_path, capsys)
+    finally:
+        structlog.reset_defaults()
+
+
+def check_conditions(tmp_path: Path, capsys: Any) -> None:
     flag = Flag()
     daemon = Daemon(Settings.sandboxed(tmp_path / "state", http=None), services=[flag])
     first = {c["type"]: c for c in daemon.evaluate_conditions()}

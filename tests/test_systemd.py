@@ -267,10 +267,13 @@ def _payload(root: Path, daemon: Path) -> str:
 
 
 def _binds() -> list[str]:
-    """--bind-ro for what the container needs that is not on /'s filesystem (an overlay does not cross mounts)."""
+    """--bind-ro for what the container needs that it would not see: what is not on /'s filesystem (an overlay
+    does not cross mounts), and what lies under /tmp (nspawn gives the container its own /tmp; CI may clone there)."""
     root_dev = os.stat("/").st_dev
     needed = {ROOT, Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent}
-    return [f"--bind-ro={p}" for p in sorted(needed) if os.stat(p).st_dev != root_dev]
+    hidden = [p for p in needed if os.stat(p).st_dev != root_dev or p.is_relative_to("/tmp")]
+    # A path inside another bound path comes along with it.
+    return [f"--bind-ro={p}" for p in sorted(hidden) if not any(p != q and p.is_relative_to(q) for q in hidden)]
 
 
 BOOT_SCRIPT = """\

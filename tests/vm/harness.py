@@ -332,7 +332,8 @@ mount -t tmpfs t /ovl
 mkdir -p /ovl/u /ovl/w
 mount -t overlay overlay -o lowerdir=/host,upperdir=/ovl/u,workdir=/ovl/w /newroot || fail overlay
 for d in proc sys dev; do mount --bind /$d /newroot/$d; done
-mount -t tmpfs t /newroot/tmp
+# /tmp stays the host's (read through the overlay, writes land in its tmpfs upper dir): a checkout or venv
+# under /tmp (CI clones anywhere) must be visible to the scripts that run the project's code.
 mount -t tmpfs t /newroot/run
 mkdir -p /newroot/bitharbor
 mount --bind /work /newroot/bitharbor
