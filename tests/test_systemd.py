@@ -222,6 +222,15 @@ def _payload(root: Path, daemon: Path) -> str:
     unit_text = render_unit(WRAPPER)
     (units / UNIT_NAME).write_text(unit_text)
     (units / "bh-mountprobe.service").write_text(_probe_unit(unit_text))
+    # A checkout or venv under /tmp (CI may clone there) is hidden by the unit's PrivateTmp=yes: bind it back,
+    # read-only, into the service (systemd mounts it after the private /tmp). A real install never lives there.
+    under_tmp = sorted({str(p) for p in (ROOT, Path(sys.prefix)) if p.is_relative_to("/tmp")})
+    if under_tmp:
+        for unit in (UNIT_NAME, "bh-mountprobe.service"):
+            dropin = units / f"{unit}.d"
+            dropin.mkdir()
+            (dropin / "10-checkout-under-tmp.conf").write_text(
+                "[Service]\nBindReadOnlyPaths=" + " ".join(under_tmp) + "\n")
     (units / "bh-test.target").write_text(
         "[Unit]\nDescription=BitHarbor systemd test\nRequires=basic.target bh-driver.service\n"
         "After=basic.target\nAllowIsolate=yes\n")
