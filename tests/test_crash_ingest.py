@@ -190,10 +190,10 @@ def test_sigkill_at_many_points_keeps_every_invariant(tmp_path: Path) -> None:
         assert (media / blob_path) == blobs[h]
         assert blake3((media / blob_path).read_bytes()).hexdigest() == h
         assert thumbnail is not None and (index / thumbnail).is_file()
-    assert [p for root in (media, index, inbox) for p in root.rglob(f"{TEMP_PREFIX}*")] == []
     # the journal: everything finished; nothing failed; a job whose file was renamed away while it was in flight
     # may be `gone` (with its reason), the file then ingested at its new path (checked above and below)
     stages = dict(conn.execute("SELECT stage, count(*) FROM ingest_jobs GROUP BY stage").fetchall())
+    jobs = sum(stages.values())
     assert set(stages) <= {"done", "gone"}, stages
     assert conn.execute("SELECT count(*) FROM ingest_jobs WHERE stage = 'gone' AND coalesce(error, '') = ''"
                         ).fetchone() == (0,)
@@ -214,7 +214,16 @@ def test_sigkill_at_many_points_keeps_every_invariant(tmp_path: Path) -> None:
     assert handed == set(by_id)
     conn.close()
 
-    # and a restart after all that finds nothing to do
+    # and a restart after all that finds nothing to do, and leaves no temp file anywhere (a preview encoder
+    # orphaned by the last kill may have left one; start-up removes what earlier processes left)
     daemon.start()
+    deadline = time.monotonic() + 60
+    while not json.loads(daemon.ctl("queue", "-o", "json").stdout).get("running"):
+        assert time.monotonic() < deadline, daemon.tail()
+        time.sleep(0.2)
     assert daemon.ctl("plan", "--detailed-exitcode").returncode == 0
     assert daemon.stop() == 0
+    assert [p for root in (media, index, inbox) for p in root.rglob(f"{TEMP_PREFIX}*")] == []
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM ingest_jobs").fetchone() == (jobs,)  # nothing queued again
+    conn.close()

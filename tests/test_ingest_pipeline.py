@@ -7,6 +7,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -405,3 +406,14 @@ async def test_a_file_moved_while_its_job_is_in_flight_keeps_its_item(box: Box) 
                    "ORDER BY s.path")
     assert rows == [(str(box.inbox / "a-renamed.jpg"), 0, digest(box.inbox / "a-renamed.jpg")),
                     (str(box.inbox / "b-renamed.jpg"), 0, digest(box.inbox / "b-renamed.jpg"))]
+
+
+async def test_sweep_removes_only_old_temp_files(box: Box) -> None:
+    shard = box.index / "previews" / "ab"
+    shard.mkdir(parents=True)
+    old, fresh = shard / f"{TEMP_PREFIX}orphan.mp4", shard / f"{TEMP_PREFIX}encoding.mp4"
+    for p in (old, fresh):
+        p.write_bytes(b"partial clip")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert await box.pipeline.sweep_temp(min_age_s=3600) == 1
+    assert temp_files(box.index) == [fresh]

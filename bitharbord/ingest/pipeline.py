@@ -182,6 +182,12 @@ class Pipeline:
         log.info("ingest.startup_cleanup", **counts)
         return counts
 
+    async def sweep_temp(self, min_age_s: float = 3600.0) -> int:
+        """Temp files nobody finished for an hour (a preview encoder orphaned by a kill): removed now and then."""
+        removed = await asyncio.to_thread(blobs_mod.cleanup_temp, self.media_root, min_age_s=min_age_s)
+        removed += await asyncio.to_thread(preview.cleanup_temp, self.preview_dir, min_age_s=min_age_s)
+        return len(removed)
+
     # ------------------------------------------------------------------ waiting for jobs
 
     def _notify(self) -> None:

@@ -76,6 +76,7 @@ RESULTS: Final = ("ingested", "duplicate", "metadata", "failed", "vanished")
 STAGES: Final = ("hash", "probe", "store", "catalog", "preview")
 FAILURES_SHOWN: Final = 10
 MAX_LOCAL_FILES: Final = 10_000
+SWEEP_EVERY_S: Final = 600.0
 PSEUDO_FS: Final = ("/proc", "/sys", "/dev", "/run")
 
 
@@ -520,7 +521,7 @@ class IngestService:
     async def _ticker(self, env: ServiceEnv, session: _Session) -> None:
         """Status snapshot and queue gauge; wakes the reconcile loop every library.scan_interval (a level-
         triggered rescan of the watch folders, whatever file events were missed)."""
-        last_scan = time.monotonic()
+        last_scan = last_sweep = time.monotonic()
         while not env.stop.is_set() and self._session_current(env, session):
             try:
                 await self._refresh_facts(session)
@@ -531,6 +532,12 @@ class IngestService:
             if time.monotonic() - last_scan >= interval:
                 last_scan = time.monotonic()
                 env.wake_reconcile()
+            if time.monotonic() - last_sweep >= SWEEP_EVERY_S:
+                last_sweep = time.monotonic()
+                try:
+                    await session.pipeline.sweep_temp()
+                except OSError as exc:
+                    log.warning("ingest.sweep_failed", error=str(exc))
             await self._sleep(env, self.status_every_s)
 
     async def _refresh_facts(self, session: _Session) -> None:
