@@ -58,6 +58,7 @@ ensure_imagebind_venv() {
     "${pip[@]}" numpy pydantic pyyaml structlog Pillow pytest pytest-timeout
     "${pip[@]}" --no-deps -e .
   } 2>&1 | grep -v "^WARNING: Location" || true
-  "$dir/bin/python" -c "import imagebind, torch, torchvision" || return 1
+  # Through our loader: imagebind's own import needs the torchvision shim bitharbord.embed.imagebind installs.
+  "$dir/bin/python" -c "import torch, torchvision; from bitharbord.embed import imagebind as m; m._install_shims(); import imagebind.models.imagebind_model" || return 1
   echo "$want" > "$stamp"
 }
