@@ -17,6 +17,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from blake3 import blake3
 
 from bitharbord.store.blobs import TEMP_PREFIX, stored_digests
@@ -112,6 +113,7 @@ def unfinished(db: Path) -> int:
         conn.close()
 
 
+@pytest.mark.flaky_known
 def test_sigkill_at_many_points_keeps_every_invariant(tmp_path: Path) -> None:
     rng = random.Random(20261124)
     state = tmp_path / "state"
