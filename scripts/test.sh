@@ -10,11 +10,8 @@ echo "== the mdadm test VM (kernel + initramfs, cached)"; sh scripts/vm-prepare.
 echo "== ruff";  .venv/bin/ruff check bitharbord bitharborctl tests bench
 echo "== mypy --strict"; .venv/bin/mypy bitharbord bitharborctl
 echo "== pytest"
-# flaky_known: the ingest SIGKILL crash test, which finds a recorded bug intermittently (issue 4); run it with
-# `bash scripts/test.sh -m flaky_known` until that bug is fixed.
-if [ $# -eq 0 ]; then set -- -m "not flaky_known"; fi
 .venv/bin/pytest -q -p no:cacheprovider "$@"
-if [ "$*" = '-m not flaky_known' ]; then
+if [ $# -eq 0 ]; then
   # The ImageBind embedder, for real, in its own environment (see README: ImageBind).
   ensure_imagebind_venv .venv-imagebind
   echo "== pytest (ImageBind environment)"

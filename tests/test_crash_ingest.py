@@ -113,7 +113,7 @@ def unfinished(db: Path) -> int:
         conn.close()
 
 
-@pytest.mark.flaky_known
+@pytest.mark.slow
 def test_sigkill_at_many_points_keeps_every_invariant(tmp_path: Path) -> None:
     rng = random.Random(20261124)
     state = tmp_path / "state"
@@ -171,20 +171,6 @@ def test_sigkill_at_many_points_keeps_every_invariant(tmp_path: Path) -> None:
         assert time.monotonic() < deadline, f"ingest did not finish: {q.stdout} {plan.stdout} {daemon.tail()}"
         time.sleep(1.0)
     assert daemon.stop() == 0
-    # One more clean start: the invariants are the "after kill -9 and a restart". (Known bug, tracked in
-    # the session notes: a path renamed away while its item was in flight can keep a non-vanished sources row
-    # in the process that saw it, because the library's fingerprint cache says nothing changed; a fresh
-    # process sees it and marks it vanished.)
-    daemon.start()
-    quiet, deadline = 0, time.monotonic() + 120
-    while quiet < 3:
-        q = daemon.ctl("queue", "-o", "json")
-        plan = daemon.ctl("plan", "--detailed-exitcode")
-        st = json.loads(q.stdout) if q.returncode == 0 else {}
-        quiet = quiet + 1 if st.get("running") and st["depth"] == 0 and plan.returncode == 0 else 0
-        assert time.monotonic() < deadline, f"restart did not settle: {q.stdout} {plan.stdout} {daemon.tail()}"
-        time.sleep(1.0)
-    assert daemon.stop() == 0
     print(f"{busy_kills} of {ROUNDS} kills landed mid-ingest; (unfinished jobs, files not queued) at each: {kills}")
     assert busy_kills >= ROUNDS // 2, f"only {busy_kills} of {ROUNDS} kills landed while ingest had work: {kills}"
 
@@ -221,7 +207,11 @@ def test_sigkill_at_many_points_keeps_every_invariant(tmp_path: Path) -> None:
         media_id, vanished = sources[str(path)]
         assert by_id[media_id] == h and vanished == 0, path
     stale = sorted(p for p, (_, v) in sources.items() if Path(p) not in files and v != 1)
-    assert not stale, f"paths gone from disk but not marked vanished: {stale[:5]}"
+    jobs_sql = ("SELECT id, stage, source_path, media_id, error FROM ingest_jobs WHERE source_path=? "
+                "OR id IN (SELECT job_id FROM sources WHERE path=?)")
+    assert not stale, "paths gone from disk but not marked vanished: " + "; ".join(
+        f"{p}: source {conn.execute('SELECT * FROM sources WHERE path=?', (p,)).fetchall()} "
+        f"jobs {conn.execute(jobs_sql, (p, p)).fetchall()}" for p in stale[:5])
     # no duplicate rows anywhere
     assert conn.execute("SELECT count(*), count(DISTINCT media_id) FROM personal_media").fetchone() == (
         len(rows), len(rows))

@@ -408,6 +408,42 @@ async def test_a_file_moved_while_its_job_is_in_flight_keeps_its_item(box: Box) 
                     (str(box.inbox / "b-renamed.jpg"), 0, digest(box.inbox / "b-renamed.jpg"))]
 
 
+async def test_a_move_seen_before_the_job_found_its_file_gone_does_not_revive_the_path(box: Box) -> None:
+    # The library provider scanned while the job was in flight: it saw a.jpg renamed to moved/a.jpg. The
+    # pipeline got there first and found a.jpg gone; the provider's move then lands on a dead path.
+    a = make_jpeg(box.inbox / "a.jpg")
+    await box.queue(a)
+    dest = box.inbox / "moved" / "a.jpg"
+    dest.parent.mkdir()
+    a.rename(dest)
+    await box.pipeline._hash(await box.store.claim(10))
+    assert box.sql("SELECT stage FROM ingest_jobs") == [("gone",)]
+    await box.store.move_sources([(str(a), str(dest), str(box.inbox), Fingerprint.of(dest.stat()))])
+
+    # the old path stays vanished; the new one is not known, so the next pass queues it and it is ingested there
+    assert box.sql("SELECT path, vanished FROM sources") == [(str(a), 1)]
+    assert await box.store.fingerprints(str(box.inbox)) == {}
+    await box.queue(dest)
+    await box.pipeline.run_until_idle()
+    rows = box.sql("SELECT s.path, s.vanished, m.file_hash FROM sources s LEFT JOIN media_core m ON m.id = s.media_id "
+                   "ORDER BY s.path")
+    assert rows == [(str(a), 1, None), (str(dest), 0, digest(dest))]
+
+
+async def test_startup_repairs_paths_left_present_after_their_job_found_them_gone(box: Box) -> None:
+    a = make_jpeg(box.inbox / "a.jpg")
+    await box.queue(a)
+    a.unlink()
+    await box.pipeline._hash(await box.store.claim(10))
+    # what the old move_sources could leave: the dead row moved to a path that is gone again too
+    conn = sqlite3.connect(box.db, isolation_level=None)
+    conn.execute("UPDATE sources SET path=?, vanished=0, vanished_at=NULL", (str(box.inbox / "b.jpg"),))
+    conn.close()
+    await box.restart()
+    assert box.sql("SELECT path, vanished FROM sources") == [(str(box.inbox / "b.jpg"), 1)]
+    assert (await box.pipeline.startup())["dead_sources"] == 0  # idempotent
+
+
 async def test_sweep_removes_only_old_temp_files(box: Box) -> None:
     shard = box.index / "previews" / "ab"
     shard.mkdir(parents=True)

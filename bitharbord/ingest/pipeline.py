@@ -169,7 +169,8 @@ class Pipeline:
     # ------------------------------------------------------------------ start-up
 
     async def startup(self) -> dict[str, int]:
-        """Remove what a crash left: temp files beside blobs and previews, abandoned upload files. Only temp
+        """Remove what a crash left: temp files beside blobs and previews, abandoned upload files, paths an
+        older version left recorded as present after their job found them gone. Only temp
         files older than this process: other services of this daemon (the catalog storing a poster) may be
         writing theirs right now."""
         age = max(0.0, time.time() - PROCESS_STARTED)
@@ -178,7 +179,7 @@ class Pipeline:
         keep = await self.store.active_upload_paths()
         removed_uploads = await asyncio.to_thread(_sweep_uploads, uploads_dir(self.media_root), keep)
         counts = {"blob_temp": len(removed_blobs), "preview_temp": len(removed_previews),
-                  "uploads": removed_uploads}
+                  "uploads": removed_uploads, "dead_sources": await self.store.vanish_dead_sources()}
         log.info("ingest.startup_cleanup", **counts)
         return counts
 

@@ -324,7 +324,11 @@ class IngestStore:
 
     async def move_sources(self, moves: Sequence[tuple[str, str, str | None, Fingerprint]],
                            now: float | None = None) -> None:
-        """(old, new, folder, fingerprint): a file was moved or renamed; it keeps its item (and job)."""
+        """(old, new, folder, fingerprint): a file was moved or renamed; it keeps its item (and job).
+
+        Only a path still recorded as present moves: when its job found the file gone after the scan that saw
+        the rename (the pipeline runs beside the observer), the old path stays vanished and the new one is
+        left unknown, so the next pass queues it as a new file."""
         if not moves:
             return
         now = time.time() if now is None else now
@@ -332,11 +336,13 @@ class IngestStore:
             await self._begin()
             try:
                 for old, new, folder, fp in moves:
-                    await self.conn.execute("DELETE FROM sources WHERE path=?", (new,))
-                    await self.conn.execute(
-                        "UPDATE sources SET path=?, folder=?, size=?, mtime_ns=?, inode=?, dev=?, vanished=0, "
-                        "vanished_at=NULL, last_seen=? WHERE path=?",
-                        (new, folder, fp.size, fp.mtime_ns, fp.inode, fp.dev, now, old))
+                    live = await self._rows("SELECT 1 FROM sources WHERE path=? AND vanished=0", (old,))
+                    if live:
+                        await self.conn.execute("DELETE FROM sources WHERE path=?", (new,))
+                        await self.conn.execute(
+                            "UPDATE sources SET path=?, folder=?, size=?, mtime_ns=?, inode=?, dev=?, vanished=0, "
+                            "vanished_at=NULL, last_seen=? WHERE path=?",
+                            (new, folder, fp.size, fp.mtime_ns, fp.inode, fp.dev, now, old))
                     await self.conn.execute(
                         f"UPDATE ingest_jobs SET source_path=?, updated_at=? WHERE source_path=? "
                         f"AND stage IN {_ACTIVE_SQL}", (new, now, old))
@@ -360,6 +366,25 @@ class IngestStore:
                         f"({_marks(len(chunk))})", (now, *chunk))
                     n += cursor.rowcount
                     await cursor.close()
+                await self._commit()
+            except BaseException:
+                await self._rollback()
+                raise
+        return n
+
+    async def vanish_dead_sources(self, now: float | None = None) -> int:
+        """Repair for databases written before move_sources checked that its path was still present: a path
+        recorded as present whose job found the file gone and that holds no item is flagged vanished.
+        Returns how many."""
+        t = time.time() if now is None else now
+        async with self.lock:
+            await self._begin()
+            try:
+                cursor = await self.conn.execute(
+                    "UPDATE sources SET vanished=1, vanished_at=? WHERE vanished=0 AND media_id IS NULL AND job_id IN "
+                    "(SELECT id FROM ingest_jobs WHERE stage='gone')", (t,))
+                n = cursor.rowcount
+                await cursor.close()
                 await self._commit()
             except BaseException:
                 await self._rollback()
