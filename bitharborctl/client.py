@@ -6,10 +6,11 @@ import http.client
 import json
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 DEFAULT_SOCKET = "/run/bitharbor/bitharbord.sock"
+CHUNK = 1 << 20  # bytes per send of a streamed body
 
 
 class ClientError(Exception):
@@ -63,17 +64,34 @@ class Client:
             return http.client.HTTPConnection(url.netloc, timeout=self.timeout)
         return _UnixConnection(self.socket_path, self.timeout)
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None, *,
+                data: bytes | BinaryIO | None = None, size: int | None = None,
+                content_type: str = "application/octet-stream") -> Any:
+        """One call: `body` is sent as JSON; or `data` (bytes, or a file streamed in chunks; `size` bytes) as
+        `content_type`. Returns the JSON answer (text for other answers); raises ClientError / ApiError."""
         conn = self._connection()
         headers = {"Accept": "application/json"}
-        payload = None
         if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
+            data = json.dumps(body).encode()
+            content_type = "application/json"
+        if data is not None:
+            headers["Content-Type"] = content_type
+            headers["Content-Length"] = str(len(data) if isinstance(data, bytes) else size)
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         try:
-            conn.request(method, path, body=payload, headers=headers)
+            conn.putrequest(method, path, skip_accept_encoding=True)
+            for name, value in headers.items():
+                conn.putheader(name, value)
+            conn.endheaders()
+            try:
+                if isinstance(data, bytes):
+                    conn.send(data)
+                elif data is not None:
+                    while chunk := data.read(CHUNK):
+                        conn.send(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the daemon answered before reading it all (too large, no space): read its answer
             response = conn.getresponse()
             raw = response.read()
         except FileNotFoundError:
@@ -86,6 +104,9 @@ class Client:
                               "the socket's group (server.socket.group in harbor.yaml)") from None
         except TimeoutError:
             raise ClientError(f"bitharbord at {self.where} did not answer within {self.timeout:.0f}s") from None
+        except (BrokenPipeError, ConnectionResetError):
+            raise ClientError(f"bitharbord at {self.where} closed the connection while the request was being "
+                              "sent (too large, or the daemon stopped)") from None
         except OSError as exc:
             raise ClientError(f"cannot reach bitharbord at {self.where}: {exc.strerror or exc}") from None
         finally:
@@ -95,9 +116,12 @@ class Client:
             if response.status >= 400:
                 raise ApiError(response.status, "http_error", f"HTTP {response.status}: {raw[:200]!r}", {})
             return raw.decode(errors="replace")
-        data = json.loads(raw) if raw else {}
+        try:
+            answer = json.loads(raw) if raw else {}
+        except ValueError:
+            raise ClientError(f"HTTP {response.status}: not JSON: {raw[:200]!r}") from None
         if response.status >= 400:
-            err = data.get("error", {}) if isinstance(data, dict) else {}
+            err = answer.get("error", {}) if isinstance(answer, dict) else {}
             raise ApiError(response.status, str(err.get("code", "error")),
-                           str(err.get("message", f"HTTP {response.status}")), data)
-        return data
+                           str(err.get("message", f"HTTP {response.status}")), answer)
+        return answer

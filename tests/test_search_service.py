@@ -27,6 +27,7 @@ from bitharbord.embed.minilm import MiniLMEmbedder
 from bitharbord.index.vectors import VectorStore
 from bitharbord.search import layout
 from bitharbord.search.service import SearchService
+from tests.media import make_jpeg
 
 CORPUS = Path(__file__).with_name("corpus") / "films.json"
 CONFIG = """apiVersion: bitharbor/v1
@@ -160,7 +161,8 @@ def factory(minilm: MiniLMEmbedder) -> Iterator[Callable[[Embedding], Embedder]]
     yield make
 
 
-async def test_film_corpus_through_the_daemon(tmp_path: Path, factory: Callable[[Embedding], Embedder]) -> None:
+async def test_film_corpus_through_the_daemon(tmp_path: Path, factory: Callable[[Embedding], Embedder],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
     corpus = films()
     async with running(tmp_path, factory) as box:
         # An empty index answers no results (not an error).
@@ -232,6 +234,11 @@ async def test_film_corpus_through_the_daemon(tmp_path: Path, factory: Callable[
         with pytest.raises(ApiError) as img:
             await asyncio.to_thread(box.client().request, "POST", "/v1/search/image", {"x": 1})
         assert img.value.code == "unsupported_modality" and "image" in str(img.value)
+        capsys.readouterr()
+        code, _ = await asyncio.to_thread(ctl_out, box, "search", "--image", str(make_jpeg(tmp_path / "q.jpg")))
+        assert code == 1 and str(img.value) in capsys.readouterr().err
+        code, _ = await asyncio.to_thread(ctl_out, box, "search")
+        assert code == 1 and "search needs a query or --image FILE" in capsys.readouterr().err
 
         # Status section, condition and metrics.
         status = await box.get("/v1/status")

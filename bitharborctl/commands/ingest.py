@@ -18,7 +18,6 @@ from urllib.parse import urlencode
 from bitharborctl.client import ApiError, Client, ClientError
 
 TYPES = ("personal", "movie", "tv", "music", "podcast", "online_video", "other")
-CHUNK = 1 << 20
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -76,47 +75,16 @@ def upload_file(client: Client, path: Path, media_type: str, *, wait: bool) -> d
     except OSError as exc:
         raise ClientError(f"cannot read {path}: {exc.strerror or exc}") from None
     query = urlencode({"name": path.name, "type": media_type, "wait": "1" if wait else "0"})
-    conn = client._connection()  # the client's own transport (socket or TCP), streamed instead of one body
     try:
         with handle:
-            conn.putrequest("PUT", f"/v1/uploads?{query}")
-            conn.putheader("Content-Length", str(size))
-            conn.putheader("Content-Type", "application/octet-stream")
-            conn.putheader("Accept", "application/json")
-            if client.token:
-                conn.putheader("Authorization", f"Bearer {client.token}")
-            conn.endheaders()
-            try:
-                while chunk := handle.read(CHUNK):
-                    conn.send(chunk)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the daemon answered early (too large, no space): read its answer below
-            response = conn.getresponse()
-            raw = response.read()
-    except FileNotFoundError:
-        raise ClientError(f"bitharbord is not running: no socket at {client.socket_path} "
-                          "(start it, or pass --socket / --host)") from None
-    except ConnectionRefusedError:
-        raise ClientError(f"bitharbord is not running: nothing is listening at {client.where}") from None
-    except PermissionError:
-        raise ClientError(f"permission denied on {client.socket_path}: run as root or as a member of the "
-                          "socket's group (server.socket.group in harbor.yaml)") from None
-    except (BrokenPipeError, ConnectionResetError):
-        raise ClientError(f"bitharbord closed the connection while {path.name} was being sent "
-                          "(too large, or the daemon stopped)") from None
-    except OSError as exc:
-        raise ClientError(f"cannot reach bitharbord at {client.where}: {exc.strerror or exc}") from None
-    finally:
-        conn.close()
-    try:
-        data = json.loads(raw) if raw else {}
-    except ValueError:
-        raise ClientError(f"HTTP {response.status}: {raw[:200]!r}") from None
-    if response.status >= 400:
-        err = data.get("error", {}) if isinstance(data, dict) else {}
-        raise ApiError(response.status, str(err.get("code", "error")),
-                       f"{path}: {err.get('message', f'HTTP {response.status}')}", data)
-    return dict(data)
+            data = client.request("PUT", f"/v1/uploads?{query}", data=handle, size=size)
+    except ApiError as exc:
+        raise ApiError(exc.status, exc.code, f"{path}: {exc.message}", exc.body) from None
+    except ClientError as exc:
+        raise ClientError(f"{path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ClientError(f"{path}: unexpected answer: {str(data)[:200]!r}")
+    return data
 
 
 def cmd_upload(args: argparse.Namespace) -> int:

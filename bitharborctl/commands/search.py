@@ -1,6 +1,7 @@
 """Search and the index: `bitharborctl search "…"` (GET /v1/search) and `bitharborctl index stats` (GET /v1/index).
 
   search "a vampire on a ship" [--type T] [-k N] [--min-score S] [-o json]
+  search --image FILE [--type T] [-k N] [--min-score S] [-o json]     (POST /v1/search/image)
   index stats [-o json]
 """
 
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import mimetypes
 import sys
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -86,13 +89,24 @@ def render_stats(data: dict[str, Any]) -> str:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from bitharborctl.cli import client_for
+    from bitharborctl.client import ClientError
 
-    query: dict[str, str] = {"q": args.query, "k": str(args.k)}
+    if (args.query is None) == (args.image is None):
+        raise ClientError("search needs a query or --image FILE (one of the two)")
+    query: dict[str, str] = {"k": str(args.k)}
     if args.type:
         query["type"] = args.type
     if args.min_score is not None:
         query["min_score"] = str(args.min_score)
-    data = client_for(args).request("GET", "/v1/search?" + urlencode(query))
+    if args.image is not None:
+        try:
+            image = Path(args.image).read_bytes()
+        except OSError as exc:
+            raise ClientError(f"cannot read {args.image}: {exc.strerror or exc}") from None
+        data = client_for(args).request("POST", "/v1/search/image?" + urlencode(query), data=image,
+                                        content_type=mimetypes.guess_type(args.image)[0] or "image/jpeg")
+    else:
+        data = client_for(args).request("GET", "/v1/search?" + urlencode({"q": args.query, **query}))
     if args.output == "json":
         _dump(data)
     else:
@@ -114,9 +128,12 @@ def cmd_index_stats(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("search", help="search the library by meaning",
                        description="Search the library: the query is embedded by the daemon and matched against "
-                                   "every item's metadata (and images, with an image embedder). Prints score, id, "
+                                   "every item's metadata (and images, with an image embedder). With --image FILE, "
+                                   "the example image is embedded instead (image embedders only). Prints score, id, "
                                    "type and title, best first.")
-    s.add_argument("query", help='what to look for, e.g. "a vampire on a ship"')
+    s.add_argument("query", nargs="?", help='what to look for, e.g. "a vampire on a ship"')
+    s.add_argument("--image", metavar="FILE", help="search by an example image instead of words (POST "
+                                                   "/v1/search/image; needs an image embedder such as imagebind)")
     s.add_argument("--type", help="keep only these media types (comma-separated: movie, tv, online_video, "
                                   "personal, music, podcast, other)")
     s.add_argument("-k", type=int, default=10, help="how many results (default 10)")
