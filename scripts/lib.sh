@@ -47,7 +47,7 @@ ensure_venv() {
 ensure_imagebind_venv() {
   local dir=$1 stamp want
   stamp="$dir/.bitharbor-installed"
-  want="imagebind-1 $(sha256sum pyproject.toml | cut -d' ' -f1)"
+  want="imagebind-2 $(sha256sum pyproject.toml | cut -d' ' -f1)"
   [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return 0
   echo "== installing the ImageBind test environment into $dir"
   [ -x "$dir/bin/python" ] || "$PYTHON" -m venv "$dir"
@@ -55,10 +55,14 @@ ensure_imagebind_venv() {
   {
     "${pip[@]}" torch==2.14.1 torchvision==0.29.1 "setuptools<81" ftfy regex timm iopath einops fvcore av
     "${pip[@]}" --no-deps imagebind-unofficial==0.1.1 peachdb-pytorchvideo==0.1.6 torchaudio==2.11.0
-    "${pip[@]}" numpy pydantic pyyaml structlog Pillow pytest pytest-timeout
+    # The daemon's own dependencies (tests/test_embedder_change.py runs the daemon here), except the pins of the
+    # main environment: torch (2.14.1 above) and numpy 1.25 for diskannpy (installed without it: hnsw serves here).
+    "${pip[@]}" $("$PYTHON" -c 'import tomllib; print(" ".join(d for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"] if not d.startswith(("torch", "diskannpy", "numpy"))))') \
+      numpy pytest pytest-timeout pytest-aiohttp
+    "${pip[@]}" --no-deps diskannpy==0.7.0
     "${pip[@]}" --no-deps -e .
   } 2>&1 | grep -v "^WARNING: Location" || true
   # Through our loader: imagebind's own import needs the torchvision shim bitharbord.embed.imagebind installs.
-  "$dir/bin/python" -c "import torch, torchvision; from bitharbord.embed import imagebind as m; m._install_shims(); import imagebind.models.imagebind_model" || return 1
+  "$dir/bin/python" -c "import torch, torchvision; from bitharbord.embed import imagebind as m; m._install_shims(); import imagebind.models.imagebind_model; from bitharbord import services; services.registered()" || return 1
   echo "$want" > "$stamp"
 }

@@ -15,5 +15,5 @@ if [ $# -eq 0 ]; then
   # The ImageBind embedder, for real, in its own environment (see README: ImageBind).
   ensure_imagebind_venv .venv-imagebind
   echo "== pytest (ImageBind environment)"
-  .venv-imagebind/bin/python -m pytest -q -p no:cacheprovider tests/test_embed_imagebind.py
+  .venv-imagebind/bin/python -m pytest -q -p no:cacheprovider tests/test_embed_imagebind.py tests/test_embedder_change.py
 fi

@@ -29,26 +29,9 @@ from PIL import Image
 from bitharbord.config import Embedding
 from bitharbord.embed.base import Embedder, EmbedError, load_embedder
 from bitharbord.embed.imagebind import IMAGEBIND_HUGE, ImageBindEmbedder, _import_imagebind
+from tests.imagebind_tiny import TINY, save_tiny
 
-# Small everywhere, but the real input sizes: 224x224 images, 2-frame clips, 128x204 mel images, 77 tokens.
-TINY: dict[str, Any] = dict(
-    video_frames=2, out_embed_dim=24,
-    vision_embed_dim=32, vision_num_blocks=1, vision_num_heads=2,
-    audio_embed_dim=32, audio_num_blocks=1, audio_num_heads=2,
-    text_embed_dim=32, text_num_blocks=1, text_num_heads=2,
-    depth_embed_dim=16, depth_num_blocks=1, depth_num_heads=2,
-    thermal_embed_dim=16, thermal_num_blocks=1, thermal_num_heads=2,
-    imu_embed_dim=16, imu_num_blocks=1, imu_num_heads=2,
-)
 RATE = 16_000
-
-
-def _randomise(model: torch.nn.Module, seed: int) -> None:
-    """Make every parameter non-trivial (ImageBind zero-initialises a few, e.g. class tokens)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +42,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def reference(workdir: Path) -> torch.nn.Module:
     """A tiny ImageBindModel built the ordinary way; its state_dict is the checkpoint under test."""
-    model_mod, _ = _import_imagebind()
-    torch.manual_seed(0)
-    model: torch.nn.Module = model_mod.ImageBindModel(**TINY)
-    _randomise(model, 1)
-    model.eval()
-    torch.save(model.state_dict(), workdir / "tiny.pth")
-    return model
+    return save_tiny(workdir / "tiny.pth")
 
 
 @pytest.fixture(scope="module")
