@@ -24,7 +24,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
@@ -204,6 +204,18 @@ class IngestStore:
     async def _begin(self) -> None:
         await self.conn.execute("BEGIN IMMEDIATE")
 
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        """One write transaction under the connection's lock: committed, or rolled back on any error."""
+        async with self.lock:
+            await self._begin()
+            try:
+                yield
+                await self._commit()
+            except BaseException:
+                await self._rollback()
+                raise
+
     async def _commit(self) -> None:
         await self.conn.execute("COMMIT")
 
@@ -225,67 +237,61 @@ class IngestStore:
             return []
         now = time.time() if now is None else now
         paths = list(dict.fromkeys(i.path for i in items))  # once each
-        async with self.lock:
-            await self._begin()
-            try:
-                active = await self._active_jobs(paths)
-                decided: dict[str, int] = {}  # path -> job id (existing, re-queued or new)
-                inserts: list[tuple[Any, ...]] = []
-                source_items: list[NewJob] = []
-                updates: list[tuple[Any, ...]] = []
-                inserted: set[str] = set()
-                for item in items:
-                    if item.path in decided or item.path in inserted:
-                        continue  # the same path twice in one call: the first wins
-                    fp = item.fingerprint
-                    same = (fp.size, fp.mtime_ns, fp.inode)
-                    hit = active.get(item.path)
-                    if hit is not None:
-                        decided[item.path] = hit[0]
-                        if hit[2:] != same and hit[1] == "queued":
-                            updates.append((fp.size, fp.mtime_ns, fp.inode, fp.dev, now, hit[0]))
-                            if item.record_source:
-                                source_items.append(item)
+        async with self._transaction():
+            active = await self._active_jobs(paths)
+            decided: dict[str, int] = {}  # path -> job id (existing, re-queued or new)
+            inserts: list[tuple[Any, ...]] = []
+            source_items: list[NewJob] = []
+            updates: list[tuple[Any, ...]] = []
+            inserted: set[str] = set()
+            for item in items:
+                if item.path in decided or item.path in inserted:
+                    continue  # the same path twice in one call: the first wins
+                fp = item.fingerprint
+                same = (fp.size, fp.mtime_ns, fp.inode)
+                hit = active.get(item.path)
+                if hit is not None:
+                    decided[item.path] = hit[0]
+                    if hit[2:] != same and hit[1] == "queued":
+                        updates.append((fp.size, fp.mtime_ns, fp.inode, fp.dev, now, hit[0]))
+                        if item.record_source:
+                            source_items.append(item)
+                    continue
+                if item.origin in ("local", "catalog") and item.reason != "sidecar":
+                    known = await self._rows(
+                        "SELECT id, stage FROM ingest_jobs WHERE source_path=? AND size=? AND mtime_ns=? "
+                        "AND inode=? AND stage IN ('done', 'failed') ORDER BY id DESC LIMIT 1",
+                        (item.path, *same))
+                    if known:
+                        job_id, stage = int(known[0][0]), known[0][1]
+                        if stage == "failed":
+                            await self.conn.execute(
+                                "UPDATE ingest_jobs SET stage='queued', error=NULL, warning=NULL, "
+                                "file_hash=NULL, info_json=NULL, blob_path=NULL, media_id=NULL, "
+                                "finished_at=NULL, attempts=0, reason='retry', updated_at=? WHERE id=?",
+                                (now, job_id))
+                        decided[item.path] = job_id
                         continue
-                    if item.origin in ("local", "catalog") and item.reason != "sidecar":
-                        known = await self._rows(
-                            "SELECT id, stage FROM ingest_jobs WHERE source_path=? AND size=? AND mtime_ns=? "
-                            "AND inode=? AND stage IN ('done', 'failed') ORDER BY id DESC LIMIT 1",
-                            (item.path, *same))
-                        if known:
-                            job_id, stage = int(known[0][0]), known[0][1]
-                            if stage == "failed":
-                                await self.conn.execute(
-                                    "UPDATE ingest_jobs SET stage='queued', error=NULL, warning=NULL, "
-                                    "file_hash=NULL, info_json=NULL, blob_path=NULL, media_id=NULL, "
-                                    "finished_at=NULL, attempts=0, reason='retry', updated_at=? WHERE id=?",
-                                    (now, job_id))
-                            decided[item.path] = job_id
-                            continue
-                    inserts.append((item.path, item.origin, item.media_type, item.folder, item.reason,
-                                    "hashed" if item.known_hash else "queued", fp.size, fp.mtime_ns, fp.inode,
-                                    fp.dev, item.known_hash, _dumps(dict(item.given)) if item.given else None,
-                                    now, now))
-                    inserted.add(item.path)
-                    if item.record_source:
-                        source_items.append(item)
-                if inserts:
-                    await self.conn.executemany(
-                        "INSERT INTO ingest_jobs (source_path, origin, media_type, folder, reason, stage, size, "
-                        "mtime_ns, inode, dev, file_hash, given_json, created_at, updated_at) "
-                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", inserts)
-                    for path, hit in (await self._active_jobs([r[0] for r in inserts])).items():
-                        decided[path] = hit[0]
-                if updates:
-                    await self.conn.executemany(
-                        "UPDATE ingest_jobs SET size=?, mtime_ns=?, inode=?, dev=?, updated_at=? WHERE id=?", updates)
-                if source_items:
-                    await self.conn.executemany(_UPSERT_SOURCE, [self._source_row(i, decided[i.path], now)
-                                                                 for i in source_items])
-                await self._commit()
-            except BaseException:
-                await self._rollback()
-                raise
+                inserts.append((item.path, item.origin, item.media_type, item.folder, item.reason,
+                                "hashed" if item.known_hash else "queued", fp.size, fp.mtime_ns, fp.inode,
+                                fp.dev, item.known_hash, _dumps(dict(item.given)) if item.given else None,
+                                now, now))
+                inserted.add(item.path)
+                if item.record_source:
+                    source_items.append(item)
+            if inserts:
+                await self.conn.executemany(
+                    "INSERT INTO ingest_jobs (source_path, origin, media_type, folder, reason, stage, size, "
+                    "mtime_ns, inode, dev, file_hash, given_json, created_at, updated_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", inserts)
+                for path, hit in (await self._active_jobs([r[0] for r in inserts])).items():
+                    decided[path] = hit[0]
+            if updates:
+                await self.conn.executemany(
+                    "UPDATE ingest_jobs SET size=?, mtime_ns=?, inode=?, dev=?, updated_at=? WHERE id=?", updates)
+            if source_items:
+                await self.conn.executemany(_UPSERT_SOURCE, [self._source_row(i, decided[i.path], now)
+                                                             for i in source_items])
         return [decided[i.path] for i in items]
 
     async def _active_jobs(self, paths: Sequence[str]) -> dict[str, tuple[int, str, int | None, int | None,
@@ -311,16 +317,10 @@ class IngestStore:
         if not rows:
             return
         now = time.time() if now is None else now
-        async with self.lock:
-            await self._begin()
-            try:
-                await self.conn.executemany(_UPSERT_SOURCE, [
-                    (path, folder, "watch", "sidecar", fp.size, fp.mtime_ns, fp.inode, fp.dev, None, now, now)
-                    for path, folder, fp in rows])
-                await self._commit()
-            except BaseException:
-                await self._rollback()
-                raise
+        async with self._transaction():
+            await self.conn.executemany(_UPSERT_SOURCE, [
+                (path, folder, "watch", "sidecar", fp.size, fp.mtime_ns, fp.inode, fp.dev, None, now, now)
+                for path, folder, fp in rows])
 
     async def move_sources(self, moves: Sequence[tuple[str, str, str | None, Fingerprint]],
                            now: float | None = None) -> None:
@@ -332,24 +332,18 @@ class IngestStore:
         if not moves:
             return
         now = time.time() if now is None else now
-        async with self.lock:
-            await self._begin()
-            try:
-                for old, new, folder, fp in moves:
-                    live = await self._rows("SELECT 1 FROM sources WHERE path=? AND vanished=0", (old,))
-                    if live:
-                        await self.conn.execute("DELETE FROM sources WHERE path=?", (new,))
-                        await self.conn.execute(
-                            "UPDATE sources SET path=?, folder=?, size=?, mtime_ns=?, inode=?, dev=?, vanished=0, "
-                            "vanished_at=NULL, last_seen=? WHERE path=?",
-                            (new, folder, fp.size, fp.mtime_ns, fp.inode, fp.dev, now, old))
+        async with self._transaction():
+            for old, new, folder, fp in moves:
+                live = await self._rows("SELECT 1 FROM sources WHERE path=? AND vanished=0", (old,))
+                if live:
+                    await self.conn.execute("DELETE FROM sources WHERE path=?", (new,))
                     await self.conn.execute(
-                        f"UPDATE ingest_jobs SET source_path=?, updated_at=? WHERE source_path=? "
-                        f"AND stage IN {_ACTIVE_SQL}", (new, now, old))
-                await self._commit()
-            except BaseException:
-                await self._rollback()
-                raise
+                        "UPDATE sources SET path=?, folder=?, size=?, mtime_ns=?, inode=?, dev=?, vanished=0, "
+                        "vanished_at=NULL, last_seen=? WHERE path=?",
+                        (new, folder, fp.size, fp.mtime_ns, fp.inode, fp.dev, now, old))
+                await self.conn.execute(
+                    f"UPDATE ingest_jobs SET source_path=?, updated_at=? WHERE source_path=? "
+                    f"AND stage IN {_ACTIVE_SQL}", (new, now, old))
 
     async def mark_vanished(self, paths: Sequence[str], now: float | None = None) -> int:
         """Sources no longer there: flagged, never deleted (their items and blobs stay)."""
@@ -357,19 +351,13 @@ class IngestStore:
             return 0
         now = time.time() if now is None else now
         n = 0
-        async with self.lock:
-            await self._begin()
-            try:
-                for chunk in _chunks(list(paths)):
-                    cursor = await self.conn.execute(
-                        f"UPDATE sources SET vanished=1, vanished_at=? WHERE vanished=0 AND path IN "
-                        f"({_marks(len(chunk))})", (now, *chunk))
-                    n += cursor.rowcount
-                    await cursor.close()
-                await self._commit()
-            except BaseException:
-                await self._rollback()
-                raise
+        async with self._transaction():
+            for chunk in _chunks(list(paths)):
+                cursor = await self.conn.execute(
+                    f"UPDATE sources SET vanished=1, vanished_at=? WHERE vanished=0 AND path IN "
+                    f"({_marks(len(chunk))})", (now, *chunk))
+                n += cursor.rowcount
+                await cursor.close()
         return n
 
     async def vanish_dead_sources(self, now: float | None = None) -> int:
@@ -377,18 +365,12 @@ class IngestStore:
         recorded as present whose job found the file gone and that holds no item is flagged vanished.
         Returns how many."""
         t = time.time() if now is None else now
-        async with self.lock:
-            await self._begin()
-            try:
-                cursor = await self.conn.execute(
-                    "UPDATE sources SET vanished=1, vanished_at=? WHERE vanished=0 AND media_id IS NULL AND job_id IN "
-                    "(SELECT id FROM ingest_jobs WHERE stage='gone')", (t,))
-                n = cursor.rowcount
-                await cursor.close()
-                await self._commit()
-            except BaseException:
-                await self._rollback()
-                raise
+        async with self._transaction():
+            cursor = await self.conn.execute(
+                "UPDATE sources SET vanished=1, vanished_at=? WHERE vanished=0 AND media_id IS NULL AND job_id IN "
+                "(SELECT id FROM ingest_jobs WHERE stage='gone')", (t,))
+            n = cursor.rowcount
+            await cursor.close()
         return n
 
     # ------------------------------------------------------------------ what the library provider reads
@@ -415,38 +397,32 @@ class IngestStore:
         keeps killing it is given up on by the pipeline).
         A `hashed` job whose content another job holds past `hashed` waits for it."""
         now = time.time() if now is None else now
-        async with self.lock:
-            await self._begin()
-            try:
-                rows: list[sqlite3.Row] = []
-                for stage in stages:  # one index range per stage (stage, id): cheap however long the history
-                    extra = ""
-                    params: list[Any] = [stage]
-                    if kinds is not None:  # by the probed kind (image, video, audio, other): previews
-                        extra += f" AND coalesce(json_extract(info_json, '$.kind'), 'other') IN ({_marks(len(kinds))})"
-                        params += list(kinds)
-                    if stage == "hashed":
-                        extra = (" AND file_hash NOT IN (SELECT file_hash FROM ingest_jobs WHERE stage IN "
-                                 "('probed', 'stored') AND file_hash IS NOT NULL)")
-                    rows += await self._rows(
-                        f"SELECT {_JOB_COLUMNS} FROM ingest_jobs WHERE stage=?{extra} ORDER BY id LIMIT ?",
-                        (*params, limit))
-                jobs = sorted((_job(r) for r in rows), key=lambda j: j.id)[:limit]
-                if max_bytes is not None:
-                    total = 0
-                    for i, job in enumerate(jobs):
-                        total += job.size or 0
-                        if i and total > max_bytes:
-                            jobs = jobs[:i]
-                            break
-                if jobs:
-                    await self.conn.execute(
-                        f"UPDATE ingest_jobs SET attempts=attempts+1, updated_at=? WHERE id IN ({_marks(len(jobs))})",
-                        (now, *(j.id for j in jobs)))
-                await self._commit()
-            except BaseException:
-                await self._rollback()
-                raise
+        async with self._transaction():
+            rows: list[sqlite3.Row] = []
+            for stage in stages:  # one index range per stage (stage, id): cheap however long the history
+                extra = ""
+                params: list[Any] = [stage]
+                if kinds is not None:  # by the probed kind (image, video, audio, other): previews
+                    extra += f" AND coalesce(json_extract(info_json, '$.kind'), 'other') IN ({_marks(len(kinds))})"
+                    params += list(kinds)
+                if stage == "hashed":
+                    extra = (" AND file_hash NOT IN (SELECT file_hash FROM ingest_jobs WHERE stage IN "
+                             "('probed', 'stored') AND file_hash IS NOT NULL)")
+                rows += await self._rows(
+                    f"SELECT {_JOB_COLUMNS} FROM ingest_jobs WHERE stage=?{extra} ORDER BY id LIMIT ?",
+                    (*params, limit))
+            jobs = sorted((_job(r) for r in rows), key=lambda j: j.id)[:limit]
+            if max_bytes is not None:
+                total = 0
+                for i, job in enumerate(jobs):
+                    total += job.size or 0
+                    if i and total > max_bytes:
+                        jobs = jobs[:i]
+                        break
+            if jobs:
+                await self.conn.execute(
+                    f"UPDATE ingest_jobs SET attempts=attempts+1, updated_at=? WHERE id IN ({_marks(len(jobs))})",
+                    (now, *(j.id for j in jobs)))
         return [replace(j, attempts=j.attempts + 1) for j in jobs]
 
     async def set_hashed(self, rows: Sequence[tuple[int, str, Fingerprint]], now: float | None = None) -> None:
@@ -480,40 +456,28 @@ class IngestStore:
         if not rows:
             return []
         requeued: list[int] = []
-        async with self.lock:
-            await self._begin()
-            try:
-                for job_id, stage, reason, checked in rows:
-                    cursor = await self.conn.execute(
-                        "UPDATE ingest_jobs SET stage=?, error=?, finished_at=?, updated_at=? WHERE id=? "
-                        "AND source_path=?", (stage, reason, t, t, job_id, checked))
-                    if cursor.rowcount and stage == "gone":  # a file there again later is queued again
-                        await self.conn.execute(
-                            "UPDATE sources SET vanished=1, vanished_at=? WHERE path=? AND job_id=? AND vanished=0",
-                            (t, checked, job_id))
-                    if cursor.rowcount == 0:
-                        await self.conn.execute(
-                            f"UPDATE ingest_jobs SET stage='queued', file_hash=NULL, info_json=NULL, blob_path=NULL, "
-                            f"attempts=0, updated_at=? WHERE id=? AND stage IN {_ACTIVE_SQL}", (t, job_id))
-                        requeued.append(job_id)
-                    await cursor.close()
-                await self._commit()
-            except BaseException:
-                await self._rollback()
-                raise
+        async with self._transaction():
+            for job_id, stage, reason, checked in rows:
+                cursor = await self.conn.execute(
+                    "UPDATE ingest_jobs SET stage=?, error=?, finished_at=?, updated_at=? WHERE id=? "
+                    "AND source_path=?", (stage, reason, t, t, job_id, checked))
+                if cursor.rowcount and stage == "gone":  # a file there again later is queued again
+                    await self.conn.execute(
+                        "UPDATE sources SET vanished=1, vanished_at=? WHERE path=? AND job_id=? AND vanished=0",
+                        (t, checked, job_id))
+                if cursor.rowcount == 0:
+                    await self.conn.execute(
+                        f"UPDATE ingest_jobs SET stage='queued', file_hash=NULL, info_json=NULL, blob_path=NULL, "
+                        f"attempts=0, updated_at=? WHERE id=? AND stage IN {_ACTIVE_SQL}", (t, job_id))
+                    requeued.append(job_id)
+                await cursor.close()
         return requeued
 
     async def _many(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
         if not rows:
             return
-        async with self.lock:
-            await self._begin()
-            try:
-                await self.conn.executemany(sql, rows)
-                await self._commit()
-            except BaseException:
-                await self._rollback()
-                raise
+        async with self._transaction():
+            await self.conn.executemany(sql, rows)
 
     async def media_for_hashes(self, hashes: Iterable[str]) -> dict[str, int]:
         wanted = sorted(set(hashes))
@@ -551,17 +515,11 @@ class IngestStore:
         if not rows:
             return
         t = time.time() if now is None else now
-        async with self.lock:
-            await self._begin()
-            try:
-                await self.conn.executemany(
-                    "UPDATE ingest_jobs SET stage='done', media_id=?, duplicate=1, finished_at=?, updated_at=? "
-                    "WHERE id=?", [(media_id, t, t, job.id) for job, media_id in rows])
-                await self._point_sources(rows, t)
-                await self._commit()
-            except BaseException:
-                await self._rollback()
-                raise
+        async with self._transaction():
+            await self.conn.executemany(
+                "UPDATE ingest_jobs SET stage='done', media_id=?, duplicate=1, finished_at=?, updated_at=? "
+                "WHERE id=?", [(media_id, t, t, job.id) for job, media_id in rows])
+            await self._point_sources(rows, t)
 
     async def _point_sources(self, rows: Sequence[tuple[Job, int]], now: float) -> None:
         """The paths of these jobs hold these items now (uploads have no path worth keeping)."""
@@ -598,14 +556,8 @@ class IngestStore:
         if not jobs:
             return []
         t = time.time() if now is None else now
-        async with self.lock:
-            await self._begin()
-            try:
-                out = await self._catalog_batch(jobs, t)
-                await self._commit()
-            except BaseException:
-                await self._rollback()
-                raise
+        async with self._transaction():
+            out = await self._catalog_batch(jobs, t)
         return out
 
     async def _ids_for(self, hashes: Sequence[str]) -> dict[str, int]:
@@ -686,31 +638,25 @@ class IngestStore:
         info = job.info or {}
         fingerprint = (info.get("core") or {}).get("metadata_fingerprint")
         changed = False
-        async with self.lock:
-            await self._begin()
-            try:
-                rows = await self._rows("SELECT metadata_fingerprint FROM media_core WHERE id=?", (media_id,))
-                if rows and fingerprint and rows[0][0] != fingerprint:
-                    core = {k: v for k, v in dict(info.get("core") or {}).items()
-                            if k in CORE_COLUMNS - {"file_hash", "blob_path", "type", "file_name"}}
-                    sets = ", ".join(f"{c}=?" for c in sorted(core))
-                    await self.conn.execute(
-                        f"UPDATE media_core SET {sets}, metadata_changed_at=strftime('%Y-%m-%dT%H:%M:%SZ', 'now') "
-                        "WHERE id=?", [*(core[c] for c in sorted(core)), media_id])
-                    await self._write_type_rows([(media_id, info)], replace=True)
-                    await self.conn.execute(
-                        "INSERT INTO embed_queue (media_id) VALUES (?) ON CONFLICT(media_id) DO UPDATE SET "
-                        "enqueued_at=excluded.enqueued_at, attempts=0, last_error=NULL", (media_id,))
-                    changed = True
+        async with self._transaction():
+            rows = await self._rows("SELECT metadata_fingerprint FROM media_core WHERE id=?", (media_id,))
+            if rows and fingerprint and rows[0][0] != fingerprint:
+                core = {k: v for k, v in dict(info.get("core") or {}).items()
+                        if k in CORE_COLUMNS - {"file_hash", "blob_path", "type", "file_name"}}
+                sets = ", ".join(f"{c}=?" for c in sorted(core))
                 await self.conn.execute(
-                    "UPDATE ingest_jobs SET stage='done', media_id=?, duplicate=1, finished_at=?, updated_at=?, "
-                    "warning=? WHERE id=?",
-                    (media_id, t, t, "metadata changed" if changed else None, job.id))
-                await self._point_sources([(job, media_id)], t)
-                await self._commit()
-            except BaseException:
-                await self._rollback()
-                raise
+                    f"UPDATE media_core SET {sets}, metadata_changed_at=strftime('%Y-%m-%dT%H:%M:%SZ', 'now') "
+                    "WHERE id=?", [*(core[c] for c in sorted(core)), media_id])
+                await self._write_type_rows([(media_id, info)], replace=True)
+                await self.conn.execute(
+                    "INSERT INTO embed_queue (media_id) VALUES (?) ON CONFLICT(media_id) DO UPDATE SET "
+                    "enqueued_at=excluded.enqueued_at, attempts=0, last_error=NULL", (media_id,))
+                changed = True
+            await self.conn.execute(
+                "UPDATE ingest_jobs SET stage='done', media_id=?, duplicate=1, finished_at=?, updated_at=?, "
+                "warning=? WHERE id=?",
+                (media_id, t, t, "metadata changed" if changed else None, job.id))
+            await self._point_sources([(job, media_id)], t)
         return changed
 
     async def set_previews(self, rows: Sequence[tuple[int, int, str | None, str | None, str | None]],
@@ -719,20 +665,14 @@ class IngestStore:
         if not rows:
             return
         t = time.time() if now is None else now
-        async with self.lock:
-            await self._begin()
-            try:
-                await self.conn.executemany(
-                    "UPDATE media_core SET thumbnail=coalesce(?, thumbnail), preview_clip=coalesce(?, preview_clip) "
-                    "WHERE id=?", [(thumb, clip, media_id) for _, media_id, thumb, clip, _ in rows
-                                   if thumb is not None or clip is not None])
-                await self.conn.executemany(
-                    "UPDATE ingest_jobs SET stage='done', warning=coalesce(?, warning), finished_at=?, updated_at=? "
-                    "WHERE id=? AND stage='cataloged'", [(warning, t, t, job_id) for job_id, _, _, _, warning in rows])
-                await self._commit()
-            except BaseException:
-                await self._rollback()
-                raise
+        async with self._transaction():
+            await self.conn.executemany(
+                "UPDATE media_core SET thumbnail=coalesce(?, thumbnail), preview_clip=coalesce(?, preview_clip) "
+                "WHERE id=?", [(thumb, clip, media_id) for _, media_id, thumb, clip, _ in rows
+                               if thumb is not None or clip is not None])
+            await self.conn.executemany(
+                "UPDATE ingest_jobs SET stage='done', warning=coalesce(?, warning), finished_at=?, updated_at=? "
+                "WHERE id=? AND stage='cataloged'", [(warning, t, t, job_id) for job_id, _, _, _, warning in rows])
 
     async def retry_failed(self, ids: Sequence[int] | None = None, now: float | None = None) -> list[int]:
         """Queue failed jobs again (the latest job of each path, when no other job for it is unfinished)."""
@@ -744,22 +684,16 @@ class IngestStore:
                 return []
             where += f" AND id IN ({_marks(len(ids))})"
             params += list(ids)
-        async with self.lock:
-            await self._begin()
-            try:
-                rows = await self._rows(
-                    f"SELECT id FROM ingest_jobs j WHERE {where} "
-                    "AND id = (SELECT max(id) FROM ingest_jobs b WHERE b.source_path = j.source_path) ORDER BY id",
-                    params)
-                todo = [int(r[0]) for r in rows]
-                await self.conn.executemany(
-                    "UPDATE ingest_jobs SET stage='queued', error=NULL, warning=NULL, file_hash=NULL, info_json=NULL, "
-                    "blob_path=NULL, media_id=NULL, finished_at=NULL, attempts=0, reason='retry', updated_at=? "
-                    "WHERE id=?", [(t, i) for i in todo])
-                await self._commit()
-            except BaseException:
-                await self._rollback()
-                raise
+        async with self._transaction():
+            rows = await self._rows(
+                f"SELECT id FROM ingest_jobs j WHERE {where} "
+                "AND id = (SELECT max(id) FROM ingest_jobs b WHERE b.source_path = j.source_path) ORDER BY id",
+                params)
+            todo = [int(r[0]) for r in rows]
+            await self.conn.executemany(
+                "UPDATE ingest_jobs SET stage='queued', error=NULL, warning=NULL, file_hash=NULL, info_json=NULL, "
+                "blob_path=NULL, media_id=NULL, finished_at=NULL, attempts=0, reason='retry', updated_at=? "
+                "WHERE id=?", [(t, i) for i in todo])
         return todo
 
     # ------------------------------------------------------------------ reading
