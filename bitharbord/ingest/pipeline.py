@@ -124,6 +124,13 @@ def file_name_of(job: Job) -> str:
     return os.path.basename(job.source_path)
 
 
+def _preview_failed(job_id: int, media_id: int, exc: preview.PreviewError | OSError) -> PreviewRow:
+    """The row of an item whose previews could not be made (the item itself is fine), logged."""
+    reason = exc.reason if isinstance(exc, preview.PreviewError) else (exc.strerror or str(exc))
+    log.warning("ingest.preview_failed", job=job_id, media_id=media_id, reason=reason)
+    return job_id, media_id, None, None, f"no preview: {reason}"
+
+
 class Pipeline:
     """Moves journal jobs through the stages. One instance per open catalog database."""
 
@@ -546,12 +553,8 @@ class Pipeline:
             thumb, _ = preview.preview_paths(self.preview_dir, job.file_hash)
             if not thumb.exists():
                 preview.make_image_thumbnail(self.media_root / job.blob_path, thumb)
-        except preview.PreviewError as exc:
-            log.warning("ingest.preview_failed", job=job.id, media_id=media_id, reason=exc.reason)
-            return job.id, media_id, None, None, f"no preview: {exc.reason}"
-        except OSError as exc:
-            log.warning("ingest.preview_failed", job=job.id, media_id=media_id, reason=str(exc))
-            return job.id, media_id, None, None, f"no preview: {exc.strerror or exc}"
+        except (preview.PreviewError, OSError) as exc:
+            return _preview_failed(job.id, media_id, exc)
         finally:
             if self.observer:
                 self.observer.stage("preview", time.monotonic() - started)
@@ -571,12 +574,8 @@ class Pipeline:
                 made = await preview.make_previews(self.media_root / job.blob_path, job.file_hash,
                                                    "video" if kind == "video" else "image", self.preview_dir,
                                                    runner=self.runner, duration_s=duration)
-        except preview.PreviewError as exc:
-            log.warning("ingest.preview_failed", job=job.id, media_id=media_id, reason=exc.reason)
-            return job.id, media_id, None, None, f"no preview: {exc.reason}"
-        except OSError as exc:
-            log.warning("ingest.preview_failed", job=job.id, media_id=media_id, reason=str(exc))
-            return job.id, media_id, None, None, f"no preview: {exc.strerror or exc}"
+        except (preview.PreviewError, OSError) as exc:
+            return _preview_failed(job.id, media_id, exc)
         finally:
             if self.observer:
                 self.observer.stage("preview", time.monotonic() - started)
