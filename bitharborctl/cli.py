@@ -17,6 +17,7 @@ import yaml
 
 from bitharborctl import commands
 from bitharborctl.client import DEFAULT_SOCKET, ApiError, Client, ClientError
+from bitharborctl.output import add_output_flag, dump_json, emit
 from bitharbord.reconcile.plan import Plan
 from bitharbord.reconcile.render import render, render_report
 
@@ -123,8 +124,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     plan = Plan.from_dict(data["plan"])
     report = data["report"]
     if args.output == "json":
-        json.dump(data, sys.stdout, indent=2, sort_keys=True)
-        sys.stdout.write("\n")
+        dump_json(data)
     else:
         color = _color(sys.stdout, args.no_color)
         sys.stdout.write(render(plan, color=color))
@@ -196,13 +196,7 @@ def render_status(st: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    st = client_for(args).request("GET", "/v1/status")
-    if args.output == "json":
-        json.dump(st, sys.stdout, indent=2, sort_keys=True)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(render_status(st))
-    return EXIT_OK
+    return emit(args, client_for(args).request("GET", "/v1/status"), render_status)
 
 
 # ---------------------------------------------------------------------------- parser
@@ -261,8 +255,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="how the box is: config, reconcile state, conditions",
                        description="The daemon's view of the box: config in force, schema version, the last "
                                    "reconcile pass, conditions and the recent actions.")
-    s.add_argument("-o", "--output", choices=["text", "json"], default="text",
-                   help="'text' (default) or 'json' (the /v1/status document)")
+    add_output_flag(s, "the /v1/status document")
     s.set_defaults(func=cmd_status)
 
     for module in commands.MODULES:

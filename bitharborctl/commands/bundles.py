@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from bitharborctl.output import add_output_flag, dump_json
+
 
 def _print(report: dict[str, Any], verb: str, output: str) -> int:
     if output == "json":
-        json.dump(report, sys.stdout, indent=2, sort_keys=True)
-        sys.stdout.write("\n")
+        dump_json(report)
     else:
         print(f"{verb}: {report['items']} item(s), {report.get('added', 0)} added, "
               f"{report.get('already_present', 0)} already present, {len(report['failed'])} failed, "
@@ -46,7 +46,7 @@ def register(sub: Any) -> None:
     e.add_argument("--to", required=True, help="a new (or empty) directory on the server")
     e.add_argument("--references-only", action="store_true",
                    help="do not copy media files; the bundle refers to this box's media root")
-    e.add_argument("-o", "--output", choices=["text", "json"], default="text", help="'text' or 'json'")
+    add_output_flag(e, "the export report")
     e.set_defaults(func=cmd_export)
     i = sub.add_parser("import", help="restore a bundle into this library (idempotent, hash-verified)",
                        description="Restore a bundle written by `export`: every file's BLAKE3 hash is verified "
@@ -54,5 +54,5 @@ def register(sub: Any) -> None:
                                    "it twice changes nothing.")
     i.add_argument("--from", dest="source", required=True, help="the bundle directory on the server")
     i.add_argument("--blob-root", help="for a references-only bundle: where the exporting box's media root is now")
-    i.add_argument("-o", "--output", choices=["text", "json"], default="text", help="'text' or 'json'")
+    add_output_flag(i, "the import report")
     i.set_defaults(func=cmd_import)

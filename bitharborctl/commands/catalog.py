@@ -11,18 +11,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
 from urllib.parse import urlencode
 
+from bitharborctl.output import add_output_flag, dump_json, emit
+
 EXIT_OK = 0
-
-
-def _dump(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=True, ensure_ascii=False)
-    sys.stdout.write("\n")
 
 
 def _size(n: Any) -> str:
@@ -127,23 +123,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     query = {"q": args.query}
     if args.year is not None:
         query["year"] = str(args.year)
-    data = client_for(args).request("GET", "/v1/catalog/search?" + urlencode(query))
-    if args.output == "json":
-        _dump(data)
-    else:
-        sys.stdout.write(render_search(data))
-    return EXIT_OK
+    return emit(args, client_for(args).request("GET", "/v1/catalog/search?" + urlencode(query)), render_search)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from bitharborctl.cli import client_for
 
-    data = client_for(args).request("GET", "/v1/catalog")
-    if args.output == "json":
-        _dump(data)
-    else:
-        sys.stdout.write(render_list(data))
-    return EXIT_OK
+    return emit(args, client_for(args).request("GET", "/v1/catalog"), render_list)
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -175,7 +161,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     data = client_for(args).request("POST", "/v1/catalog/ingest", body)
     entry = data["entry"]
     if args.output == "json":
-        _dump(data)
+        dump_json(data)
     elif data.get("created"):
         print(f"Added {entry['key']}: {entry['state']}. Follow it with `bitharborctl catalog list`.")
     else:
@@ -196,16 +182,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                      "Nothing is downloaded.")
     s.add_argument("query", help='the title, e.g. "Nosferatu" or "Nosferatu (1922)"')
     s.add_argument("--year", type=int, help="the release year (matches within +-1)")
-    s.add_argument("-o", "--output", choices=["text", "json"], default="text",
-                   help="'text' (default) or 'json' (the /v1/catalog/search document)")
+    add_output_flag(s, "the /v1/catalog/search document")
     s.set_defaults(func=cmd_search)
 
     ls = group.add_parser("list", help="wanted entries, their states and download progress",
                           description="Every wanted entry (harbor.yaml's catalog.wanted and those added with "
                                       "`catalog add`): searching, matched, downloading (with progress), "
                                       "downloaded, ingested, not found (and when it is searched again), failed.")
-    ls.add_argument("-o", "--output", choices=["text", "json"], default="text",
-                    help="'text' (default) or 'json' (the /v1/catalog document)")
+    add_output_flag(ls, "the /v1/catalog document")
     ls.set_defaults(func=cmd_list)
 
     a = group.add_parser("add", help="want one more title (kept by the daemon; harbor.yaml is not changed)",
@@ -220,6 +204,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     which.add_argument("--youtube-channel", help="a channel URL (with --max)")
     a.add_argument("--year", type=int, help="the release year of --title")
     a.add_argument("--max", type=int, help="at most this many videos of --youtube-playlist/--youtube-channel")
-    a.add_argument("-o", "--output", choices=["text", "json"], default="text",
-                   help="'text' (default) or 'json' (the created entry)")
+    add_output_flag(a, "the created entry")
     a.set_defaults(func=cmd_add)

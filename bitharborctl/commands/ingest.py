@@ -8,14 +8,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from bitharborctl.client import ApiError, Client, ClientError
+from bitharborctl.output import add_output_flag, dump_json, emit
 
 TYPES = ("personal", "movie", "tv", "music", "podcast", "online_video", "other")
 
@@ -24,11 +23,6 @@ def _client(args: argparse.Namespace) -> Client:
     from bitharborctl.cli import client_for
 
     return client_for(args)
-
-
-def _print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=True)
-    sys.stdout.write("\n")
 
 
 def _job_line(job: dict[str, Any]) -> str:
@@ -56,7 +50,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     data = _client(args).request("POST", "/v1/ingest/local", body)
     jobs = data.get("jobs", [])
     if args.output == "json":
-        _print_json(data)
+        dump_json(data)
     else:
         print(f"queued {len(jobs)} file(s)" if not args.wait else f"ingested {len(jobs)} file(s)")
         for job in jobs:
@@ -98,7 +92,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
             print(f"{path}: {data.get('size', 0)} bytes sent")
             print(_job_line(data.get("job", {})))
     if args.output == "json":
-        _print_json({"uploads": results})
+        dump_json({"uploads": results})
     return 1 if any(r.get("job", {}).get("stage") == "failed" for r in results) else 0
 
 
@@ -147,12 +141,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
         queued = client.request("POST", "/v1/ingest/retry", {}).get("queued", [])
         if args.output != "json":
             print(f"queued {len(queued)} failed job(s) again")
-    st = client.request("GET", f"/v1/ingest?failures={args.failures}")
-    if args.output == "json":
-        _print_json(st)
-    else:
-        sys.stdout.write(render_queue(st))
-    return 0
+    return emit(args, client.request("GET", f"/v1/ingest?failures={args.failures}"), render_queue)
 
 
 # ---------------------------------------------------------------------------- parser
@@ -167,8 +156,7 @@ def register(sub: Any) -> None:
     i.add_argument("paths", nargs="+", metavar="PATH", help="files or folders on the server")
     i.add_argument("--type", choices=TYPES, help="media type (needed for paths outside the watch folders)")
     i.add_argument("--wait", action="store_true", help="wait until every file is ingested (or failed)")
-    i.add_argument("-o", "--output", choices=["text", "json"], default="text",
-                   help="'text' (default) or 'json' (the jobs as the daemon reports them)")
+    add_output_flag(i, "the jobs as the daemon reports them")
     i.set_defaults(func=cmd_ingest)
 
     u = sub.add_parser("upload", help="send files from this machine into the library",
@@ -177,8 +165,7 @@ def register(sub: Any) -> None:
     u.add_argument("files", nargs="+", metavar="FILE", help="files to upload")
     u.add_argument("--type", required=True, choices=TYPES, help="media type of the files")
     u.add_argument("--no-wait", action="store_true", help="return once the file is received and queued")
-    u.add_argument("-o", "--output", choices=["text", "json"], default="text",
-                   help="'text' (default) or 'json'")
+    add_output_flag(u, "each upload's answer: size and job")
     u.set_defaults(func=cmd_upload)
 
     q = sub.add_parser("queue", help="the ingest queue: depth, rate, ETA, failures with reasons",
@@ -187,6 +174,5 @@ def register(sub: Any) -> None:
                                    "the latest failures with their reasons.")
     q.add_argument("--failures", type=int, default=10, help="how many recent failures to list (default 10)")
     q.add_argument("--retry-failed", action="store_true", help="queue every failed job again first")
-    q.add_argument("-o", "--output", choices=["text", "json"], default="text",
-                   help="'text' (default) or 'json' (the GET /v1/ingest document)")
+    add_output_flag(q, "the GET /v1/ingest document")
     q.set_defaults(func=cmd_queue)

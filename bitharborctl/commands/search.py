@@ -8,20 +8,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import mimetypes
-import sys
 import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-EXIT_OK = 0
-
-
-def _dump(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=True, ensure_ascii=False)
-    sys.stdout.write("\n")
+from bitharborctl.output import add_output_flag, emit
 
 
 def render_results(data: dict[str, Any]) -> str:
@@ -107,22 +100,13 @@ def cmd_search(args: argparse.Namespace) -> int:
                                         content_type=mimetypes.guess_type(args.image)[0] or "image/jpeg")
     else:
         data = client_for(args).request("GET", "/v1/search?" + urlencode({"q": args.query, **query}))
-    if args.output == "json":
-        _dump(data)
-    else:
-        sys.stdout.write(render_results(data))
-    return EXIT_OK
+    return emit(args, data, render_results)
 
 
 def cmd_index_stats(args: argparse.Namespace) -> int:
     from bitharborctl.cli import client_for
 
-    data = client_for(args).request("GET", "/v1/index")
-    if args.output == "json":
-        _dump(data)
-    else:
-        sys.stdout.write(render_stats(data))
-    return EXIT_OK
+    return emit(args, client_for(args).request("GET", "/v1/index"), render_stats)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -138,8 +122,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                   "personal, music, podcast, other)")
     s.add_argument("-k", type=int, default=10, help="how many results (default 10)")
     s.add_argument("--min-score", type=float, help="drop results scoring below this (cosine, -1..1)")
-    s.add_argument("-o", "--output", choices=["text", "json"], default="text",
-                   help="'text' (default) or 'json' (the /v1/search document)")
+    add_output_flag(s, "the /v1/search document")
     s.set_defaults(func=cmd_search)
 
     i = sub.add_parser("index", help="the vector index: stats",
@@ -149,6 +132,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                           description="Index statistics: embedder and dimension, backend, vectors per type, the "
                                       "fresh tail, the last rebuild and its duration, the embedding queue and "
                                       "throughput, a re-embed in progress.")
-    st.add_argument("-o", "--output", choices=["text", "json"], default="text",
-                    help="'text' (default) or 'json' (the /v1/index document)")
+    add_output_flag(st, "the /v1/index document")
     st.set_defaults(func=cmd_index_stats)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
+
+from bitharborctl.output import add_output_flag, emit
 
 
 def _size(n: Any) -> str:
@@ -79,13 +79,7 @@ def render_devices(data: dict[str, Any]) -> str:
 def cmd_devices(args: argparse.Namespace) -> int:
     from bitharborctl.cli import client_for
 
-    data = client_for(args).request("GET", "/v1/devices")
-    if args.output == "json":
-        json.dump(data, sys.stdout, indent=2, sort_keys=True)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(render_devices(data))
-    return 0
+    return emit(args, client_for(args).request("GET", "/v1/devices"), render_devices)
 
 
 def register(sub: Any) -> None:
@@ -94,6 +88,5 @@ def register(sub: Any) -> None:
                                    "rotational, model/serial, signature (blkid -p), partitions, md membership, "
                                    "mount points, the pool that names it, and a verdict: free, in use or has data "
                                    "(with the reason). Read-only.")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text",
-                   help="'text' (default): a table; 'json': the /v1/devices document")
+    add_output_flag(p, "the /v1/devices document; text is a table")
     p.set_defaults(func=cmd_devices)
