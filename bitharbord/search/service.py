@@ -386,12 +386,14 @@ class SearchService:
         return vecs
 
     async def _embed_batch(self, gen: _Gen, where: _Where, conn: aiosqlite.Connection) -> bool:
-        batch = await store.next_batch(conn, gen.embedder, self.batch_size)
-        if not batch:
-            return False
         embedder = self._embedder(gen.embedder)
         if embedder is None:
-            self.last_error = f"no embedder for {gen.embedder} (check embedding in harbor.yaml)"
+            if await store.pending_count(conn, gen.embedder):
+                self.last_error = f"no embedder for {gen.embedder} (check embedding in harbor.yaml)"
+            return False
+        batch = await store.next_batch(conn, gen.embedder, self.batch_size,
+                                       wait_for_previews="image" in embedder.modalities)
+        if not batch:
             return False
         texts = [build_document(store.document_meta(p)) or f"{p.type} item {p.media_id}" for p in batch]
         images: list[Path | None] = []

@@ -100,13 +100,23 @@ def _meta(row: aiosqlite.Row) -> dict[str, Any]:
     return {k: row[k] for k in row.keys() if row[k] is not None}  # noqa: SIM118 (a Row iterates values)
 
 
-async def next_batch(conn: aiosqlite.Connection, embedder: str, limit: int) -> list[Pending]:
-    """Up to `limit` pending items, queued ones first (oldest first), then those without a vector."""
+_PREVIEW_COMING = (" AND NOT (m.thumbnail IS NULL AND m.kind IN ('image', 'video') AND m.id IN "
+                   "(SELECT media_id FROM ingest_jobs WHERE stage = 'cataloged' AND media_id IS NOT NULL))")
+"""Leaves out photos and videos whose thumbnail ingest is still making (their job waits at `cataloged`)."""
+
+
+async def next_batch(conn: aiosqlite.Connection, embedder: str, limit: int, *,
+                     wait_for_previews: bool = False) -> list[Pending]:
+    """Up to `limit` pending items, queued ones first (oldest first), then those without a vector.
+
+    `wait_for_previews` (an image embedder, which embeds the thumbnail too): photos and videos whose preview is
+    still being made wait for it, instead of being embedded from their text alone for good."""
+    extra = _PREVIEW_COMING if wait_for_previews else ""
     conn.row_factory = aiosqlite.Row
     try:
         queued = await (await conn.execute(
-            _DOC_SELECT + ", embed_queue q WHERE q.media_id = m.id AND q.attempts < ? "
-            "ORDER BY q.enqueued_at, q.media_id LIMIT ?", (MAX_ATTEMPTS, limit))).fetchall()
+            _DOC_SELECT + ", embed_queue q WHERE q.media_id = m.id AND q.attempts < ?" + extra +
+            " ORDER BY q.enqueued_at, q.media_id LIMIT ?", (MAX_ATTEMPTS, limit))).fetchall()
         attempts = {}
         if queued:
             ids = [int(r["id"]) for r in queued]
@@ -118,8 +128,8 @@ async def next_batch(conn: aiosqlite.Connection, embedder: str, limit: int) -> l
         if len(rows) < limit:
             rows += await (await conn.execute(
                 _DOC_SELECT + " WHERE NOT EXISTS (SELECT 1 FROM embed_queue q WHERE q.media_id = m.id) AND "
-                "NOT EXISTS (SELECT 1 FROM idmap i WHERE i.media_id = m.id AND i.embedder = ? AND i.deleted = 0) "
-                "ORDER BY m.id LIMIT ?", (embedder, limit - len(rows)))).fetchall()
+                "NOT EXISTS (SELECT 1 FROM idmap i WHERE i.media_id = m.id AND i.embedder = ? AND i.deleted = 0)"
+                + extra + " ORDER BY m.id LIMIT ?", (embedder, limit - len(rows)))).fetchall()
     finally:
         conn.row_factory = None
     out = []
