@@ -144,6 +144,7 @@ class Daemon:
             # Not refused: harbor.yaml is now the desired state the loop keeps reconciling.
             self._store_config(desired)
         self.loop.wake.set()
+        self._wake_services()
         return plan, report
 
     # ------------------------------------------------------------------ status
@@ -212,7 +213,17 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), timeout=15)
 
+    def _wake_services(self) -> None:
+        """The box changed (a database, an index store, a folder, another harbor.yaml): services look now
+        instead of at their next poll, so status and work follow an apply at once."""
+        for service in self.services:
+            wake = getattr(service, "wake", None)
+            if callable(wake):
+                wake()
+
     def _on_pass(self, st: Any) -> None:
+        if st.last_applied:
+            self._wake_services()
         self.evaluate_conditions()
         summary = st.last_result if not st.last_error else f"error: {st.last_error}"
         self.notify(f"STATUS={summary}; {st.pending} pending; pass {st.passes}"[:200])

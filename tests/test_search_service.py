@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import io
 import json
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -312,3 +313,29 @@ async def test_service_starts_without_loading_the_model(tmp_path: Path) -> None:
         assert stats["vectors"] == 0 and stats["queue_depth"] == 0
         emb = box.service._embedders.get("minilm-l6-v2@384")
         assert emb is None or not getattr(emb, "_model", None)
+
+
+async def test_ingest_wakes_the_embedding_worker(tmp_path: Path, minilm: MiniLMEmbedder) -> None:
+    """A photo dropped into a watch folder is searchable long before the worker's own poll (300 s here)."""
+    from bitharbord import services as services_mod
+
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "harbor.yaml").write_text(CONFIG + "library:\n  watch:\n    - {path: /box/inbox, type: personal}\n")
+    service = SearchService(embedder_factory=lambda cfg: minilm, poll_interval=300)
+    services = [service if s.name == "search" else s for s in services_mod.registered()]
+    daemon = Daemon(Settings.sandboxed(state, http=None), services=services)
+    task = asyncio.create_task(daemon.run())
+    box = Box(daemon, service, state, task)
+    try:
+        await until(lambda: (box.root / "inbox").is_dir() and service.index_stats().get("embedder") is not None,
+                    what="the watch folder and the search service")
+        await asyncio.sleep(1)  # the worker's first pass has found nothing and sleeps for its poll
+        photo = make_jpeg(box.root / "inbox" / "beach.jpg")
+        old = time.time() - 300
+        os.utime(photo, (old, old))
+        await until(lambda: box.sql("SELECT count(*) FROM idmap WHERE deleted=0") == [(1,)], timeout=60,
+                    what="the photo embedded")
+    finally:
+        daemon.stop.set()
+        assert await asyncio.wait_for(task, 60) == 0

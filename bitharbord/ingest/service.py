@@ -261,13 +261,14 @@ class IngestService:
         self.session: _Session | None = None
         self.paused = ""  # why nothing is ingested (no config, no database, media storage not ready); "" = not paused
         self.worker_error = ""
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # the front worker: new jobs
+        self._kick = asyncio.Event()  # waits for the database or the media storage: look again now
         self._facts: QueueFacts | None = None
         self._failures: list[Job] = []
         self._facts_at = 0.0
         self._since: dict[str, tuple[bool, float]] = {}
         # what the library provider reaches through ingest.hooks, registered under the database path in force
-        self.hooks = hooks.Hooks(wake=self._wake.set, media_ready=self._media_ready)
+        self.hooks = hooks.Hooks(wake=self.wake, media_ready=self._media_ready)
         self._hooked: Path | None = None
 
     # ------------------------------------------------------------------ the service protocol
@@ -438,9 +439,18 @@ class IngestService:
             return False, f"the storage readiness check failed: {exc}"
         return bool(ok), str(reason)
 
+    def wake(self) -> None:
+        """Look now: jobs were queued, or the box changed (the daemon calls this after applying actions)."""
+        self._wake.set()
+        self._kick.set()
+
     async def _sleep(self, env: ServiceEnv, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(env.stop.wait(), timeout=seconds)
+        """Wait `seconds`, less if stopped or woken."""
+        self._kick.clear()
+        waiters = [asyncio.ensure_future(env.stop.wait()), asyncio.ensure_future(self._kick.wait())]
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()
 
     async def _open_session(self, env: ServiceEnv) -> _Session | None:
         while not env.stop.is_set():
@@ -508,6 +518,10 @@ class IngestService:
             if failures:
                 failures = 0
                 self.worker_error = ""
+            if n:  # items catalogued, relinked or previewed: the embedding worker need not wait for its poll
+                wake = getattr(env.shared.get("search"), "wake", None)
+                if callable(wake):
+                    wake()
             if n == 0:
                 if step_name == "front":
                     self._wake.clear()

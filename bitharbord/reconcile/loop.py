@@ -68,6 +68,7 @@ class LoopStatus:
     blocked: list[str] = field(default_factory=list)  # destructive actions waiting for an explicit apply
     next_in_s: float = 0.0
     last_plan: Plan | None = None
+    last_applied: int = 0  # actions the latest pass applied
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +107,7 @@ class Loop:
         metrics = self.reconciler.metrics
         started = time.monotonic()
         plan: Plan | None = None
+        st.last_applied = 0
         try:
             async with self.reconciler.lock:
                 plan = await self.reconciler.plan(desired)
@@ -128,7 +130,7 @@ class Loop:
             log.error("reconcile.failed", error=str(exc), failures=self._failures)
         else:
             self._failures = 0
-            applied = len(safe.actions)
+            applied = st.last_applied = len(safe.actions)
             st.pending = len(st.blocked)
             st.last_result = "converged" if not st.blocked else "waiting for an explicit apply"
             st.last_error = ""
