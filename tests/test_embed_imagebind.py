@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 import socket
 import wave
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ import torch
 from PIL import Image
 
 from bitharbord.config import Embedding
-from bitharbord.embed.base import Embedder, EmbedError, load_embedder
+from bitharbord.embed.base import Embedder, EmbedError, file_fingerprint, load_embedder
 from bitharbord.embed.imagebind import IMAGEBIND_HUGE, ImageBindEmbedder, _import_imagebind
 from tests.imagebind_tiny import TINY, save_tiny
 
@@ -120,7 +121,7 @@ def test_loads_every_tensor_from_the_checkpoint_without_network(
     e.load()
     assert e.loaded
     assert isinstance(e, Embedder)
-    assert e.id == "imagebind-tiny@24" and e.dim == 24
+    assert e.id == f"imagebind-tiny-{file_fingerprint(checkpoint)}@24" and e.dim == 24
     assert e.modalities == frozenset({"text", "image", "video", "audio"})
     ours = e._model.state_dict()
     theirs = reference.state_dict()
@@ -273,7 +274,8 @@ def test_missing_corrupt_and_mismatched_checkpoints(tmp_path: Path, checkpoint: 
         ImageBindEmbedder(checkpoint, arch=other, name="tiny16").load()
     # The factory builds the huge architecture: a tiny checkpoint is refused with the reason.
     e = load_embedder(Embedding(backend="imagebind", checkpoint=str(checkpoint)))
-    assert isinstance(e, ImageBindEmbedder) and e.id == "imagebind-huge@1024" and e.arch == dict(IMAGEBIND_HUGE)
+    assert isinstance(e, ImageBindEmbedder) and e.arch == dict(IMAGEBIND_HUGE)
+    assert re.fullmatch(r"imagebind-huge-[0-9a-f]{12}@1024", e.id)  # named by the checkpoint's content
     with pytest.raises(EmbedError, match="does not fit the huge architecture"):
         e.load()
     assert not e.loaded

@@ -6,9 +6,9 @@ it, the old index answers until every item is in the new one, then `vectors/curr
 its idmap rows go, and `bitharborctl search --image` finds photos by an example image.
 
 ImageBind is Meta's real code and a real checkpoint file, at small widths but with the real output dimension
-(1024), so its vectors fit `imagebind-huge@1024`'s store; the search service's embedder factory (the seam the
-search tests use) builds it with that architecture instead of the huge one. Needs the optional imagebind package
-(.venv-imagebind: `bash scripts/test.sh` runs this module there).
+(1024), so its vectors fit an `imagebind-huge-<checkpoint fingerprint>@1024` store; the search service's embedder
+factory (the seam the search tests use) builds it with that architecture instead of the huge one. Needs the
+optional imagebind package (.venv-imagebind: `bash scripts/test.sh` runs this module there).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from bitharbord.search.service import SearchService
 from tests.imagebind_tiny import TINY, save_tiny
 
 ARCH = dict(TINY, out_embed_dim=1024)
-MINILM, IMAGEBIND = layout.EMBEDDERS["minilm"][0], layout.EMBEDDERS["imagebind"][0]
+MINILM = layout.EMBEDDERS["minilm"][0]
 CONFIG = """apiVersion: bitharbor/v1
 paths: {{media_root: /box/media, index_root: /box/index, config_root: /box/config}}
 library:
@@ -137,7 +137,8 @@ async def test_embedder_change_reembeds_while_the_old_index_serves_then_image_se
         tmp_path: Path, checkpoint: Path) -> None:
     made: list[str] = []
     imagebind = ImageBindEmbedder(checkpoint, arch=ARCH, batch_size=4, num_threads=1)
-    assert imagebind.id == IMAGEBIND
+    IMAGEBIND = layout.embedder_for(Embedding(backend="imagebind", checkpoint=str(checkpoint)))[0]
+    assert imagebind.id == IMAGEBIND and IMAGEBIND.startswith("imagebind-huge-")  # named by the checkpoint
 
     def factory(cfg: Embedding) -> Embedder:
         made.append(cfg.backend)

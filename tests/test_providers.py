@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from bitharbord.config import Harbor
+from bitharbord.config import Embedding, Harbor
 from bitharbord.providers import registry
 from bitharbord.providers.base import Context
 from bitharbord.providers.database import Database, db_path
 from bitharbord.reconcile import executor
 from bitharbord.reconcile.plan import Plan, Verb
 from bitharbord.reconcile.planner import make_plan, observe
+from bitharbord.search import layout
 from bitharbord.store import db
 from bitharbord.store.migrations import MIGRATIONS, Migration
 
@@ -126,3 +129,39 @@ async def test_index_store_files(make_harbor: Make, ctx_for: Ctx) -> None:
     plan = await plan_of(harbor, ctx_for(harbor))
     assert [(a.address, a.verb) for a in plan.actions] == [("index.store", Verb.CREATE)]
     assert "minilm-l6-v2@384" in plan.actions[0].reason
+
+
+async def test_imagebind_stores_are_named_by_their_checkpoint(make_harbor: Make, ctx_for: Ctx,
+                                                              tmp_path: Path) -> None:
+    harbor = make_harbor("")
+    await converge(harbor, ctx_for(harbor))
+    weights = tmp_path / "weights" / "imagebind_huge.pth"
+    with_weights = make_harbor(f"embedding: {{backend: imagebind, checkpoint: {weights}}}\n")
+
+    # the checkpoint is not there: nothing is planned for an embedder that cannot embed; a note says why
+    plan = await plan_of(with_weights, ctx_for(with_weights))
+    assert plan.actions == ()
+    assert any(n.startswith("index.store: not re-embedding: embedding.checkpoint") and "No such file" in n
+               and "vectors/minilm-l6-v2-384 keeps serving" in n for n in plan.notes), plan.notes
+
+    # there: the re-embed is planned into a store named by the weights' content
+    weights.parent.mkdir()
+    rng = np.random.default_rng(0)
+    weights.write_bytes(rng.bytes(9 << 20))  # bigger than the 4 MiB the fingerprint reads
+    plan = await plan_of(with_weights, ctx_for(with_weights))
+    [action] = plan.actions
+    new_id = action.after["embedder"]
+    assert re.fullmatch(r"imagebind-huge-[0-9a-f]{12}@1024", new_id) and action.after["dim"] == 1024
+    assert action.reason == f"embedder minilm-l6-v2@384 -> {new_id}: re-embed 0 items, rebuild index"
+    assert layout.backend_of(new_id) == "imagebind" and layout.backend_of("minilm-l6-v2@384") == "minilm"
+
+    # the same weights elsewhere are the same embedder; other weights at the same path are another one
+    copy = tmp_path / "copy.pth"
+    copy.write_bytes(weights.read_bytes())
+    assert layout.embedder_for(Embedding(backend="imagebind", checkpoint=str(copy)))[0] == new_id
+    data = bytearray(weights.read_bytes())
+    data[:16] = bytes(16)  # e.g. a fine-tuned checkpoint: its first tensor differs
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(1, 1))
+    other = layout.embedder_for(Embedding(backend="imagebind", checkpoint=str(weights)))[0]
+    assert other != new_id and layout.backend_of(other) == "imagebind"

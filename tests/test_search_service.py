@@ -339,3 +339,29 @@ async def test_ingest_wakes_the_embedding_worker(tmp_path: Path, minilm: MiniLME
     finally:
         daemon.stop.set()
         assert await asyncio.wait_for(task, 60) == 0
+
+
+async def test_a_missing_imagebind_checkpoint_keeps_the_index_serving(
+        tmp_path: Path, factory: Callable[[Embedding], Embedder]) -> None:
+    async with running(tmp_path, factory) as box:
+        ids = add_films(box, films()[:5])
+        box.service.wake()
+        await until(lambda: box.service.index_stats().get("vectors") == 5, what="five films embedded")
+        missing = tmp_path / "weights" / "imagebind_huge.pth"
+        (box.state / "harbor.yaml").write_text(
+            CONFIG + f"embedding: {{backend: imagebind, checkpoint: {missing}}}\n")
+
+        def raised() -> bool:
+            found = [c for c in box.daemon.evaluate_conditions() if c["type"] == "EmbedderUnavailable"]
+            return bool(found and found[0]["status"])
+
+        box.service.wake()
+        await until(raised, what="the EmbedderUnavailable condition")
+        [cond] = [c for c in box.daemon.evaluate_conditions() if c["type"] == "EmbedderUnavailable"]
+        assert str(missing) in cond["reason"] and "No such file" in cond["reason"] and cond["since"]
+        # the minilm index keeps answering; nothing new was started
+        data = await box.get("/v1/search?q=vampire&k=5")
+        assert data["embedder"] == "minilm-l6-v2@384" and sorted(r["id"] for r in data["results"]) == ids
+        assert sorted(p.name for p in (box.root / "index" / "vectors").iterdir()) == ["current", "minilm-l6-v2-384"]
+        code, out = await asyncio.to_thread(ctl_out, box, "plan", "--detailed-exitcode")
+        assert code == 0 and "not re-embedding: embedding.checkpoint" in out, out

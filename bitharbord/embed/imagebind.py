@@ -48,6 +48,7 @@ from bitharbord.embed.base import (
     batches,
     default_threads,
     empty,
+    file_fingerprint,
     l2_normalise,
 )
 
@@ -219,7 +220,11 @@ class ImageBindEmbedder:
 
     @property
     def id(self) -> str:
-        return f"imagebind-{self.name}@{self._dim}"
+        """imagebind-<name>-<checkpoint fingerprint>@<dim>: vectors of other weights never share a store."""
+        try:
+            return f"imagebind-{self.name}-{file_fingerprint(self.checkpoint)}@{self._dim}"
+        except OSError:
+            return f"imagebind-{self.name}@{self._dim}"  # no checkpoint (load() says why): encodes nothing
 
     @property
     def dim(self) -> int:

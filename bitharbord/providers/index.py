@@ -6,7 +6,12 @@ named by the `vectors/current` symlink (see bitharbord/search/layout.py). The ge
 - harbor.yaml names another embedder than the serving generation's: `~ index.store` with the reason
   "embedder A -> B: re-embed N items, rebuild index". Apply creates the new generation; the search service
   re-embeds every item into it in the background while the old one keeps serving, then swaps `current`.
-  Until the swap the plan shows the same action with the progress (so the plan converges when it is done)."""
+  Until the swap the plan shows the same action with the progress (so the plan converges when it is done).
+- harbor.yaml's imagebind checkpoint is missing or unreadable: nothing is planned (a store for weights that
+  cannot embed would never fill); a note says why, and the serving generation keeps serving.
+
+ImageBind's embedder id carries its checkpoint's fingerprint (`imagebind-huge-<12 hex>@1024`), so other
+weights at the same path are another embedder: re-embedded, never mixed into the old store."""
 
 from __future__ import annotations
 
@@ -24,7 +29,11 @@ from bitharbord.store.db import DB_NAME
 
 
 def manifest_for(harbor: Harbor) -> dict[str, Any]:
-    embedder, dim = layout.embedder_for(harbor.embedding)
+    """What the store should be; with `unavailable` (and no embedder) when harbor.yaml's weights are missing."""
+    try:
+        embedder, dim = layout.embedder_for(harbor.embedding)
+    except layout.EmbedderUnavailable as exc:
+        return {"embedder": None, "dim": None, "ann": harbor.index.backend, "unavailable": str(exc)}
     return {"embedder": embedder, "dim": dim, "ann": harbor.index.backend}
 
 
@@ -64,6 +73,10 @@ class IndexStore:
         for name, spec in desired.items():
             root = Path(spec["root"])
             serving = layout.current_dir(root)
+            if spec.get("unavailable"):  # nothing to plan; notes() says why
+                out[name] = {"root": str(root), "serving": serving.name if serving else None,
+                             "unavailable": spec["unavailable"]}
+                continue
             if serving is None:
                 continue
             manifest = layout.read_manifest(serving)
@@ -76,7 +89,7 @@ class IndexStore:
         return out
 
     def diff(self, name: str, want: Spec | None, have: Observed | None) -> list[Action]:
-        if want is None:
+        if want is None or want.get("unavailable"):
             return []
         address = f"{self.kind}.{name}"
         after = {k: want[k] for k in ("root", "embedder", "dim", "ann")}
@@ -103,6 +116,11 @@ class IndexStore:
             before = {"root": have["root"], "embedder": old, "dim": manifest.get("dim")}
             return [Action(address, Verb.UPDATE, before, after, reason, requires=requires)]
         return []
+
+    def notes(self, observed: Mapping[str, Observed]) -> list[str]:
+        return [f"{self.kind}.{name}: not re-embedding: {have['unavailable']}; "
+                + (f"vectors/{have['serving']} keeps serving" if have.get("serving") else "nothing is indexed yet")
+                for name, have in sorted(observed.items()) if have.get("unavailable")]
 
     async def apply(self, action: Action, ctx: Context) -> None:
         assert action.after is not None

@@ -19,18 +19,43 @@ from pathlib import Path
 from typing import Any
 
 from bitharbord.config import Embedding
+from bitharbord.embed.base import file_fingerprint
 from bitharbord.index.vectors import MANIFEST, fsync_dir
 
 VECTORS_DIR = "vectors"
 CURRENT = "current"
 # What each backend's vectors are called, known without loading a model (the embedders report the same ids).
+# ImageBind's id also carries its checkpoint's fingerprint: imagebind-huge-<12 hex>@1024.
 EMBEDDERS: dict[str, tuple[str, int]] = {"minilm": ("minilm-l6-v2@384", 384),
                                          "imagebind": ("imagebind-huge@1024", 1024)}
 
 
+class EmbedderUnavailable(Exception):
+    """harbor.yaml's embedder cannot be named (its checkpoint is missing or unreadable): the message says why."""
+
+
 def embedder_for(config: Embedding) -> tuple[str, int]:
-    """(embedder id, dimension) harbor.yaml's `embedding` asks for."""
-    return EMBEDDERS[config.backend]
+    """(embedder id, dimension) harbor.yaml's `embedding` asks for; EmbedderUnavailable if its weights are not
+    there (nothing can be embedded with it, so nothing should be planned for it)."""
+    eid, dim = EMBEDDERS[config.backend]
+    if config.backend == "imagebind":
+        try:
+            fp = file_fingerprint(str(config.checkpoint))
+        except OSError as exc:
+            raise EmbedderUnavailable(f"embedding.checkpoint {config.checkpoint}: {exc.strerror or exc} "
+                                      "(ImageBind loads only a local checkpoint; nothing is downloaded)") from None
+        name, _, rest = eid.partition("@")
+        eid = f"{name}-{fp}@{rest}"
+    return eid, dim
+
+
+def backend_of(embedder_id: str) -> str | None:
+    """Which backend made vectors named `embedder_id` (minilm, imagebind), None if none of ours."""
+    for backend, (eid, _) in EMBEDDERS.items():
+        name = eid.partition("@")[0]
+        if embedder_id == eid or (embedder_id.startswith(name + "-") and embedder_id.endswith(eid[len(name):])):
+            return backend
+    return None
 
 
 def slug(embedder_id: str) -> str:

@@ -18,7 +18,8 @@ fills a new generation for the new embedder while the old one keeps answering se
 with the old embedder); once every item is in the new one (and its ANN index is built), `vectors/current` is
 swapped to it, the old store is closed and removed, and the old embedder's idmap rows are dropped.
 
-Status section "search"; condition RebuildFailed; metrics bitharbor_embed_queue_depth,
+Status section "search"; conditions RebuildFailed, EmbedderUnavailable (harbor.yaml's imagebind checkpoint is
+missing: the serving index keeps serving, nothing new is started); metrics bitharbor_embed_queue_depth,
 bitharbor_embedded_items_total, bitharbor_embed_duration_seconds, bitharbor_index_vectors{type},
 bitharbor_index_rebuild_duration_seconds, bitharbor_search_duration_seconds.
 """
@@ -179,6 +180,7 @@ class SearchService:
         self._failures: list[tuple[int, str]] = []
         self.phase = "not started"
         self.last_error = ""
+        self._unavailable: tuple[str, float] | None = None  # (why harbor.yaml's embedder cannot be named, since)
 
     # ------------------------------------------------------------------ hosting
 
@@ -253,22 +255,29 @@ class SearchService:
         """The embedder for vectors named `embedder_id`, if this daemon can make one (lazy: no model load)."""
         if embedder_id in self._embedders:
             return self._embedders[embedder_id]
-        for backend, (eid, _) in layout.EMBEDDERS.items():
-            if eid != embedder_id:
-                continue
-            cfg = self._embedding_cfg
-            if cfg is None or cfg.backend != backend:
-                if backend != "minilm":
-                    return None  # an imagebind store without its checkpoint in harbor.yaml: cannot encode
-                cfg = Embedding(backend="minilm")
+        backend = layout.backend_of(embedder_id)
+        if backend is None:
+            return None
+        cfg = self._embedding_cfg
+        if cfg is None or cfg.backend != backend:
+            if backend != "minilm":
+                return None  # an imagebind store without its checkpoint in harbor.yaml: cannot encode
+            cfg = Embedding(backend="minilm")
+        elif backend != "minilm":
             try:
-                emb = self.embedder_factory(cfg)
-            except EmbedError as exc:
+                wanted = layout.embedder_for(cfg)[0]
+            except layout.EmbedderUnavailable as exc:
                 self.last_error = str(exc)
                 return None
-            self._embedders[embedder_id] = emb
-            return emb
-        return None
+            if wanted != embedder_id:
+                return None  # the store holds vectors of other weights than harbor.yaml's checkpoint
+        try:
+            emb = self.embedder_factory(cfg)
+        except EmbedError as exc:
+            self.last_error = str(exc)
+            return None
+        self._embedders[embedder_id] = emb
+        return emb
 
     def _open_gen(self, directory: Path, embedder: str, dim: int, config: SearchConfig) -> _Gen:
         st = VectorStore.open(directory, embedder=embedder, dim=dim)
@@ -298,7 +307,17 @@ class SearchService:
     async def _ensure_open(self, where: _Where, conn: aiosqlite.Connection) -> None:
         harbor = where.harbor
         self._embedding_cfg = harbor.embedding
-        target, dim = layout.embedder_for(harbor.embedding)
+        try:
+            target, dim = layout.embedder_for(harbor.embedding)
+            self._unavailable = None
+        except layout.EmbedderUnavailable as exc:  # keep serving what serves; start nothing new
+            if self._unavailable is None or self._unavailable[0] != str(exc):
+                self._unavailable = (str(exc), time.time())
+            serving = layout.current_dir(where.index_root)
+            manifest = layout.read_manifest(serving) if serving is not None else None
+            if not manifest or "embedder" not in manifest:
+                raise
+            target, dim = str(manifest["embedder"]), int(manifest["dim"])
         try:
             config = SearchConfig.from_settings(harbor.index)
         except ValueError as exc:  # fp16 with hnsw: say so, search with fp32
@@ -356,7 +375,11 @@ class SearchService:
             if missing:
                 self.phase = missing
                 return False
-            await self._ensure_open(where, conn)
+            try:
+                await self._ensure_open(where, conn)
+            except layout.EmbedderUnavailable as exc:
+                self.phase = f"waiting for the embedder: {exc}"
+                return False
             self.phase = "running"
             gen_ = self._building or self._serving
             assert gen_ is not None
@@ -548,9 +571,14 @@ class SearchService:
         return self.index_stats()
 
     def conditions(self) -> Sequence[Condition]:
-        if self._rebuild_error:
-            return [Condition("RebuildFailed", True, self._rebuild_error[0], self._rebuild_error[1])]
-        return [Condition("RebuildFailed", False, "the last rebuild succeeded or none was needed")]
+        out = [Condition("RebuildFailed", True, self._rebuild_error[0], self._rebuild_error[1])
+               if self._rebuild_error else
+               Condition("RebuildFailed", False, "the last rebuild succeeded or none was needed")]
+        if self._unavailable:
+            out.append(Condition("EmbedderUnavailable", True, self._unavailable[0], self._unavailable[1]))
+        else:
+            out.append(Condition("EmbedderUnavailable", False, "harbor.yaml's embedder has its weights"))
+        return out
 
     # ------------------------------------------------------------------ searching
 
