@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -280,26 +279,11 @@ async def test_retry_requeues_a_failed_job(box: Box) -> None:
     assert box.sql("SELECT stage, error, reason FROM ingest_jobs") == [("done", None, "retry")]
 
 
-@pytest.fixture
-def tiny_media(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs for the media root (needs root: CI runs as root)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)], check=True)
-    try:
-        yield mnt
-    finally:
-        if subprocess.run(["umount", str(mnt)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 @pytest.mark.root
-async def test_full_disk_fails_that_item_and_the_pipeline_goes_on(tmp_path: Path, tiny_media: Path) -> None:
-    await db.migrate(tiny_media / db.DB_NAME)
-    store = await IngestStore.open(tiny_media / db.DB_NAME)
-    pipeline = Pipeline(store, media_root=tiny_media, index_root=tmp_path / "index", runner=ProcessRunner())
+async def test_full_disk_fails_that_item_and_the_pipeline_goes_on(tmp_path: Path, tiny_fs: Path) -> None:
+    await db.migrate(tiny_fs / db.DB_NAME)
+    store = await IngestStore.open(tiny_fs / db.DB_NAME)
+    pipeline = Pipeline(store, media_root=tiny_fs, index_root=tmp_path / "index", runner=ProcessRunner())
     try:
         big = random_file(tmp_path / "in" / "big.bin", 3 * 1024 * 1024)  # kind "other": nothing to probe
         small = make_jpeg(tmp_path / "in" / "small.jpg")
@@ -311,8 +295,8 @@ async def test_full_disk_fails_that_item_and_the_pipeline_goes_on(tmp_path: Path
         assert big_job.stage == "failed" and big_job.error is not None
         assert big_job.error.startswith("disk full: no space left: ") and "needs 3145728 bytes" in big_job.error
         assert small_job.stage == "done"
-        assert list(stored_digests(tiny_media)) == [digest(small)]
-        assert temp_files(tiny_media) == []
+        assert list(stored_digests(tiny_fs)) == [digest(small)]
+        assert temp_files(tiny_fs) == []
     finally:
         pipeline.close()
         await store.close()
