@@ -9,16 +9,13 @@ list the fields a person checked (fields left out are not compared); lists must 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import random
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -44,17 +41,6 @@ from bitharbord.system.facts import (
 
 HERE = Path(__file__).resolve().parent
 FACTS = HERE / "facts"
-
-
-def _load(name: str, path: Path) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def plain(value: Any) -> Any:
@@ -380,7 +366,7 @@ def test_systemd_escape_other_suffix() -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root for loop devices")
 def test_live_scene(tmp_path: Path) -> None:
     """The same scene as the recordings, built now: today's lsblk/blkid/findmnt still parse the same way."""
-    record_host = _load("bitharbor_record_host", FACTS / "record_host.py")
+    from tests.facts import record_host
     with record_host.scene(tmp_path) as sc:
         cmds = record_host.commands(sc)
         out = {key: record_host.sh(argv, check=False).stdout for key, argv in cmds.items()}

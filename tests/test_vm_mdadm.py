@@ -7,12 +7,9 @@ them as tests/facts/<parser>/vm-*.json cases (their "parsed" side is then writte
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -30,23 +27,10 @@ from bitharbord.system.facts import (
     parse_mdstat,
     verdict,
 )
+from tests.facts import record_host
+from tests.vm import harness
 
 HERE = Path(__file__).resolve().parent
-
-
-def _load(name: str, path: Path) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-harness = _load("bitharbor_vm_harness", HERE / "vm" / "harness.py")
-record_host = _load("bitharbor_record_host", HERE / "facts" / "record_host.py")
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(900)]
 

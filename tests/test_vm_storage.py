@@ -11,13 +11,11 @@ replay tests' inputs); review the diff before committing.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -27,17 +25,6 @@ from bitharbord.storage.pools import planned_uuid
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 VM_EXAMPLES = ("raid1.yaml", "raid10.yaml")  # examples with md pools, converged in the VM
-
-
-def _load(name: str, path: Path) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -67,7 +54,7 @@ class Results:
 
 @pytest.fixture(scope="module")
 def vm(tmp_path_factory: pytest.TempPathFactory) -> Results:
-    harness = _load("bitharbor_vm_harness", HERE / "vm" / "harness.py")
+    from tests.vm import harness
     try:
         image = harness.ensure_image()
     except harness.VMUnavailable as exc:
