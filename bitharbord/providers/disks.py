@@ -27,10 +27,7 @@ class Disks:
         }
 
     async def observe(self, ctx: Context, desired: Mapping[str, Spec]) -> Mapping[str, Observed]:
-        if not desired:
-            return {}
-        records = (await state.assessment_for(ctx)).records(self.kind)
-        return {name: records[name] for name in desired if name in records}
+        return await state.observed(self.kind, ctx, desired)
 
     def diff(self, name: str, want: Spec | None, have: Observed | None) -> list[Action]:
         if want is None:

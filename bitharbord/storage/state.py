@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from bitharbord.providers.base import Context
+from collections.abc import Mapping
+
+from bitharbord.providers.base import Context, Observed, Spec
 from bitharbord.storage import observe
 from bitharbord.storage.pools import Assessment, StorageError, assess, pool_specs
 from bitharbord.system.facts import FactsError
@@ -21,6 +23,14 @@ async def assessment_for(ctx: Context) -> Assessment:
     assessment = assess(pool_specs(ctx.harbor), facts, sandboxed=not ctx.privileged)
     ctx.extra[ASSESSMENT_KEY] = assessment
     return assessment
+
+
+async def observed(kind: str, ctx: Context, desired: Mapping[str, Spec]) -> dict[str, Observed]:
+    """A storage provider's observe: the assessment's records of `kind` for the resources it wants."""
+    if not desired:
+        return {}
+    records = (await assessment_for(ctx)).records(kind)
+    return {name: records[name] for name in desired if name in records}
 
 
 def forget(ctx: Context) -> None:
