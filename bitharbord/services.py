@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
 
+from bitharbord.config import Harbor
 from bitharbord.metrics import Metrics
 from bitharbord.reconcile.loop import Desired
+from bitharbord.store.db import DB_NAME
 from bitharbord.system.runner import Runner
 
 
@@ -55,6 +58,18 @@ class Service(Protocol):
     def status(self) -> dict[str, Any]: ...
 
     def conditions(self) -> Sequence[Condition]: ...
+
+
+def catalog_database(env: ServiceEnv | None) -> tuple[Harbor, Path] | str:
+    """The harbor in force (rebased in a sandbox) and its catalog database, or why a service must wait."""
+    desired = env.desired() if env is not None else None
+    if desired is None:
+        return "no configuration applied yet"
+    harbor = desired.effective
+    path = Path(harbor.paths.media_root) / DB_NAME
+    if not path.exists():
+        return "waiting for the database (the reconcile loop creates it)"
+    return harbor, path
 
 
 def registered() -> list[Service]:

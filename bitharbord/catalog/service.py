@@ -76,7 +76,7 @@ from bitharbord.catalog.match import ArchiveFile
 from bitharbord.config import Harbor, Wanted
 from bitharbord.ingest.probe import ProbeError, read_ytdlp_info
 from bitharbord.providers.base import TemporaryError
-from bitharbord.services import Condition, ServiceEnv
+from bitharbord.services import Condition, ServiceEnv, catalog_database
 from bitharbord.store import catalog as store
 from bitharbord.store import db
 from bitharbord.store.blobs import BlobError, BlobStore
@@ -249,16 +249,12 @@ class CatalogService:
         return self.env
 
     def _where(self) -> _Where | None:
-        desired = self._env().desired()
-        if desired is None:
-            self.phase = "no configuration applied yet"
+        found = catalog_database(self._env())
+        if isinstance(found, str):
+            self.phase = found
             return None
-        harbor = desired.effective
+        harbor, path = found
         media_root = Path(harbor.paths.media_root)
-        path = media_root / db.DB_NAME
-        if not path.exists():
-            self.phase = "waiting for the database (the reconcile loop creates it)"
-            return None
         if self._waker_path != str(path):
             if self._waker_path:
                 unregister_waker(self._waker_path, self.wake)

@@ -54,7 +54,7 @@ from bitharbord.embed.document import build_document
 from bitharbord.index.search import Hit, SearchConfig, Searcher
 from bitharbord.index.vectors import VectorStore
 from bitharbord.search import layout
-from bitharbord.services import Condition, ServiceEnv
+from bitharbord.services import Condition, ServiceEnv, catalog_database
 from bitharbord.store import db
 from bitharbord.store import search as store
 
@@ -237,17 +237,12 @@ class SearchService:
     def _where(self) -> _Where | None:
         if self.env is None:
             return None
-        desired = self.env.desired()
-        if desired is None:
-            self.phase = "no configuration applied yet"
+        found = catalog_database(self.env)
+        if isinstance(found, str):
+            self.phase = found
             return None
-        harbor = desired.effective
-        media_root = Path(harbor.paths.media_root)
-        path = media_root / db.DB_NAME
-        if not path.exists():
-            self.phase = "waiting for the database (the reconcile loop creates it)"
-            return None
-        return _Where(harbor, path, Path(harbor.paths.index_root), media_root)
+        harbor, path = found
+        return _Where(harbor, path, Path(harbor.paths.index_root), Path(harbor.paths.media_root))
 
     # ------------------------------------------------------------------ embedders and generations
 
