@@ -178,14 +178,16 @@ def render_status(st: dict[str, Any]) -> str:
     for address in rec.get("blocked", []):
         lines.append(f"  waiting for an explicit apply: {address}")
     lines.append("conditions:")
-    for c in st.get("conditions", []):
-        lines.append(f"  {c['type']:<14} {c['status']!s:<6} {c.get('reason', '')}")
+    conditions = st.get("conditions", [])
+    width = max([14, *(len(c["type"]) for c in conditions)])
+    for c in conditions:
+        lines.append(f"  {c['type']:<{width}} {c['status']!s:<6} {c.get('reason', '')}".rstrip())
     # A service may give its section a one-line "summary" (the rest is in `status -o json`).
     summaries = [(name, sec["summary"]) for name, sec in sorted((st.get("services") or {}).items())
                  if isinstance(sec, dict) and sec.get("summary")]
     if summaries:
         lines.append("services:")
-        lines.extend(f"  {name:<14} {text}" for name, text in summaries)
+        lines.extend(f"  {name:<{width}} {text}" for name, text in summaries)
     recent = st.get("recent_actions", [])
     if recent:
         lines.append("recent actions:")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -127,8 +128,9 @@ def test_plan_apply_ingest_upload_queue(harbord: Harbord, tmp_path: Path) -> Non
     assert "queue:     0 unfinished" in text and "finished:  " in text and "failures (latest first):" in text
     assert f"{bad}: cannot probe the file: not an image Pillow can read" in text
     status = harbord.ctl("status").stdout
-    assert "IngestFailing  True" in status and "IngestPaused   False" in status
-    assert "  ingest         idle; 7 done, 1 failed, 6 pending embed; latest failure: " in status
+    assert re.search(r"\n  IngestFailing +True ", status) and re.search(r"\n  IngestPaused +False ", status)
+    assert re.search(r"\n  ingest +idle; 7 done, 1 failed, 6 pending embed; latest failure: ", status)
+    assert re.search(r"\n  search +\d+ vectors \(minilm-l6-v2@384, hnsw\), \d+ waiting", status), status
     assert f"{bad}: cannot probe the file: not an image" in status
     retried = harbord.ctl("queue", "--retry-failed")
     assert retried.stdout.startswith("queued 1 failed job(s) again")

@@ -563,7 +563,8 @@ class SearchService:
         return out
 
     def status(self) -> dict[str, Any]:
-        return self.index_stats()
+        stats = self.index_stats()
+        return {**stats, "summary": summary(stats)}
 
     def conditions(self) -> Sequence[Condition]:
         out = [Condition("RebuildFailed", True, self._rebuild_error[0], self._rebuild_error[1])
@@ -691,6 +692,24 @@ class SearchService:
                    responses={200: _INDEX})
     async def _route_index(self, request: web.Request) -> web.Response:
         return web.json_response(self.index_stats())
+
+
+def summary(stats: dict[str, Any]) -> str:
+    """One line for `bitharborctl status`: what serves, how much, what is waiting."""
+    if not stats.get("embedder"):
+        return str(stats.get("phase") or "not started")
+    line = (f"{stats['vectors']} vectors ({stats['embedder']}, {stats.get('backend')}), "
+            f"{stats.get('queue_depth') or 0} waiting")
+    reembed = stats.get("reembed")
+    if reembed:
+        line += f"; re-embedding into {reembed['to']}: {reembed.get('embedded')} done"
+        if reembed.get("pending") is not None:
+            line += f", {reembed['pending']} to go"
+    if stats.get("rebuilding"):
+        line += "; rebuilding the index"
+    if stats.get("phase") not in (None, "running"):
+        line += f"; {stats['phase']}"
+    return line
 
 
 async def _image_bytes(request: web.Request) -> bytes:
