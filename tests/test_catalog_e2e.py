@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -116,7 +117,7 @@ async def test_daemon_finds_downloads_and_hands_over_a_wanted_film(aiohttp_serve
             assert "Note: catalog.title:nosferatu-1922: downloaded, waiting for ingest" in plan
 
         status_text = (await ctl(d, "status")).stdout
-        assert f"  catalog        1 wanted: 1 {sorted(want)[0]}" in status_text
+        assert re.search(rf"\n  catalog +1 wanted: 1 {sorted(want)[0]}", status_text), status_text
         status = json.loads((await ctl(d, "status", "-o", "json")).stdout)
         assert [e["state"] for e in status["services"]["catalog"]["entries"]] == sorted(want)
         assert any(c["type"] == "CatalogFailing" and not c["status"] for c in status["conditions"])

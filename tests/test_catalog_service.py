@@ -296,6 +296,7 @@ async def test_wrong_md5_fails_clearly_and_keeps_nothing(box: Box) -> None:
     assert not (dest / "Nosferatu.mp4").exists() and not list(dest.glob(".*.part"))
     [cond] = box.svc.conditions()
     assert cond.type == "CatalogFailing" and cond.status and "md5 mismatch" in cond.reason
+    assert cond.reason.startswith("1 failed: ") and len(cond.reason) < 140  # one line; the rest in `catalog list`
     assert box.sql("SELECT count(*) FROM media_core") == [(0,)]
     plan = await box.plan()
     assert any(n.startswith(f"catalog.{NOSFERATU}: failed: download failed") for n in plan.notes)

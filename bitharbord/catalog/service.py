@@ -758,11 +758,19 @@ class CatalogService:
         return text
 
     def conditions(self) -> Sequence[Condition]:
-        failed = [r for r in self._rows.values() if r.state == FAILED]
-        reason = "; ".join(f"{r.key}: {r.error}" for r in sorted(failed, key=lambda r: r.key)[:5])
-        if len(failed) > 5:
-            reason += f"; and {len(failed) - 5} more"
-        return [Condition("CatalogFailing", bool(failed), reason or "no failed entries")]
+        failed = sorted((r for r in self._rows.values() if r.state == FAILED), key=lambda r: r.key)
+        if not failed:
+            return [Condition("CatalogFailing", False, "no failed entries")]
+
+        def short(text: str | None, limit: int = 100) -> str:
+            text = " ".join(str(text or "").split())
+            return text if len(text) <= limit else text[:limit - 1] + "…"
+
+        # one line for status and the condition log; every entry's whole error is in `catalog list`
+        reason = f"{len(failed)} failed: " + "; ".join(f"{r.key}: {short(r.error)}" for r in failed[:2])
+        if len(failed) > 2:
+            reason += f"; and {len(failed) - 2} more (bitharborctl catalog list)"
+        return [Condition("CatalogFailing", True, reason)]
 
     # ------------------------------------------------------------------ routes
 
