@@ -138,6 +138,34 @@ async def test_single_disk_pool_converges(tmp_path: Path, loops: Loops, fs: str)
     assert f'bitharbor_mount_present{{mount="{mount}"}} 1.0' in d.metrics.scrape().decode()
 
 
+@pytest.mark.parametrize("fs", ["ext4", "xfs", "btrfs"])
+async def test_a_new_label_relabels_the_mounted_filesystem_in_place(tmp_path: Path, loops: Loops, fs: str) -> None:
+    dev = loops.add(320 if fs == "xfs" else 128)
+    d = daemon(tmp_path, loops)
+    pool = f"{{name: lab-{fs}, disks: [{dev}], filesystem: {fs}, mount: /srv/harbor, label: %s}}"
+    first = d.desired_from(config(pool % "old-name"), "harbor.yaml")
+    assert (await d.apply(first, None, allow_destroy=False))[1].ok
+    mount = tmp_path / "state" / "root" / "srv" / "harbor"
+    uuid = blkid(dev)["UUID"]
+    (mount / "media" / "keep.txt").write_text("still here\n")
+
+    renamed = d.desired_from(config(pool % "new-name"), "harbor.yaml")
+    plan = await d.plan(renamed)
+    [action] = [a for a in plan.actions if a.kind == "fs"]
+    assert (action.verb, action.reason) == (Verb.UPDATE, "label 'old-name' -> 'new-name'") and not action.destructive
+    # xfs_admin and btrfs refuse the device of a mounted filesystem: those go through the mount point
+    expected = {"ext4": ("e2label", dev, "new-name"), "xfs": ("xfs_io", "-c", "label -s new-name", str(mount)),
+                "btrfs": ("btrfs", "filesystem", "label", str(mount), "new-name")}[fs]
+    assert action.commands == (expected,)
+    _, report = await d.apply(renamed, None, allow_destroy=False)
+    assert report.ok, report.to_dict()
+    info = blkid(dev)
+    assert (info["LABEL"], info["UUID"]) == ("new-name", uuid)  # the same filesystem, renamed
+    assert mounted(mount) == (dev, fs) and (mount / "media" / "keep.txt").read_text() == "still here\n"
+    again = await d.plan(d.current_desired() or renamed)
+    assert again.empty, render(again)
+
+
 async def test_missing_disk_pauses_the_pool_and_recreates_nothing(tmp_path: Path, loops: Loops) -> None:
     dev = loops.add()
     img = tmp_path / "disk0.img"

@@ -52,7 +52,8 @@ class Filesystems:
             if have.get("label") != want["label"]:
                 return [Action(address, Verb.UPDATE, {"label": have.get("label")}, {"label": want["label"]},
                                f"label {have.get('label')!r} -> {want['label']!r}", requires=requires,
-                               commands=(relabel_argv(want["type"], want["label"], device),))]
+                               commands=(relabel_argv(want["type"], want["label"], device,
+                                                      have.get("mounted_at")),))]
             return []
         if st in ("empty", "pending"):
             return [Action(address, Verb.CREATE, None, after, "missing", requires=requires,
@@ -70,10 +71,10 @@ class Filesystems:
 
     async def apply(self, action: Action, ctx: Context) -> None:
         assert action.after is not None
-        device = action.after["device"]
         state.forget(ctx)
         try:
             if action.verb is Verb.CREATE:
+                device = action.after["device"]  # a relabel (UPDATE) carries only the label: its command says where
                 # Guarded: mkfs.ext4 overwrites without asking when stdin is not a terminal, so look first.
                 info, error = await probe_signature(ctx.runner, device)
                 if error is not None:

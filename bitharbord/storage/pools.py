@@ -105,13 +105,15 @@ def mkfs_argv(fstype: str, label: str, uuid: str, device: str) -> tuple[str, ...
     raise ValueError(f"unsupported filesystem {fstype!r}")
 
 
-def relabel_argv(fstype: str, label: str, device: str) -> tuple[str, ...]:
+def relabel_argv(fstype: str, label: str, device: str, mounted_at: str | None = None) -> tuple[str, ...]:
+    """The command that renames a filesystem. xfs_admin and btrfs refuse the device of a mounted filesystem
+    (measured on loop devices), so a mounted xfs or btrfs is relabelled through its mount point."""
     if fstype == "ext4":
         return ("e2label", device, label)
     if fstype == "xfs":
-        return ("xfs_admin", "-L", label, device)
+        return ("xfs_io", "-c", f"label -s {label}", mounted_at) if mounted_at else ("xfs_admin", "-L", label, device)
     if fstype == "btrfs":
-        return ("btrfs", "filesystem", "label", device, label)
+        return ("btrfs", "filesystem", "label", mounted_at or device, label)
     raise ValueError(f"unsupported filesystem {fstype!r}")
 
 
@@ -335,7 +337,7 @@ def _assess_pool(pool: PoolSpec, facts: StorageFacts, sandboxed: bool, problems:
 
     # ---- the filesystem
     fs: dict[str, Any] = {"name": pool.name, "device": None, "state": "absent", "type": None, "label": None,
-                          "uuid": None, "holds": None}
+                          "uuid": None, "holds": None, "mounted_at": None}
     if array is not None:
         if array["state"] == "running" and ours is not None:
             fs["device"] = ours.device
@@ -359,6 +361,10 @@ def _assess_pool(pool: PoolSpec, facts: StorageFacts, sandboxed: bool, problems:
                 fs["state"] = "empty"
             elif rec["state"] == "has data":
                 fs["state"] = "pending"
+
+    fs_node = facts.node(fs["device"] or "") if fs["state"] == "ours" else None
+    if fs_node is not None:  # where it is mounted now, if anywhere (a relabel of xfs/btrfs goes through it)
+        fs["mounted_at"] = next((t for t in facts.mount_targets(fs_node) if t.startswith("/")), None)
 
     # ---- the mount
     cfg = facts.mount_configs.get(pool.mount)
