@@ -365,3 +365,33 @@ async def test_a_missing_imagebind_checkpoint_keeps_the_index_serving(
         assert sorted(p.name for p in (box.root / "index" / "vectors").iterdir()) == ["current", "minilm-l6-v2-384"]
         code, out = await asyncio.to_thread(ctl_out, box, "plan", "--detailed-exitcode")
         assert code == 0 and "not re-embedding: embedding.checkpoint" in out, out
+
+
+async def test_changing_the_ann_backend_rebuilds_in_the_background(
+        tmp_path: Path, factory: Callable[[Embedding], Embedder]) -> None:
+    corpus = films()
+    async with running(tmp_path, factory) as box:
+        add_films(box, corpus)
+        box.service.wake()
+        await until(lambda: (box.service.index_stats().get("last_rebuild") or {}).get("rows") == len(corpus),
+                    what="the hnsw build")
+        before = await box.get("/v1/search?q=vampire%20count%20sails%20to%20a%20German%20town&k=5")
+        stats = await box.get("/v1/index")
+        assert stats["backend"] == "hnsw"
+        generation = stats["last_rebuild"]["generation"]
+
+        (box.state / "harbor.yaml").write_text(CONFIG.replace("index: {rebuild_threshold: 16}",
+                                                              "index: {rebuild_threshold: 16, backend: diskann}"))
+        box.service.wake()
+
+        def rebuilt() -> bool:
+            rb = box.service.index_stats().get("last_rebuild") or {}
+            return rb.get("generation", generation) > generation and not box.service.index_stats()["rebuilding"]
+
+        await until(rebuilt, what="the diskann rebuild")
+        stats = await box.get("/v1/index")
+        assert stats["backend"] == "diskann" and stats["vectors"] == len(corpus)
+        manifest = json.loads((layout.current_dir(box.root / "index") / "manifest.json").read_text())  # type: ignore[operator]
+        assert manifest["index"]["backend"] == "diskann", manifest["index"]
+        after = await box.get("/v1/search?q=vampire%20count%20sails%20to%20a%20German%20town&k=5")
+        assert [r["id"] for r in after["results"]] == [r["id"] for r in before["results"]]  # exact re-rank
