@@ -80,7 +80,7 @@ class Daemon:
 
     def _context(self, harbor: Harbor) -> Context:
         return Context(runner=self.runner, harbor=harbor, state_dir=self.settings.state_dir,
-                       privileged=os.geteuid() == 0 and self.settings.sandbox is None)
+                       privileged=os.geteuid() == 0 and self.settings.sandbox is None, shared=self.env.shared)
 
     def _make_desired(self, harbor: Harbor, source: str, path: str) -> Desired:
         effective = harbor.rebased(self.settings.sandbox) if self.settings.sandbox else harbor

@@ -15,7 +15,6 @@ import pytest
 from blake3 import blake3
 
 from bitharbord.config import Harbor, parse
-from bitharbord.ingest import hooks
 from bitharbord.ingest.pipeline import Pipeline
 from bitharbord.providers import library as library_mod
 from bitharbord.providers.base import Context, Provider
@@ -253,19 +252,45 @@ async def test_unmounted_pool_plans_nothing_and_marks_nothing_vanished(
     assert w.sql("SELECT path, vanished FROM sources") == [(f"{photos}/kept.jpg", 0)]
 
 
+class FakeIngest:
+    """Stands in for the running ingest service as the provider sees it through Context.shared["ingest"]."""
+
+    def __init__(self, db: Path) -> None:
+        self.db, self.ready = db, (False, "pool tank is not mounted")
+        self.folders: dict[str, str] = {}
+        self.woken = 0
+
+    def serves(self, db_path: str | Path) -> bool:
+        return Path(db_path) == self.db
+
+    def media_ready(self) -> tuple[bool, str]:
+        return self.ready
+
+    def folder_state(self, folder: str, problem: str) -> None:
+        if problem:
+            self.folders[folder] = problem
+        else:
+            self.folders.pop(folder, None)
+
+    def wake(self) -> None:
+        self.woken += 1
+
+
 async def test_media_storage_not_ready_plans_nothing(world: World) -> None:
     age(make_jpeg(world.inbox / "a.jpg"))
-    woken: list[int] = []
-    hook = hooks.Hooks(wake=lambda: woken.append(1), media_ready=lambda: (False, "pool tank is not mounted"))
-    hooks.register(db_path(world.harbor), hook)
-    try:
-        assert library_actions(await world.plan()) == []
-        assert hook.folders == {str(world.inbox): "media storage not ready: pool tank is not mounted"}
-        hook.media_ready = lambda: (True, "")
-        await world.apply()
-        assert woken and hook.folders == {}  # the ingest workers were woken
-    finally:
-        hooks.unregister(db_path(world.harbor), hook)
+    ingest = FakeIngest(db_path(world.harbor))
+    world.ctx.shared = {"ingest": ingest}
+    assert library_actions(await world.plan()) == []
+    assert ingest.folders == {str(world.inbox): "media storage not ready: pool tank is not mounted"}
+    ingest.ready = (True, "")
+    await world.apply()
+    assert ingest.woken and ingest.folders == {}  # the ingest workers were woken
+    # an ingest service of another database is not asked
+    other = FakeIngest(world.inbox.parent / "elsewhere.db")
+    world.ctx.shared = {"ingest": other}
+    age(make_jpeg(world.inbox / "b.jpg", color=(1, 2, 3)))
+    await world.apply()
+    assert other.woken == 0 and other.folders == {}
 
 
 async def test_observe_is_read_only(make_harbor: Make, ctx_for: Callable[[Harbor], Context]) -> None:

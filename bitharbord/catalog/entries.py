@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
@@ -242,25 +242,3 @@ def file_line(identifier: str, f: Mapping[str, Any]) -> str:
 def dir_name(key: str) -> str:
     """The download directory of an entry under <media_root>/.incoming/catalog/ (no ':' or '/')."""
     return re.sub(r"[^A-Za-z0-9._@-]", "-", key.replace(":", "-", 1))
-
-
-# --------------------------------------------------------------------------- waking the service
-
-# The provider's apply() hands an entry to the catalog service by recording it in SQLite; these callbacks
-# (registered by a running service, by database path) wake the service at once instead of at its next poll.
-_WAKERS: dict[str, Callable[[], None]] = {}
-
-
-def register_waker(db_path: str, wake: Callable[[], None]) -> None:
-    _WAKERS[db_path] = wake
-
-
-def unregister_waker(db_path: str, wake: Callable[[], None]) -> None:
-    if _WAKERS.get(db_path) is wake:
-        del _WAKERS[db_path]
-
-
-def wake(db_path: str) -> None:
-    callback = _WAKERS.get(db_path)
-    if callback is not None:
-        callback()

@@ -59,8 +59,6 @@ from bitharbord.catalog.entries import (
     entries,
     file_line,
     parse_wanted,
-    register_waker,
-    unregister_waker,
     youtube_url,
 )
 from bitharbord.catalog.finder import (
@@ -190,7 +188,6 @@ class CatalogService:
         self._progress: dict[str, tuple[int, int | None]] = {}
         self._jobs: dict[tuple[str, str], int] = {}  # (entry key, file) -> ingest job id, while waiting
         self._stamp: str | None = None
-        self._waker_path: str | None = None
         self.phase = "not started"
         self.last_error = ""
 
@@ -199,12 +196,18 @@ class CatalogService:
     def bind(self, env: ServiceEnv) -> None:
         """Attach to the daemon's environment (run() does this; tests may call it to drive passes)."""
         self.env = env
+        env.shared["catalog"] = self  # the catalog provider wakes it after approving a download
         if self._metrics is None or self._metrics.registry is not env.metrics.registry:
             self._metrics = _Metrics(env.metrics.registry)
 
     def wake(self) -> None:
         self._wake_search.set()
         self._wake_transfer.set()
+
+    def serves(self, db_path: str | Path) -> bool:
+        """Whether this service works on that catalog database (the one the config in force names)."""
+        found = catalog_database(self.env)
+        return not isinstance(found, str) and found[1] == Path(db_path)
 
     async def run(self, env: ServiceEnv) -> None:
         self.bind(env)
@@ -213,8 +216,6 @@ class CatalogService:
             await asyncio.gather(self._loop("search", self.search_pass, self._wake_search),
                                  self._loop("transfer", self.transfer_pass, self._wake_transfer))
         finally:
-            if self._waker_path:
-                unregister_waker(self._waker_path, self.wake)
             self.phase = "stopped"
 
     async def _loop(self, what: str, step: Callable[[], Awaitable[Any]], wake: asyncio.Event) -> None:
@@ -255,11 +256,6 @@ class CatalogService:
             return None
         harbor, path = found
         media_root = Path(harbor.paths.media_root)
-        if self._waker_path != str(path):
-            if self._waker_path:
-                unregister_waker(self._waker_path, self.wake)
-            register_waker(str(path), self.wake)
-            self._waker_path = str(path)
         return _Where(harbor, path, media_root)
 
     async def _open(self, where: _Where) -> aiosqlite.Connection | None:

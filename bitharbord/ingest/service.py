@@ -59,7 +59,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from bitharbord.api import schemas
 from bitharbord.api.errors import ApiError
 from bitharbord.config import Harbor, MediaType
-from bitharbord.ingest import hooks
 from bitharbord.ingest.pipeline import JobResult, Pipeline, uploads_dir
 from bitharbord.ingest.scan import Fingerprint, is_skipped_name, media_type_for, scan_folder
 from bitharbord.providers.library import is_sidecar
@@ -135,7 +134,6 @@ class _Session:
     db_path: Path
     store: IngestStore
     pipeline: Pipeline
-    hooks: hooks.Hooks
 
     async def close(self) -> None:
         self.pipeline.close()
@@ -267,9 +265,9 @@ class IngestService:
         self._failures: list[Job] = []
         self._facts_at = 0.0
         self._since: dict[str, tuple[bool, float]] = {}
-        # what the library provider reaches through ingest.hooks, registered under the database path in force
-        self.hooks = hooks.Hooks(wake=self.wake, media_ready=self._media_ready)
-        self._hooked: Path | None = None
+        # what the library provider reaches through env.shared["ingest"] (its Context.shared)
+        self.folders: dict[str, str] = {}  # watch folder -> why it is not ingested, as the provider last saw it
+        self._serving: Path | None = None  # the database path in force (from the moment the config names it)
 
     # ------------------------------------------------------------------ the service protocol
 
@@ -305,25 +303,27 @@ class IngestService:
                     await session.close()
         finally:
             self.paused = ""
-            self._hook(None)
+            self._serving = None
 
-    def _hook(self, path: Path | None) -> None:
-        """Register the hooks under the database path in force (from the moment the config names it, so the
-        library provider plans nothing while the media storage is not ready)."""
-        if path == self._hooked:
-            return
-        if self._hooked is not None:
-            hooks.unregister(self._hooked, self.hooks)
-        if path is not None:
-            hooks.register(path, self.hooks)
-        self._hooked = path
+    # ------------------------------------------------------------------ what the library provider calls
+
+    def serves(self, db_path: str | Path) -> bool:
+        """Whether this service ingests into that catalog database (the one the config in force names)."""
+        return self._serving is not None and Path(db_path) == self._serving
+
+    def folder_state(self, folder: str, problem: str) -> None:
+        """The provider's view of a watch folder: why it is not ingested ("" = it is)."""
+        if problem:
+            self.folders[folder] = problem
+        else:
+            self.folders.pop(folder, None)
 
     def status(self) -> dict[str, Any]:
         facts = self._facts
         depth = facts.depth if facts else 0
         rate = round(facts.finished_last_minute / 60.0, 3) if facts else 0.0
         eta = round(depth / rate, 1) if facts and depth and rate > 0 else None
-        folders = dict(self.hooks.folders)
+        folders = dict(self.folders)
         return {
             "summary": self._summary(facts, depth, rate, eta),
             "running": self.session is not None,
@@ -428,7 +428,8 @@ class IngestService:
 
     # ------------------------------------------------------------------ workers
 
-    def _media_ready(self) -> tuple[bool, str]:
+    def media_ready(self) -> tuple[bool, str]:
+        """Whether the media storage is there to write to (storage's check; ready when there is none)."""
         env = self.env
         check = env.shared.get(MEDIA_READY_KEY) if env is not None else None
         if check is None:
@@ -461,8 +462,8 @@ class IngestService:
                 continue
             harbor = desired.effective
             path = _db_path(harbor)
-            self._hook(path)
-            ok, reason = self._media_ready()
+            self._serving = path  # the library provider plans nothing for it while the media storage is not ready
+            ok, reason = self.media_ready()
             if not ok:
                 self.paused = f"media storage not ready: {reason}"
                 await self._sleep(env, 2)
@@ -476,7 +477,7 @@ class IngestService:
             pipeline = Pipeline(store, media_root=Path(harbor.paths.media_root),
                                 index_root=Path(harbor.paths.index_root), runner=env.runner, observer=self.metrics,
                                 batch_size=self.batch_size)
-            session = _Session(harbor, path, store, pipeline, self.hooks)
+            session = _Session(harbor, path, store, pipeline)
             try:
                 await pipeline.startup()
             except BaseException:
@@ -496,7 +497,7 @@ class IngestService:
     async def _work_loop(self, env: ServiceEnv, session: _Session, step_name: str) -> None:
         failures = 0
         while not env.stop.is_set() and self._session_current(env, session):
-            ok, reason = self._media_ready()
+            ok, reason = self.media_ready()
             if not ok:
                 self.paused = f"media storage not ready: {reason}"
                 await self._sleep(env, 2)
@@ -689,7 +690,7 @@ class IngestService:
         if "/" in name or "\x00" in name or name in (".", "..") or len(name.encode()) > 255:
             raise ApiError(400, "bad_query", f"name must be a file name (no '/', at most 255 bytes), got {name!r}")
         session = self._live()
-        ok, reason = self._media_ready()
+        ok, reason = self.media_ready()
         if not ok:
             raise ApiError(503, "ingest_unavailable", f"media storage not ready: {reason}")
         length = request.content_length

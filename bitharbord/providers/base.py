@@ -23,7 +23,10 @@ class Context:
     harbor: Harbor
     state_dir: Path
     privileged: bool = True  # False under --state-dir as non-root: ownership is not managed
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # one planning pass's caches (e.g. the storage facts)
+    # The running services' shared handles (the daemon's env.shared): "ingest", "catalog", ...; empty in tests
+    # and `--once`, where providers act alone and the next service start finds their work in SQLite.
+    shared: Mapping[str, Any] = field(default_factory=dict)
 
 
 class TemporaryError(RuntimeError):

@@ -141,4 +141,6 @@ class Catalog:
                 raise TemporaryError(str(exc)) from None
         finally:
             await conn.close()
-        catalog_entries.wake(str(path))
+        service = ctx.shared.get("catalog")  # the running catalog service fetches it now, not at its next poll
+        if service is not None and getattr(service, "serves", lambda _: False)(path):
+            service.wake()

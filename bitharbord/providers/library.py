@@ -15,7 +15,8 @@ One resource per `library.watch` folder, one action at most per folder:
 
 Nothing is planned for a folder whose storage is not ready: the folder missing (the `dir` provider creates
 it), a storage pool mount that holds it not mounted, the folder unreadable, or the media storage not ready
-(`storage.media_ready` through the ingest service's hooks). `notes()` says why, and the ingest status shows it.
+(the ingest service's `media_ready()`, reached through `Context.shared["ingest"]` when it serves this
+database). `notes()` says why, and the ingest service shows it in its status.
 Files modified less than `settle_s` seconds ago are left for a later pass (probably still being written).
 """
 
@@ -27,12 +28,11 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import structlog
 
 from bitharbord.config import Harbor
-from bitharbord.ingest import hooks
 from bitharbord.ingest.scan import Fingerprint, ScanResult, diff_scan, scan_folder
 from bitharbord.providers.base import Context, Observed, Spec
 from bitharbord.providers.database import db_path
@@ -185,6 +185,25 @@ def observed_of(delta: FolderDelta) -> dict[str, Any]:
     }
 
 
+class IngestLink(Protocol):
+    """What this provider asks of the running ingest service (bitharbord/ingest/service.py)."""
+
+    def serves(self, db_path: str | Path) -> bool: ...
+
+    def media_ready(self) -> tuple[bool, str]: ...
+
+    def folder_state(self, folder: str, problem: str) -> None: ...
+
+    def wake(self) -> None: ...
+
+
+def ingest_for(ctx: Context, db: str) -> IngestLink | None:
+    """The running ingest service, if it ingests into `db` (none in tests and `--once`: jobs wait in SQLite)."""
+    link = ctx.shared.get("ingest")
+    serves = getattr(link, "serves", None)  # another ingest stand-in (tests of the catalog) has no library link
+    return link if callable(serves) and serves(db) else None
+
+
 class Library:
     kind: ClassVar[str] = "library"
 
@@ -227,11 +246,11 @@ class Library:
         finally:
             await conn.close()
 
-    def _not_ready(self, spec: Spec) -> str:
+    def _not_ready(self, spec: Spec, link: IngestLink | None) -> str:
         mount = spec.get("mount")
         if mount and not os.path.ismount(mount):
             return f"the storage pool mount {mount} that holds it is not mounted"
-        ok, reason = hooks.media_ready(spec["db"])
+        ok, reason = link.media_ready() if link is not None else (True, "")
         if not ok:
             return f"media storage not ready: {reason}"
         return ""
@@ -244,10 +263,12 @@ class Library:
             folder = spec["folder"]
             if not os.path.isdir(folder):
                 continue  # the dir provider creates it (or waits for its mount); nothing to ingest yet
-            problem = self._not_ready(spec)
+            link = ingest_for(ctx, spec["db"])
+            problem = self._not_ready(spec, link)
             if problem:
                 out[name] = {"folder": folder, "type": spec["type"], "ready": False, "reason": problem}
-                hooks.folder_state(spec["db"], folder, problem)
+                if link is not None:
+                    link.folder_state(folder, problem)
                 continue
             ready[name] = spec
         by_db: dict[str, list[str]] = {}
@@ -260,15 +281,18 @@ class Library:
                 previous.update(got)
         for name, spec in ready.items():
             folder = spec["folder"]
+            link = ingest_for(ctx, spec["db"])
             scan = await asyncio.to_thread(scan_folder, folder, recursive=spec["recursive"])
             root = os.path.abspath(folder)
             if root in scan.unavailable:
                 why = next((p.reason for p in scan.problems if p.path == root), "cannot be listed")
                 problem = f"the folder cannot be read: {why}"
                 out[name] = {"folder": folder, "type": spec["type"], "ready": False, "reason": problem}
-                hooks.folder_state(spec["db"], folder, problem)
+                if link is not None:
+                    link.folder_state(folder, problem)
                 continue
-            hooks.folder_state(spec["db"], folder, "")
+            if link is not None:
+                link.folder_state(folder, "")
             before = previous.get(folder, {})
             counted = self._media_counts.get((spec["db"], folder))
             if counted is None or counted[0] is not before:  # counted once per load of the fingerprints
@@ -331,13 +355,16 @@ class Library:
                 known = await store.known_hashes([p for p, _ in delta.refresh])
                 jobs += [NewJob(p, "watch", media_type, fp, folder=folder, reason="sidecar", known_hash=known[p])
                          for p, fp in delta.refresh if p in known]
+            link = ingest_for(ctx, spec["db"])
             ids: list[int] = []
             for i in range(0, len(jobs), ENQUEUE_CHUNK):  # short transactions: the workers keep writing meanwhile
                 ids += await store.enqueue(jobs[i:i + ENQUEUE_CHUNK])
-                hooks.wake(spec["db"])
+                if link is not None:
+                    link.wake()
             await store.record_sidecars([(p, folder, fp) for p, fp in delta.sidecars])
         finally:
             await store.close()
         log.info("library.queued", folder=folder, queued=len(ids), moved=len(media_moves), vanished=vanished,
                  sidecars=len(delta.sidecars))
-        hooks.wake(spec["db"])
+        if link is not None:
+            link.wake()
