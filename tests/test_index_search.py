@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from bitharbord.config import ConfigError, parse
 from bitharbord.index.ann import exact_search
 from bitharbord.index.search import ANN_DIR, Hit, SearchConfig, Searcher
 from bitharbord.index.vectors import MANIFEST, VectorStore
@@ -293,3 +295,22 @@ def test_config_from_settings() -> None:
                                                    fp16=True))
     with pytest.raises(ValueError, match="not one of"):
         SearchConfig(backend="faiss")
+    # harbor.yaml's index.search_width is the ANN width of every search (unset: the backend's choice)
+    base = "apiVersion: bitharbor/v1\npaths: {media_root: /m, index_root: /i, config_root: /c}\n"
+    harbor = parse(base + "index: {search_width: 160}\n", "harbor.yaml")
+    assert SearchConfig.from_settings(harbor.index).width == 160
+    assert SearchConfig.from_settings(parse(base, "harbor.yaml").index).width is None
+    with pytest.raises(ConfigError, match=r"harbor.yaml:3:\d+: index.search_width"):
+        parse(base + "index: {search_width: 5}\n", "harbor.yaml")
+
+
+def test_search_width_trades_speed_for_recall(filled: VectorStore) -> None:
+    s = Searcher(filled, SearchConfig(backend="hnsw", rerank=10, width=10))
+    s.rebuild()
+    q = clustered(100, 21)
+    want = truth(filled, q, 10)
+    narrow = recall(s.search_batch(q, 10), want, 10)
+    s.config = replace(s.config, width=400)  # what the search service does when harbor.yaml's width changes
+    wide = recall(s.search_batch(q, 10), want, 10)
+    assert narrow < wide and wide >= 0.99, (narrow, wide)
+    assert s.rebuild_reason() is None  # a width is a search setting: no rebuild

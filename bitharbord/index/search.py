@@ -110,12 +110,15 @@ class SearchConfig:
     @classmethod
     def from_settings(cls, index: Any, **overrides: Any) -> SearchConfig:
         """From the harbor.yaml `index` section (bitharbord.config.Index: backend, rebuild_threshold,
-        rebuild_fraction, fp16). fp16 asks for reduced-precision ANN storage, which is int8 on DiskANN."""
+        rebuild_fraction, fp16, search_width). fp16 asks for reduced-precision ANN storage, which is int8 on
+        DiskANN; search_width is hnsw's ef / diskann's L (wider: better recall, slower)."""
         fp16 = bool(getattr(index, "fp16", False))
         backend = str(index.backend)
         if fp16 and backend != "diskann":
             raise ValueError(f"index.fp16: reduced-precision ANN storage needs backend diskann (the {backend} "
                              "backend stores float32 only)")
+        width = getattr(index, "search_width", None)
+        overrides.setdefault("width", int(width) if width is not None else None)
         return cls(backend=backend, rebuild_threshold=int(index.rebuild_threshold),
                    rebuild_fraction=float(index.rebuild_fraction),
                    ann_dtype="int8" if fp16 else "float32", **overrides)
