@@ -214,6 +214,9 @@ def test_socket_permissions(tmp_path: Path) -> None:
     try:
         assert oct(d.socket.stat().st_mode & 0o777) == "0o660"
         denied = d.ctl("status", user=65534)
+        assert "No module named" not in denied.stderr, (
+            "uid 65534 cannot read this checkout or its .venv (a 0700 directory such as mktemp -d): clone into a "
+            f"world-readable directory to run this test. {denied.stderr}")
         assert denied.returncode == 1
         assert "permission denied on" in denied.stderr and "server.socket.group" in denied.stderr
         # Past the file mode, the daemon itself checks peer credentials.
