@@ -3,6 +3,8 @@
     .venv/bin/python bench/search.py                 # 100k x 1024-d (a few minutes on 2 cores)
     .venv/bin/python bench/search.py --full          # 1M x 1024-d (~4 GB vectors + ~5 GB per index)
     .venv/bin/python bench/search.py --n 20000 --dim 256 --backends hnsw
+    .venv/bin/python bench/search.py --full --backends hnsw --keep --dir /var/tmp/b1m        # build once, then
+    .venv/bin/python bench/search.py --full --backends hnsw --reuse --dir /var/tmp/b1m --widths 128,160
 
 Data: `--centres` Gaussian cluster centres in `--dim` dimensions; each point is a centre plus isotropic noise
 (`--spread`) plus a low-rank within-cluster component, so that neighbourhoods have the low intrinsic
@@ -129,7 +131,11 @@ def main() -> int:
                          "0 = the Searcher's default, max(backend default, rerank))")
     ap.add_argument("--threads", type=int, default=None, help="build threads (default: all cores)")
     ap.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one)")
-    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the work directory, with the last backend's built index")
+    ap.add_argument("--reuse", action="store_true",
+                    help="with --dir of an earlier --keep run: measure the index it built (another --widths, "
+                         "no 20-minute rebuild at 1M); its build time is the recorded one")
     args = ap.parse_args()
     n = 1_000_000 if args.full else args.n
     widths = [int(w) for w in args.widths.split(",") if w.strip()]
@@ -191,15 +197,23 @@ def main() -> int:
         print(f"# brute force p50 {brute.p50:.2f} ms over {nb} queries", flush=True)
 
         # -- backends ---------------------------------------------------------------------------------------
-        for backend in [b for b in args.backends.split(",") if b]:
+        backends = [b for b in args.backends.split(",") if b]
+        for backend in backends:
             ann_params = {"ef_construction": args.hnsw_efc} if backend == "hnsw" and args.hnsw_efc else {}
             cfg = SearchConfig(backend=backend, rerank=args.rerank, num_threads=args.threads, ann_params=ann_params)
-            searcher = Searcher(store, cfg)
-            t0 = time.monotonic()
             with quiet(log):
-                info = searcher.rebuild()
-            build_s = time.monotonic() - t0
-            print(f"# {backend}: built in {build_s:.1f} s ({info['mode']}, {info['params']})", flush=True)
+                searcher = Searcher(store, cfg)
+            kept = store.index_info()
+            if args.reuse and kept is not None and kept.get("backend") == backend and kept.get("rows") == n:
+                info, build_s = kept, float(kept.get("duration_s", 0.0))
+                print(f"# {backend}: reusing the index built earlier in {build_s:.1f} s ({info.get('params')})",
+                      flush=True)
+            else:
+                t0 = time.monotonic()
+                with quiet(log):
+                    info = searcher.rebuild()
+                build_s = time.monotonic() - t0
+                print(f"# {backend}: built in {build_s:.1f} s ({info['mode']}, {info['params']})", flush=True)
             with quiet(log):
                 for i in range(min(20, len(q))):  # warm-up: caches, the rare type's scan matrix
                     searcher.search(q[i], k)
@@ -227,8 +241,9 @@ def main() -> int:
                                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20))
             del searcher
             gc.collect()
-            shutil.rmtree(work / "index" / "ann", ignore_errors=True)
-            store.set_index_info(None)
+            if not (args.keep and backend == backends[-1]):  # --keep: the last one stays for --reuse
+                shutil.rmtree(work / "index" / "ann", ignore_errors=True)
+                store.set_index_info(None)
 
         # -- table --------------------------------------------------------------------------------------------
         print()
