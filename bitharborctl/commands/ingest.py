@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 from bitharborctl.client import ApiError, Client, ClientError
 from bitharborctl.output import add_output_flag, dump_json, emit
+from bitharbord.reconcile.render import human_duration
 
 TYPES = ("personal", "movie", "tv", "music", "podcast", "online_video", "other")
 
@@ -111,7 +112,7 @@ def render_queue(st: dict[str, Any]) -> str:
     lines.append(f"queue:     {depth} unfinished" + (f" ({parts})" if parts else ""))
     eta = st.get("eta_s")
     lines.append(f"rate:      {st.get('rate_per_s', 0):.1f} files/s over the last minute"
-                 + (f"; ETA {_duration(eta)}" if eta is not None else ""))
+                 + (f"; ETA {human_duration(eta)}" if eta is not None else ""))
     totals = st.get("totals") or {}
     lines.append(f"finished:  {totals.get('done', 0)} done, {totals.get('failed', 0)} failed, "
                  f"{totals.get('gone', 0)} vanished before ingest; {st.get('pending_embed', 0)} item(s) pending "
@@ -124,15 +125,6 @@ def render_queue(st: dict[str, Any]) -> str:
         for f in failures:
             lines.append(f"  #{f['id']} {f['path']}: {f['error']}")
     return "\n".join(lines) + "\n"
-
-
-def _duration(seconds: float) -> str:
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def cmd_queue(args: argparse.Namespace) -> int:

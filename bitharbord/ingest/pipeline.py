@@ -124,6 +124,11 @@ def file_name_of(job: Job) -> str:
     return os.path.basename(job.source_path)
 
 
+def _probe_failed(exc: ProbeError | OSError) -> str:
+    """Why a file could not be probed (the job fails, or is gone if the file vanished meanwhile)."""
+    return f"cannot probe the file: {exc.reason if isinstance(exc, ProbeError) else (exc.strerror or exc)}"
+
+
 def _preview_failed(job_id: int, media_id: int, exc: preview.PreviewError | OSError) -> PreviewRow:
     """The row of an item whose previews could not be made (the item itself is fine), logged."""
     reason = exc.reason if isinstance(exc, preview.PreviewError) else (exc.strerror or str(exc))
@@ -419,10 +424,8 @@ class Pipeline:
             size = job.size if job.size is not None else path.stat().st_size
             info = MediaInfo("image", mimetypes.guess_type(path.name)[0], size, image=image)
             return rows_for(job.media_type, info, job.given, file_name=file_name_of(job))
-        except ProbeError as exc:
-            return f"cannot probe the file: {exc.reason}"
-        except OSError as exc:
-            return f"cannot probe the file: {exc.strerror or exc}"
+        except (ProbeError, OSError) as exc:
+            return _probe_failed(exc)
         finally:
             if self.observer:
                 self.observer.stage("probe", time.monotonic() - started)
@@ -434,10 +437,8 @@ class Pipeline:
             async with self._av_slots:
                 info = await probe(path, runner=self.runner, kind=kind_of(path))
             return rows_for(job.media_type, info, job.given, file_name=file_name_of(job))
-        except ProbeError as exc:
-            return f"cannot probe the file: {exc.reason}"
-        except OSError as exc:
-            return f"cannot probe the file: {exc.strerror or exc}"
+        except (ProbeError, OSError) as exc:
+            return _probe_failed(exc)
         finally:
             if self.observer:
                 self.observer.stage("probe", time.monotonic() - started)

@@ -62,6 +62,7 @@ from bitharbord.config import Harbor, MediaType
 from bitharbord.ingest.pipeline import JobResult, Pipeline, uploads_dir
 from bitharbord.ingest.scan import Fingerprint, is_skipped_name, media_type_for, scan_folder
 from bitharbord.providers.library import is_sidecar
+from bitharbord.reconcile.render import human_duration
 from bitharbord.services import Condition, ServiceEnv
 from bitharbord.store import db
 from bitharbord.store.ingest import ORIGINS, IngestStore, Job, NewJob, QueueFacts, StoreNotReady
@@ -348,7 +349,7 @@ class IngestService:
             head = "starting"
         elif depth:
             stages = ", ".join(f"{n} {stage}" for stage, n in (facts.by_stage if facts else {}).items() if n)
-            head = f"{depth} queued ({stages}), {rate:.1f} files/s" + (f", ETA {_duration(eta)}" if eta else "")
+            head = f"{depth} queued ({stages}), {rate:.1f} files/s" + (f", ETA {human_duration(eta)}" if eta else "")
         else:
             head = "idle"
         if facts is not None:
@@ -757,19 +758,8 @@ class IngestService:
         return size
 
 
-def _duration(seconds: float) -> str:
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
 def _failure(job: Job) -> dict[str, Any]:
     return {"id": job.id, "path": job.source_path, "error": job.error or "", "at": job.finished_at}
-
-
 
 
 class _UploadTooLarge(Exception):

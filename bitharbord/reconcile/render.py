@@ -102,3 +102,13 @@ def render_report(report: Mapping[str, Any], *, color: bool = False) -> str:
     summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("applied", "failed", "not applied"))
     lines.append(paint(("Apply complete! " if report.get("ok") else "Apply failed: ") + summary + ".", "bold"))
     return "\n".join(lines) + "\n"
+
+
+def human_duration(seconds: float) -> str:
+    """A duration for people: 42s, 3m07s, 2h05m (an ETA in status and `bitharborctl queue`)."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
