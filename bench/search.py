@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bitharbord.index.ann import exact_search, topk
 from bitharbord.index.search import SearchConfig, Searcher
 from bitharbord.index.vectors import VectorStore
+from bitharbord.system.hugepages import malloc_hugepages, reexec_with_hugepages, thp_mode
 
 Arr = npt.NDArray[Any]
 
@@ -133,10 +134,15 @@ def main() -> int:
     ap.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one)")
     ap.add_argument("--keep", action="store_true",
                     help="keep the work directory, with the last backend's built index")
+    ap.add_argument("--no-hugepages", action="store_true",
+                    help="measure without asking glibc for huge pages (by default the bench re-executes itself "
+                         "with GLIBC_TUNABLES=glibc.malloc.hugetlb=1, as the daemon does)")
     ap.add_argument("--reuse", action="store_true",
                     help="with --dir of an earlier --keep run: measure the index it built (another --widths, "
                          "no 20-minute rebuild at 1M); its build time is the recorded one")
     args = ap.parse_args()
+    if not args.no_hugepages:
+        reexec_with_hugepages()  # the daemon's memory setup (bitharbord/system/hugepages.py)
     n = 1_000_000 if args.full else args.n
     widths = [int(w) for w in args.widths.split(",") if w.strip()]
     load0 = os.getloadavg()[0]  # other work on the machine inflates latencies: printed with the table
@@ -250,7 +256,8 @@ def main() -> int:
         print(f"BitHarbor search bench: n={n} dim={args.dim} ({centres} clusters) k={k} queries={len(q)} "
               f"(brute force {nb}), "
               f"re-rank {args.rerank}, rare type {len(rare_rows)} rows ({len(rare_rows) / n:.1%}), "
-              f"{os.cpu_count()} cores, load average {load0:.1f} at start / {os.getloadavg()[0]:.1f} now")
+              f"{os.cpu_count()} cores, load average {load0:.1f} at start / {os.getloadavg()[0]:.1f} now, "
+              f"malloc huge pages {'on' if malloc_hugepages(os.environ) else 'off'} (THP {thp_mode()})")
         hdr = (f"{'method':<14} {'build_s':>8} {'ann_only':>8} {'recall@10':>9} {'p50_ms':>8} {'p99_ms':>8} "
                f"{'x brute':>8} {'filt_rec':>8} {'filt_p50':>9} {'filt_p99':>9} {'filt/unf':>8} {'peakRSS_GiB':>11}")
         print(hdr)

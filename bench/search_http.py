@@ -37,6 +37,7 @@ from bitharbord.search.service import SearchService
 from bitharbord.services import ServiceEnv
 from bitharbord.store import db
 from bitharbord.store import search as store
+from bitharbord.system.hugepages import reexec_with_hugepages
 from bitharbord.system.runner import ProcessRunner
 
 QUERIES = ["a vampire sails to a German town", "silent comedy about a train", "a robot in a futuristic city",
@@ -90,6 +91,7 @@ async def main() -> int:
     ap.add_argument("--full", action="store_true", help="100k items")
     ap.add_argument("--rounds", type=int, default=5, help="passes over the 10 queries (default 5)")
     args = ap.parse_args()
+    reexec_with_hugepages()  # the daemon's memory setup (bitharbord/system/hugepages.py)
     n = 100_000 if args.full else args.items
     embedder = MiniLMEmbedder()
     embedder.load()

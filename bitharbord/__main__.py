@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bitharbord import __version__, log
 from bitharbord.daemon import Daemon, Settings
+from bitharbord.system.hugepages import reexec_with_hugepages
 
 DEFAULT_CONFIG = Path("/etc/bitharbor/harbor.yaml")
 DEFAULT_STATE = Path("/var/lib/bitharbor")
@@ -48,6 +49,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The program (argv None: sys.argv) or an in-process call with explicit arguments."""
+    if argv is None:  # the program itself: give the ANN index huge pages (see system/hugepages.py)
+        reexec_with_hugepages()
     args = parser().parse_args(argv)
     faulthandler.enable()  # a watchdog SIGABRT leaves Python stacks in the journal
     log.configure(args.log_level)
