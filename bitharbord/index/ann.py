@@ -61,6 +61,9 @@ class Unsupported(AnnError):
 class AnnIndex(Protocol):
     backend: ClassVar[str]
     supports_add: ClassVar[bool]
+    # True when search() scores are exact fp32 inner products of the stored unit vectors (the rows given to
+    # build/add, kept at full precision): the Searcher then skips its own exact re-rank of this index's results.
+    exact_scores: ClassVar[bool]
 
     @property
     def dim(self) -> int: ...
@@ -248,6 +251,7 @@ class HnswIndex:
 
     backend: ClassVar[str] = "hnsw"
     supports_add: ClassVar[bool] = True
+    exact_scores: ClassVar[bool] = True  # fp32 vectors in the graph, 1 - fp32 inner-product distance
 
     def __init__(self, dim: int, *, M: int = 32, ef_construction: int = 200, ef_search: int = 64,
                  num_threads: int | None = None, seed: int = 100) -> None:
@@ -389,6 +393,7 @@ class DiskannIndex:
 
     backend: ClassVar[str] = "diskann"
     supports_add: ClassVar[bool] = False
+    exact_scores: ClassVar[bool] = False  # int8 storage, and cosine/l2 distances recomputed into scores
 
     def __init__(self, dim: int, *, mode: Literal["memory", "disk"] = "memory", graph_degree: int = 32,
                  complexity: int = 64, search_complexity: int = 64, alpha: float = 1.2,
@@ -617,6 +622,7 @@ class FlatIndex:
 
     backend: ClassVar[str] = "flat"
     supports_add: ClassVar[bool] = True
+    exact_scores: ClassVar[bool] = True
 
     def __init__(self, dim: int, *, num_threads: int | None = None) -> None:
         if dim < 1:

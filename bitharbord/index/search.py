@@ -4,7 +4,9 @@ tombstone and media-type filtering, and an exact fp32 cosine re-rank of every ca
 How a query is answered (rows 0..built_rows-1 are "built", rows built_rows..rows-1 are the "fresh tail"):
 
 - Built rows, no type filter: the ANN index returns `rerank` (default 100) candidates; each is re-scored exactly
-  on its fp32 row from the memory-mapped `vectors.fp32`.
+  on its fp32 row from the memory-mapped `vectors.fp32`. A backend whose scores already are exact fp32
+  cosines of those same rows (`exact_scores`: hnsw keeps full fp32 vectors in its graph) skips that second
+  read: at 1M rows the gather of 100 scattered 4 KiB rows from the memory map was ~0.1 ms of a ~1.3 ms query.
 - Built rows, type filter, per requested type:
   * the type has <= `type_scan_limit` (20k) built rows: exact scan of an in-RAM copy of that type's rows.
     Exact, so recall is 1.0 however rare the type; 20k x 1024-d is ~80 MB read per query (a few ms), the
@@ -427,18 +429,24 @@ class Searcher:
 
     def _ann_part(self, index: AnnIndex, q: F32Matrix, k: int, fetch: int,
                   keep_codes: npt.NDArray[Any] | None) -> tuple[I64Matrix, F32Matrix]:
-        ids, _ = index.search(q, max(fetch, k), width=self.config.width)  # backends raise width to fetch
+        ids, scores = index.search(q, max(fetch, k), width=self.config.width)  # backends raise width to fetch
         alive, tcodes, mat = self.store.alive(), self.store.types(), self.store.matrix()
         nq = q.shape[0]
         out_i = np.full((nq, k), -1, dtype=np.int64)
         out_s = np.full((nq, k), -np.inf, dtype=np.float32)
         for r in range(nq):
             cand = ids[r]
-            cand = cand[(cand >= 0) & (cand < self._built_rows)]
-            cand = cand[alive[cand]]
+            ok = (cand >= 0) & (cand < self._built_rows)
+            ok[ok] = alive[cand[ok]]
             if keep_codes is not None:
-                cand = cand[np.isin(tcodes[cand], keep_codes)]
+                ok[ok] = np.isin(tcodes[cand[ok]], keep_codes)
+            cand = cand[ok]
             if len(cand) == 0:
+                continue
+            if index.exact_scores:  # already exact fp32 cosines, best first: re-reading the rows changes nothing
+                take = min(k, len(cand))
+                out_i[r, :take] = cand[:take]
+                out_s[r, :take] = scores[r][ok][:take]
                 continue
             rows = np.sort(cand)  # sorted: sequential reads from the memory map
             exact = mat[rows] @ q[r]
