@@ -207,7 +207,8 @@ def main() -> int:
         backends = [b for b in args.backends.split(",") if b]
         for backend in backends:
             ann_params = {"ef_construction": args.hnsw_efc} if backend == "hnsw" and args.hnsw_efc else {}
-            cfg = SearchConfig(backend=backend, rerank=args.rerank, num_threads=args.threads, ann_params=ann_params)
+            cfg = SearchConfig(backend=backend, rerank=args.rerank, num_threads=args.threads, ann_params=ann_params,
+                               incremental=False)  # a kept index from --keep must not shortcut the build
             with quiet(log):
                 searcher = Searcher(store, cfg)
             kept = store.index_info()
