@@ -235,7 +235,7 @@ class Index(Model):
     rebuild_threshold: int = Field(default=10_000, ge=1)
     rebuild_fraction: float = Field(default=0.05, gt=0, le=1)
     fp16: bool = False
-    search_width: int | None = Field(default=None, ge=10, le=4096)  # None: max(backend default, re-rank 100)
+    search_width: int | None = Field(default=None, ge=10, le=4096)  # None: hnsw 128, diskann 100
 
 
 class Http(Model):

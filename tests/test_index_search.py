@@ -16,7 +16,7 @@ import pytest
 
 from bitharbord.config import ConfigError, parse
 from bitharbord.index.ann import exact_search
-from bitharbord.index.search import ANN_DIR, Hit, SearchConfig, Searcher
+from bitharbord.index.search import ANN_DIR, DEFAULT_WIDTH, Hit, SearchConfig, Searcher
 from bitharbord.index.vectors import MANIFEST, VectorStore
 
 DIM = 32
@@ -314,3 +314,6 @@ def test_search_width_trades_speed_for_recall(filled: VectorStore) -> None:
     wide = recall(s.search_batch(q, 10), want, 10)
     assert narrow < wide and wide >= 0.99, (narrow, wide)
     assert s.rebuild_reason() is None  # a width is a search setting: no rebuild
+    s.config = replace(s.config, width=None)  # harbor.yaml sets none: hnsw searches at its measured default
+    s.search(q[0])
+    assert s.index is not None and s.index._index.ef == DEFAULT_WIDTH["hnsw"]  # type: ignore[attr-defined]
