@@ -74,6 +74,10 @@ class AnnIndex(Protocol):
     def add(self, vectors: npt.ArrayLike, ids: npt.ArrayLike) -> None:
         """Insert more vectors (raises Unsupported on static backends)."""
 
+    def reserve(self, capacity: int) -> None:
+        """Make room for `capacity` vectors in all before adding them in parts: one allocation instead of
+        repeated growth (a hint; a no-op for backends that do not grow)."""
+
     def delete(self, ids: npt.ArrayLike) -> int:
         """Hide ids from results; ids not in the index are ignored. Returns how many were newly hidden."""
 
@@ -302,6 +306,18 @@ class HnswIndex:
         self._index.add_items(v, i.astype(np.uint64), num_threads=self.num_threads)
         self._deleted.difference_update(int(x) for x in i)
 
+    def reserve(self, capacity: int) -> None:
+        """hnswlib grows by realloc, and glibc's huge-page advice (bitharbord/system/hugepages.py) covers a fresh
+        allocation but not the grown part: a 100k x 1024-d index built in 64k-row parts had a third of its graph
+        on huge pages and answered ~25% slower than the same index loaded from disk. Reserved first: all of it,
+        and as fast."""
+        if capacity <= 0:
+            return
+        if self._index is None:
+            self._index = self._new(capacity)
+        elif capacity > self._index.get_max_elements():
+            self._index.resize_index(capacity)
+
     def delete(self, ids: npt.ArrayLike) -> int:
         if self._index is None:
             return 0
@@ -374,7 +390,8 @@ class HnswIndex:
             if not path.exists():
                 raise AnnError(f"{path}: missing (meta.json says {meta['elements']} elements)")
             idx = hnswlib.Index(space="ip", dim=self._dim)
-            idx.load_index(str(path), max_elements=int(meta["elements"]))
+            # capacity: room for vectors about to be added (an incremental rebuild), allocated at once (reserve)
+            idx.load_index(str(path), max_elements=max(int(meta["elements"]), int(options.get("capacity") or 0)))
             idx.set_num_threads(self.num_threads)
             self._index = idx
             self._deleted = {int(x) for x in np.load(directory / "deleted.npy", allow_pickle=False)}
@@ -517,6 +534,9 @@ class DiskannIndex:
     def add(self, vectors: npt.ArrayLike, ids: npt.ArrayLike) -> None:
         raise Unsupported("diskann: the index is static; new vectors are searched exactly until a rebuild")
 
+    def reserve(self, capacity: int) -> None:
+        """Static: built whole, nothing to grow."""
+
     def _positions(self, ids: I64Array) -> I64Array:
         if len(self._ids) == 0 or len(ids) == 0:
             return np.zeros(0, dtype=np.int64)
@@ -644,6 +664,9 @@ class FlatIndex:
         self._ids = _check_ids(ids, v.shape[0])
         self._v = v.copy()
         self._dead = np.zeros(len(self._ids), dtype=bool)
+
+    def reserve(self, capacity: int) -> None:
+        """Each add concatenates: nothing to pre-size."""
 
     def add(self, vectors: npt.ArrayLike, ids: npt.ArrayLike) -> None:
         v = _check_vectors(vectors, self._dim)

@@ -173,8 +173,8 @@ class RebuildJob:
     def _build(self, rows: I64Array, base: Path | None, base_rows: int) -> tuple[AnnIndex, str]:
         cfg = self.config
         params = cfg.index_params(self.ann_root)
-        if base is not None:
-            index = load_index(base, **{k: v for k, v in params.items() if k == "num_threads"})
+        if base is not None:  # room for every row of the snapshot at once (HnswIndex.reserve says why)
+            index = load_index(base, capacity=self.rows, **{k: v for k, v in params.items() if k == "num_threads"})
             index.delete(np.flatnonzero(~self.alive[:base_rows]))
             new = rows[rows >= base_rows]
             for s in range(0, len(new), 65536):
@@ -184,6 +184,7 @@ class RebuildJob:
         index = create_index(cfg.backend, self.dim, **params)
         if index.supports_add and len(rows) > 65536:
             index.build(np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64))
+            index.reserve(len(rows))
             for s in range(0, len(rows), 65536):  # gather in chunks: no full copy of the library in RAM
                 part = rows[s : s + 65536]
                 index.add(self.vectors[part], part)
