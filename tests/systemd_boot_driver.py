@@ -140,7 +140,8 @@ def ready() -> dict[str, Any]:
             "proc_status": proc_status, "writable": writable,
             "private_tmp": bool(tmp_ns) and tmp_ns != f"{st.st_dev}:{st.st_ino}",
             "exe": os.readlink(f"/proc/{pid}/exe") if pid else "",
-            "cmdline": Path(f"/proc/{pid}/cmdline").read_text().split("\0") if pid else []}
+            "cmdline": Path(f"/proc/{pid}/cmdline").read_text().split("\0") if pid else [],
+            "environ": Path(f"/proc/{pid}/environ").read_text().split("\0") if pid else []}
 
 
 def never_ready() -> dict[str, Any]:

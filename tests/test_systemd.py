@@ -385,6 +385,7 @@ def test_unit_is_active_only_once_bitharbord_sent_ready(booted: dict[str, Any]) 
     assert waited >= 3.0, f"active {waited:.2f} s after the main process started: it did not wait for READY=1"
     # The main process is bitharbord itself (exec'ed by the wrapper), so NotifyAccess=main accepts it.
     assert str(default_exec_start()) in r["cmdline"][:2], r["cmdline"]
+    assert "GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in r["environ"], r["environ"]  # from the unit: huge pages
     status = r["status"]
     assert status is not None and status["sandbox"] == f"{STATE}/root", status
     assert status["reconcile"]["last_result"] == "converged", status["reconcile"]
