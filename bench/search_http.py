@@ -6,7 +6,7 @@
 Builds a library in a temp dir: N catalog rows (media_core + movies) and their idmap rows written through SQLite,
 N random unit vectors (384-d, MiniLM's space) appended to the vector store, the HNSW index built. Then serves the
 real SearchService routes in a real aiohttp app on a Unix socket and times GET /v1/search?q=…&k=10 (query encode
-with the real MiniLM, ANN + fresh tail + exact re-rank, hydration from SQLite, JSON over the socket) against
+with the real MiniLM, ANN + fresh tail with exact scores, hydration from SQLite, JSON over the socket) against
 `encode_text([q])` alone. Goal: ratio <= 1.5x."""
 
 from __future__ import annotations
