@@ -25,7 +25,9 @@ Rebuild: `prepare_rebuild()` (owner thread, cheap: snapshots row count, liveness
 (may run in a worker thread: reads only the snapshot and immutable files, builds a new index generation in
 `<index root>/ann/gen-NNNNNN.partial/`, fsyncs, renames it to `gen-NNNNNN/`) -> `install(built)` (owner
 thread: records the generation, its build duration and parameters in the store manifest -- the atomic swap
-point -- then switches searches to it and deletes the old generation). `rebuild()` does all three. An hnsw
+point -- then switches searches to it and deletes the old generation). `rebuild()` does all three. A full build
+of a graph index inserts the rows in locality order (bitharbord/index/locality.py: a random skeleton, then
+neighbourhoods together), into room reserved at once. An hnsw
 rebuild is incremental when the previous index is hnsw and not too full of tombstones: a copy of it gets the
 tail added. A crash at any point leaves the previous generation in use; stray directories are removed when a
 Searcher opens.
@@ -57,6 +59,7 @@ import numpy.typing as npt
 import structlog
 
 from bitharbord.index.ann import AnnIndex, I64Matrix, create_index, load_index, topk
+from bitharbord.index.locality import gather, insertion_order
 from bitharbord.index.vectors import F32Matrix, I64Array, VectorStore, fsync_dir, normalize_queries
 
 log = structlog.get_logger("bitharbord.index.search")
@@ -182,12 +185,13 @@ class RebuildJob:
                 index.add(self.vectors[part], part)
             return index, "incremental"
         index = create_index(cfg.backend, self.dim, **params)
-        if index.supports_add and len(rows) > 65536:
+        if index.supports_add:  # a graph: inserted in an order that keeps neighbourhoods together (locality.py)
+            order = insertion_order(self.vectors, rows)
             index.build(np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64))
             index.reserve(len(rows))
-            for s in range(0, len(rows), 65536):  # gather in chunks: no full copy of the library in RAM
-                part = rows[s : s + 65536]
-                index.add(self.vectors[part], part)
+            for s in range(0, len(order), 65536):  # gather in chunks: no full copy of the library in RAM
+                part = order[s : s + 65536]
+                index.add(gather(self.vectors, part), part)
         else:
             index.build(self.vectors[rows] if len(rows) < self.rows else self.vectors, rows)
         return index, "full"
