@@ -68,9 +68,9 @@ ANN_DIR = "ann"
 _STRAY = re.compile(r"^(gen-\d{6}(\.partial)?|diskann-build-.*)$")
 _TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 # The search width when harbor.yaml sets none (else the backend's own default, raised to the `rerank` pool).
-# hnsw at 1M x 1024-d on 2 cores (bench/search.py), three builds of the same data (hnswlib's threaded
-# inserts make each graph differ): ef 100 gave recall@10 0.976 / 0.986 / 0.980, ef 128 0.987-0.993 at
-# ~0.1-0.2 ms more per query. 128 keeps every build above 0.98.
+# hnsw at 1M x 1024-d on 2 cores (bench/search.py), builds of the same data (hnswlib's threaded inserts make
+# each graph differ): in row order, ef 100 gave recall@10 0.976 / 0.986 / 0.980 / 0.979, ef 128 0.987-0.993;
+# in locality order (locality.py) 0.985 and 0.992, at ~0.1 ms more per query for 128.
 DEFAULT_WIDTH: dict[str, int] = {"hnsw": 128}
 
 
