@@ -140,3 +140,12 @@ def test_a_rebuilt_hnsw_index_lies_on_huge_pages(tmp_path: Path) -> None:
     size, huge = (int(x) for x in result[-1])
     assert size > 70_000, out  # the graph: 140k x (512 B vector + links), in KiB
     assert huge >= 0.9 * size, f"only {huge} of {size} KiB of the index on huge pages"
+
+
+def test_a_failed_reexec_goes_on_without(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(hugepages, "thp_mode", lambda: "madvise")
+    monkeypatch.setattr(hugepages, "glibc_version", lambda: (2, 36))
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python3")  # the real execve fails: ENOENT
+    hugepages.reexec_with_hugepages()  # returns instead of raising: huge pages are an optimisation
+    assert "not re-executed with glibc.malloc.hugetlb=1" in capsys.readouterr().err

@@ -1,5 +1,5 @@
 """Search over the vector store: ANN over the rows present at the last build, an exact scan of the fresh tail,
-tombstone and media-type filtering, and an exact fp32 cosine re-rank of every candidate.
+tombstone and media-type filtering, and an exact fp32 cosine score for every candidate.
 
 How a query is answered (rows 0..built_rows-1 are "built", rows built_rows..rows-1 are the "fresh tail"):
 
@@ -27,10 +27,9 @@ Rebuild: `prepare_rebuild()` (owner thread, cheap: snapshots row count, liveness
 thread: records the generation, its build duration and parameters in the store manifest -- the atomic swap
 point -- then switches searches to it and deletes the old generation). `rebuild()` does all three. A full build
 of a graph index inserts the rows in locality order (bitharbord/index/locality.py: a random skeleton, then
-neighbourhoods together), into room reserved at once. An hnsw
-rebuild is incremental when the previous index is hnsw and not too full of tombstones: a copy of it gets the
-tail added. A crash at any point leaves the previous generation in use; stray directories are removed when a
-Searcher opens.
+neighbourhoods together), into room reserved at once. An hnsw rebuild is incremental when the previous index
+is hnsw and not too full of tombstones: a copy of it gets the tail added. A crash at any point leaves the
+previous generation in use; stray directories are removed when a Searcher opens.
 
 `needs_rebuild()`: the tail holds >= `rebuild_threshold` (10k) rows, or >= `rebuild_fraction` (5%) of the
 built rows (and >= `rebuild_min_rows`), or tombstones since the build reach `tombstone_fraction` (10%) of the

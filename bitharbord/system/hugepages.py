@@ -67,8 +67,11 @@ def reexec_with_hugepages() -> None:
     that changes anything (see hugepage_env). Call it first thing in a program's entry point, never from a
     library function: nothing after the call survives the exec."""
     env = hugepage_env(os.environ, thp_mode(), glibc_version())
-    if env is None:
+    if env is None or not sys.executable:
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    try:
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    except OSError as e:  # an optimisation only: go on without it
+        print(f"bitharbor: not re-executed with {TUNABLE}=1 ({e}); searches may be slower", file=sys.stderr)
