@@ -93,6 +93,7 @@ class _Gen:
     directory: Path
     store: VectorStore
     searcher: Searcher
+    retired: bool = False  # swapped out: its store is being closed and removed; searches must not use it
 
 
 @dataclass
@@ -461,6 +462,7 @@ class SearchService:
             await self._rebuild(new)  # the new generation's ANN index first: it serves at full speed at once
         await asyncio.to_thread(layout.set_current, where.index_root, new.embedder)
         self._serving, self._building = new, None
+        old.retired = True  # before the close is queued: a search that saw it serving was queued first
         await self._call(old.store.close)
         await store.retire_embedder(conn, old.embedder)
         await asyncio.to_thread(shutil.rmtree, old.directory, True)
@@ -617,15 +619,28 @@ class SearchService:
                         "thumbnail_url": thumb, "media_url": f"{base}/content"})
         return out
 
+    async def _search_serving(self, encode: Callable[[Embedder], Vectors], types: list[str] | None, k: int,
+                              min_score: float | None) -> tuple[_Gen, list[dict[str, Any]]]:
+        """Encode with the serving generation's embedder and search it. An embedder change can swap the
+        generation out while the query is being encoded or searched (its store closed, its rows retired): then
+        the query is encoded again for the new one."""
+        for _ in range(3):
+            gen, embedder = self._ready_gen()
+            try:
+                vec = await asyncio.to_thread(encode, embedder)
+            except EmbedError as exc:
+                raise ApiError(503, "embedder_unavailable", str(exc)) from exc
+            if gen.retired:
+                continue
+            results = await self.search_vector(gen, vec, types, k, min_score)
+            if not gen.retired:
+                return gen, results
+        raise ApiError(503, "index_not_ready", "the serving index changed during the search; retry")
+
     async def search_text(self, q: str, types: list[str] | None = None, k: int = 10,
                           min_score: float | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
-        gen, embedder = self._ready_gen()
-        try:
-            vec = await asyncio.to_thread(embedder.encode_text, [q])
-        except EmbedError as exc:
-            raise ApiError(503, "embedder_unavailable", str(exc)) from exc
-        results = await self.search_vector(gen, vec, types, k, min_score)
+        gen, results = await self._search_serving(lambda e: e.encode_text([q]), types, k, min_score)
         took = time.perf_counter() - t0
         if self._metrics:
             self._metrics.search_duration.observe(took)
@@ -667,18 +682,15 @@ class SearchService:
             raise ApiError(422, "unsupported_modality", str(exc), embedder=embedder.id,
                            modalities=sorted(embedder.modalities))
         raw = await _image_bytes(request)
-        try:
-            from PIL import Image, UnidentifiedImageError
+        from PIL import Image, UnidentifiedImageError
 
-            try:
-                image = Image.open(io.BytesIO(raw))
-                image.load()
-            except (UnidentifiedImageError, OSError) as exc:
-                raise ApiError(400, "bad_image", f"the upload is not an image Pillow can read: {exc}") from None
-            vec = await asyncio.to_thread(embedder.encode_image, [image])
-        except EmbedError as exc:
-            raise ApiError(503, "embedder_unavailable", str(exc)) from exc
-        results = await self.search_vector(gen, vec, types, params.k, params.min_score)
+        try:
+            image = Image.open(io.BytesIO(raw))
+            image.load()
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ApiError(400, "bad_image", f"the upload is not an image Pillow can read: {exc}") from None
+        gen, results = await self._search_serving(lambda e: e.encode_image([image]), types, params.k,
+                                                  params.min_score)
         took = time.perf_counter() - t0
         if self._metrics:
             self._metrics.search_duration.observe(took)
