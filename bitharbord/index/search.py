@@ -440,7 +440,7 @@ class Searcher:
                   keep_codes: npt.NDArray[Any] | None) -> tuple[I64Matrix, F32Matrix]:
         width = self.config.width or DEFAULT_WIDTH.get(index.backend)
         ids, scores = index.search(q, max(fetch, k), width=width)  # backends raise the width to `fetch`
-        alive, tcodes, mat = self.store.alive(), self.store.types(), self.store.matrix()
+        alive, tcodes = self.store.alive(), self.store.types()
         nq = q.shape[0]
         out_i = np.full((nq, k), -1, dtype=np.int64)
         out_s = np.full((nq, k), -np.inf, dtype=np.float32)
@@ -459,7 +459,7 @@ class Searcher:
                 out_s[r, :take] = scores[r][ok][:take]
                 continue
             rows = np.sort(cand)  # sorted: sequential reads from the memory map
-            exact = mat[rows] @ q[r]
+            exact = self.store.matrix()[rows] @ q[r]
             j, sc = topk(exact[None, :], k)
             out_i[r, : j.shape[1]] = rows[j[0]]
             out_s[r, : j.shape[1]] = sc[0]
