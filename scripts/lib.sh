@@ -50,8 +50,19 @@ ensure_imagebind_venv() {
   want="imagebind-2 $(sha256sum pyproject.toml | cut -d' ' -f1)"
   [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return 0
   echo "== installing the ImageBind test environment into $dir"
+  # torch 2.14.1 is a CUDA build: ~6.5 GB installed plus ~3 GB of wheels while pip unpacks them. Say so plainly
+  # rather than dying half-way with ENOSPC (a shared CI disk ran out here once).
+  local need_kib=$((10 * 1024 * 1024)) have_kib tmp_kib
+  have_kib=$(df -Pk "$(dirname "$(realpath -m "$dir")")" | awk 'NR==2 {print $4}')
+  tmp_kib=$(df -Pk "${TMPDIR:-/tmp}" | awk 'NR==2 {print $4}')
+  if [ "$have_kib" -lt "$need_kib" ] || [ "$tmp_kib" -lt $((3 * 1024 * 1024)) ]; then
+    echo "error: the ImageBind test environment needs ~10 GiB free beside $dir (free: $((have_kib / 1048576)) GiB)" \
+      "and ~3 GiB in ${TMPDIR:-/tmp} (free: $((tmp_kib / 1048576)) GiB); free some space and run again" >&2
+    return 1
+  fi
   [ -x "$dir/bin/python" ] || "$PYTHON" -m venv "$dir"
-  local pip=("$dir/bin/pip" install -q --disable-pip-version-check)
+  # --no-cache-dir: pip's HTTP cache would hold a second copy of the CUDA wheels.
+  local pip=("$dir/bin/pip" install -q --disable-pip-version-check --no-cache-dir)
   {
     "${pip[@]}" torch==2.14.1 torchvision==0.29.1 "setuptools<81" ftfy regex timm iopath einops fvcore av
     "${pip[@]}" --no-deps imagebind-unofficial==0.1.1 peachdb-pytorchvideo==0.1.6 torchaudio==2.11.0
