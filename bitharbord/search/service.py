@@ -637,15 +637,19 @@ class SearchService:
                 return gen, results
         raise ApiError(503, "index_not_ready", "the serving index changed during the search; retry")
 
-    async def search_text(self, q: str, types: list[str] | None = None, k: int = 10,
-                          min_score: float | None = None) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        gen, results = await self._search_serving(lambda e: e.encode_text([q]), types, k, min_score)
+    async def _answer(self, query: str | None, encode: Callable[[Embedder], Vectors], types: list[str] | None,
+                      k: int, min_score: float | None, t0: float) -> dict[str, Any]:
+        """The search response for any modality; its time (from t0, when the request began) is a metric too."""
+        gen, results = await self._search_serving(encode, types, k, min_score)
         took = time.perf_counter() - t0
         if self._metrics:
             self._metrics.search_duration.observe(took)
-        return {"query": q, "types": types, "k": k, "embedder": gen.embedder, "took_ms": round(took * 1000, 2),
-                "results": results}
+        return {"query": query, "types": types, "k": k, "embedder": gen.embedder,
+                "took_ms": round(took * 1000, 2), "results": results}
+
+    async def search_text(self, q: str, types: list[str] | None = None, k: int = 10,
+                          min_score: float | None = None) -> dict[str, Any]:
+        return await self._answer(q, lambda e: e.encode_text([q]), types, k, min_score, time.perf_counter())
 
     # ------------------------------------------------------------------ routes
 
@@ -676,7 +680,7 @@ class SearchService:
         params = schemas.parse_query(request, ImageParams)
         types = _types(params.type)
         t0 = time.perf_counter()
-        gen, embedder = self._ready_gen()
+        _, embedder = self._ready_gen()
         if "image" not in embedder.modalities:
             exc = UnsupportedModality(embedder.id, "image", sorted(embedder.modalities))
             raise ApiError(422, "unsupported_modality", str(exc), embedder=embedder.id,
@@ -689,13 +693,8 @@ class SearchService:
             image.load()
         except (UnidentifiedImageError, OSError) as exc:
             raise ApiError(400, "bad_image", f"the upload is not an image Pillow can read: {exc}") from None
-        gen, results = await self._search_serving(lambda e: e.encode_image([image]), types, params.k,
-                                                  params.min_score)
-        took = time.perf_counter() - t0
-        if self._metrics:
-            self._metrics.search_duration.observe(took)
-        return web.json_response({"query": None, "types": types, "k": params.k, "embedder": gen.embedder,
-                                  "took_ms": round(took * 1000, 2), "results": results})
+        return web.json_response(await self._answer(None, lambda e: e.encode_image([image]), types, params.k,
+                                                    params.min_score, t0))
 
     @schemas.route(summary="Index statistics", tags=["search"],
                    description="The serving index: embedder, dimension, backend, vectors per type, the last "
