@@ -8,7 +8,9 @@ what a provider *would* run.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,8 +54,25 @@ class Runner(Protocol):
     ) -> Result: ...
 
 
+@functools.cache
+def _setpriv() -> str | None:
+    return shutil.which("setpriv")
+
+
+def _exec_argv(args: Argv, env: Mapping[str, str]) -> Argv | None:
+    """What to exec for `args`: the command found on env's PATH (None when it is not), under util-linux's
+    `setpriv --pdeathsig KILL` where that exists, so that a daemon killed with SIGKILL (the OOM killer, outside
+    systemd's cgroup) does not leave an ffmpeg or mkfs running on without it. The signal is tied to the thread
+    that forks: every command here is started from the event loop's thread, which lives as long as the daemon."""
+    found = shutil.which(args[0], path=env.get("PATH", os.defpath))
+    if found is None:
+        return None
+    wrapper = _setpriv()
+    return (wrapper, "--pdeathsig", "KILL", "--", found, *args[1:]) if wrapper else (found, *args[1:])
+
+
 class ProcessRunner:
-    """Runs commands for real with asyncio subprocesses."""
+    """Runs commands for real with asyncio subprocesses (which die with the process that started them)."""
 
     def __init__(self, *, guard: Callable[[Argv], None] | None = None) -> None:
         # A guard sees every argv before it runs and may raise to refuse it (tests use one to
@@ -75,9 +94,12 @@ class ProcessRunner:
             self._guard(args)
         started = time.monotonic()
         full_env = {**os.environ, "LC_ALL": "C", **(env or {})}
+        exec_argv = _exec_argv(args, full_env)
         try:
+            if exec_argv is None:
+                raise FileNotFoundError(2, "command not found")
             proc = await asyncio.create_subprocess_exec(
-                *args,
+                *exec_argv,
                 stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
