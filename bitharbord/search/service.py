@@ -619,11 +619,12 @@ class SearchService:
                         "thumbnail_url": thumb, "media_url": f"{base}/content"})
         return out
 
-    async def _search_serving(self, encode: Callable[[Embedder], Vectors], types: list[str] | None, k: int,
-                              min_score: float | None) -> tuple[_Gen, list[dict[str, Any]]]:
-        """Encode with the serving generation's embedder and search it. An embedder change can swap the
-        generation out while the query is being encoded or searched (its store closed, its rows retired): then
-        the query is encoded again for the new one."""
+    async def _answer(self, query: str | None, encode: Callable[[Embedder], Vectors], types: list[str] | None,
+                      k: int, min_score: float | None, t0: float) -> dict[str, Any]:
+        """Encode with the serving generation's embedder, search it and answer (any modality); the time from t0,
+        when the request began, is a metric too. An embedder change can swap the generation out while the query
+        is being encoded or searched (its store closed, its rows retired): then it is encoded again for the new
+        one."""
         for _ in range(3):
             gen, embedder = self._ready_gen()
             try:
@@ -633,19 +634,14 @@ class SearchService:
             if gen.retired:
                 continue
             results = await self.search_vector(gen, vec, types, k, min_score)
-            if not gen.retired:
-                return gen, results
+            if gen.retired:
+                continue
+            took = time.perf_counter() - t0
+            if self._metrics:
+                self._metrics.search_duration.observe(took)
+            return {"query": query, "types": types, "k": k, "embedder": gen.embedder,
+                    "took_ms": round(took * 1000, 2), "results": results}
         raise ApiError(503, "index_not_ready", "the serving index changed during the search; retry")
-
-    async def _answer(self, query: str | None, encode: Callable[[Embedder], Vectors], types: list[str] | None,
-                      k: int, min_score: float | None, t0: float) -> dict[str, Any]:
-        """The search response for any modality; its time (from t0, when the request began) is a metric too."""
-        gen, results = await self._search_serving(encode, types, k, min_score)
-        took = time.perf_counter() - t0
-        if self._metrics:
-            self._metrics.search_duration.observe(took)
-        return {"query": query, "types": types, "k": k, "embedder": gen.embedder,
-                "took_ms": round(took * 1000, 2), "results": results}
 
     async def search_text(self, q: str, types: list[str] | None = None, k: int = 10,
                           min_score: float | None = None) -> dict[str, Any]:
