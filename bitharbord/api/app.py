@@ -7,7 +7,6 @@ document, each service's `routes()`, and the web UI (ui.py) at /.
 
 from __future__ import annotations
 
-import json
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -78,15 +77,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    if request.content_length and request.content_length > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
-    raw = await request.read()
-    if not raw:
+    data = await schemas.read_json(request, max_bytes=MAX_BODY)  # ApiError: 400 bad_json/too_deep, 413, 415
+    if data is None:
         return {}
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise _bad("bad_json", "the request body is not JSON") from None
     if not isinstance(data, dict):
         raise _bad("bad_request", "the request body must be a JSON object")
     return data
