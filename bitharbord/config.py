@@ -142,9 +142,24 @@ class WatchFolder(Model):
     recursive: bool = True
 
 
+_SYSTEM_DIRS = ("/proc", "/sys", "/dev", "/run")
+
+
+def _import_root(value: str) -> str:
+    if value == "/":
+        raise ValueError("the whole filesystem cannot be an import root; name the folders that hold media")
+    for system in _SYSTEM_DIRS:
+        if _inside(value, system):
+            raise ValueError(f"{value} is a system directory ({system}), not a folder of media")
+    return value
+
+
 class Library(Model):
     watch: list[WatchFolder] = Field(default_factory=list)
     scan_interval: int = Field(default=300, ge=5)
+    import_roots: list[Annotated[AbsPath, AfterValidator(_import_root)]] = Field(default_factory=list)
+    """Folders besides the watch folders from which POST /v1/ingest/local (`bitharborctl ingest PATH`) may
+    add files; anything else on the server is refused (403)."""
 
 
 class WantedTitle(Model):
@@ -311,6 +326,13 @@ class Harbor(Model):
                         f"library.watch[{i}].path {folder.path} overlaps paths.{field_name} {root}: "
                         "a watch folder must not contain or sit inside a BitHarbor root"
                     )
+        for i, root in enumerate(self.library.import_roots):
+            if root in self.library.import_roots[:i]:
+                raise ValueError(f"library.import_roots[{i}] {root} is listed twice")
+            for field_name, own in roots.items():
+                if _inside(root, own):
+                    raise ValueError(f"library.import_roots[{i}] {root} is inside paths.{field_name} {own}: "
+                                     "BitHarbor's own storage is not a place to import from")
         mounts: set[str] = set()
         disks: set[str] = set()
         for i, pool in enumerate(self.storage.pools):
