@@ -172,3 +172,16 @@ def test_parse_archive_files() -> None:
                                '<file name=""/></files>') == {"a.mp4", "d/b.mp3"}
     with pytest.raises(ValueError, match="expected a <files> document"):
         parse_archive_files("<metadata/>")
+
+
+async def test_a_sidecar_added_or_changed_later_is_seen(tmp_path: Path) -> None:
+    """The folder listing and the file list are cached per version of the folder and of the file."""
+    film = make_video(tmp_path / "item" / "Nosferatu_512kb.mp4", seconds=1, audio=False)
+    assert (await probe(film)).archive is None
+    write_archive_meta(film.parent, "nosferatu1922", NOSFERATU)
+    assert match_archive_meta(film).how == "name"
+    files = film.parent / "nosferatu1922_files.xml"
+    files.write_text('<files><file name="other.mp4"/></files>')
+    assert match_archive_meta(film).path is None
+    files.write_text('<files><file name="Nosferatu_512kb.mp4"/><file name="other.mp4"/></files>')
+    assert match_archive_meta(film).how == "file list"

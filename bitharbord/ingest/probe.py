@@ -16,6 +16,7 @@ the fingerprint). A media file that cannot be probed raises `ProbeError` with a 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import mimetypes
@@ -641,6 +642,17 @@ def parse_archive_files(xml_text: str | bytes, *, where: str = "_files.xml") -> 
 
 
 def read_archive_files(path: str | os.PathLike[str]) -> frozenset[str]:
+    """The names a `_files.xml` lists (parsed once per version of the file: cached by inode, size and mtime,
+    as every file of an item asks for the same list)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ProbeError(path, f"cannot read sidecar: {exc.strerror or exc}") from None
+    return _read_archive_files(os.fspath(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _read_archive_files(path: str, _ino: int, _size: int, _mtime_ns: int) -> frozenset[str]:
     try:
         with Path(path).open("rb") as f:
             raw = f.read(ARCHIVE_LIST_MAX_BYTES + 1)
@@ -655,12 +667,24 @@ def read_archive_files(path: str | os.PathLike[str]) -> frozenset[str]:
 
 
 def _meta_files(directory: Path) -> list[Path]:
+    """The `*_meta.xml` files of a folder. Listing a big inbox for every file in it would be quadratic: the
+    names are cached per version of the folder (inode and mtime change when an entry is added or removed)."""
     try:
-        return sorted(p for p in directory.iterdir()
-                      if p.name.endswith(ARCHIVE_META_SUFFIX) and len(p.name) > len(ARCHIVE_META_SUFFIX)
-                      and p.is_file())
+        st = directory.stat()
     except OSError:
         return []
+    return [directory / name for name in _meta_names(os.fspath(directory), st.st_ino, st.st_mtime_ns)]
+
+
+@functools.lru_cache(maxsize=256)
+def _meta_names(directory: str, _ino: int, _mtime_ns: int) -> tuple[str, ...]:
+    try:
+        with os.scandir(directory) as entries:
+            return tuple(sorted(e.name for e in entries
+                                if e.name.endswith(ARCHIVE_META_SUFFIX) and len(e.name) > len(ARCHIVE_META_SUFFIX)
+                                and e.is_file()))
+    except OSError:
+        return ()
 
 
 def match_archive_meta(media: str | os.PathLike[str]) -> ArchiveSidecar:
