@@ -22,6 +22,7 @@ import math
 import mimetypes
 import os
 import re
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -648,7 +649,14 @@ def read_archive_files(path: str | os.PathLike[str]) -> frozenset[str]:
         st = os.stat(path)
     except OSError as exc:
         raise ProbeError(path, f"cannot read sidecar: {exc.strerror or exc}") from None
-    return _read_archive_files(os.fspath(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    read = _read_archive_files.__wrapped__ if _racy(st.st_mtime_ns) else _read_archive_files
+    return read(os.fspath(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _racy(mtime_ns: int) -> bool:
+    """Changed in the last two seconds: a further change within the same timestamp tick would not show in
+    the mtime (as "racy git" entries), so such a version is not cached."""
+    return time.time_ns() - mtime_ns < 2_000_000_000
 
 
 @functools.lru_cache(maxsize=64)
@@ -673,7 +681,8 @@ def _meta_files(directory: Path) -> list[Path]:
         st = directory.stat()
     except OSError:
         return []
-    return [directory / name for name in _meta_names(os.fspath(directory), st.st_ino, st.st_mtime_ns)]
+    names = _meta_names.__wrapped__ if _racy(st.st_mtime_ns) else _meta_names
+    return [directory / name for name in names(os.fspath(directory), st.st_ino, st.st_mtime_ns)]
 
 
 @functools.lru_cache(maxsize=256)
