@@ -33,13 +33,25 @@ def _fail(message: str) -> int:
     return EXIT_ERROR
 
 
+MAX_READ = 64 * 1024 * 1024  # a harbor.yaml, a saved plan or a token: never a device read whole
+
+
 def _read(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
+    """A text file given on the command line ("-": stdin). Not UTF-8 -> ConfigError naming the line and column
+    of the first bad byte (one line, no traceback)."""
+    from bitharbord.config import decode
+
     try:
-        return Path(path).read_text(encoding="utf-8")
+        if path == "-":
+            raw = sys.stdin.buffer.read(MAX_READ + 1)
+        else:
+            with Path(path).open("rb") as f:
+                raw = f.read(MAX_READ + 1)
     except OSError as exc:
         raise ClientError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_READ:
+        raise ClientError(f"cannot read {path}: larger than {MAX_READ} bytes")
+    return decode(raw, path)
 
 
 def _validate_local(path: str) -> str:
@@ -112,7 +124,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if not args.file:
         try:
             parsed = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             parsed = None
         if isinstance(parsed, dict) and "actions" in parsed:
             saved = Plan.from_dict(parsed)

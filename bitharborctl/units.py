@@ -163,9 +163,11 @@ def install_unit(dest_dir: str | os.PathLike[str], exec_start: str | os.PathLike
                  require_executable: bool = True) -> Path:
     """Write `dest_dir/bitharbord.service` for `exec_start` atomically (mode 0644) and return its path.
 
-    `dest_dir` must be an existing directory. With `require_executable` (the default) `exec_start` must be an
-    executable file; pass False when installing into a staging root where it does not exist yet. On a
-    UnitError nothing is written. The caller runs `systemctl daemon-reload` (the file alone changes nothing).
+    `dest_dir` is created (with its parents, mode 0755) when it does not exist, as `install -D` does for a
+    staging root; a path that exists and is not a directory is refused. With `require_executable` (the
+    default) `exec_start` must be an executable file; pass False when installing into a staging root where it
+    does not exist yet. On a UnitError nothing is written (the checks come before the directory is created).
+    The caller runs `systemctl daemon-reload` (the file alone changes nothing).
     """
     text = render_unit(exec_start)
     if require_executable:
@@ -174,9 +176,13 @@ def install_unit(dest_dir: str | os.PathLike[str], exec_start: str | os.PathLike
             raise UnitError(f"ExecStart {os.fspath(exec_start)!r}: no executable file there; give the path of "
                             f"the installed bitharbord (this installation's is {default_exec_start()})")
     dest = Path(dest_dir)
-    if not dest.is_dir():
-        raise UnitError(f"unit directory {os.fspath(dest_dir)!r}: expected an existing directory "
+    if dest.exists() and not dest.is_dir():
+        raise UnitError(f"unit directory {os.fspath(dest_dir)!r}: exists and is not a directory "
                         f"(usually {DEFAULT_UNIT_DIR})")
+    try:
+        dest.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnitError(f"unit directory {os.fspath(dest_dir)!r}: cannot create it: {exc.strerror or exc}") from None
     path = dest / UNIT_NAME
     data = text.encode()
     try:

@@ -142,9 +142,24 @@ class WatchFolder(Model):
     recursive: bool = True
 
 
+_SYSTEM_DIRS = ("/proc", "/sys", "/dev", "/run")
+
+
+def _import_root(value: str) -> str:
+    if value == "/":
+        raise ValueError("the whole filesystem cannot be an import root; name the folders that hold media")
+    for system in _SYSTEM_DIRS:
+        if _inside(value, system):
+            raise ValueError(f"{value} is a system directory ({system}), not a folder of media")
+    return value
+
+
 class Library(Model):
     watch: list[WatchFolder] = Field(default_factory=list)
     scan_interval: int = Field(default=300, ge=5)
+    import_roots: list[Annotated[AbsPath, AfterValidator(_import_root)]] = Field(default_factory=list)
+    """Folders besides the watch folders from which POST /v1/ingest/local (`bitharborctl ingest PATH`) may
+    add files; anything else on the server is refused (403)."""
 
 
 class WantedTitle(Model):
@@ -311,6 +326,13 @@ class Harbor(Model):
                         f"library.watch[{i}].path {folder.path} overlaps paths.{field_name} {root}: "
                         "a watch folder must not contain or sit inside a BitHarbor root"
                     )
+        for i, root in enumerate(self.library.import_roots):
+            if root in self.library.import_roots[:i]:
+                raise ValueError(f"library.import_roots[{i}] {root} is listed twice")
+            for field_name, own in roots.items():
+                if _inside(root, own):
+                    raise ValueError(f"library.import_roots[{i}] {root} is inside paths.{field_name} {own}: "
+                                     "BitHarbor's own storage is not a place to import from")
         mounts: set[str] = set()
         disks: set[str] = set()
         for i, pool in enumerate(self.storage.pools):
@@ -454,10 +476,92 @@ def _describe(err: Mapping[str, Any]) -> str:
     return msg
 
 
-def parse(text: str, file: str = "harbor.yaml") -> Harbor:
-    """Validate harbor.yaml text; raise ConfigError listing every problem with its location."""
+MAX_CONFIG_BYTES = 256 * 1024
+"""A harbor.yaml larger than this is refused before it is parsed (a real one is a few kB; thousands of wanted
+titles fit). Parsing is pure Python, about 4 s per MB: the bound keeps any accepted file under about a second."""
+MAX_CONFIG_NODES = 100_000
+"""The most values (scalars, lists, mappings) a harbor.yaml may hold once its aliases are expanded: `*name`
+repeats a whole subtree, so nine levels of nine references ("billion laughs") would be 9^9 values to walk."""
+
+
+MAX_CONFIG_DEPTH = 64
+"""The deepest nesting of lists and mappings accepted (harbor.yaml's own schema nests about 6 deep)."""
+
+
+class _TooBig(yaml.MarkedYAMLError):
+    """The document, expanded through its aliases, is over MAX_CONFIG_NODES, or an alias refers to a node
+    that contains it."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, counting as it composes how many values each node stands for once aliases are
+    expanded (each node once: shared subtrees are not walked again), and stopping at the first node over
+    MAX_CONFIG_NODES, or at an alias to a node still being composed (a recursive structure). Linear in the
+    size of the text, whatever the aliases do."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._sizes: dict[int, int] = {}
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            return self._compose_counted(parent, index)
+        finally:
+            self._depth -= 1
+
+    def _compose_counted(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self._depth > MAX_CONFIG_DEPTH:
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise _TooBig(None, None, f"values nest more than {MAX_CONFIG_DEPTH} levels deep here",
+                          event.start_mark)
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            target = self.anchors.get(event.anchor)
+            if target is not None and id(target) not in self._sizes:
+                raise _TooBig(None, None, f"alias *{event.anchor} refers to a value that contains it (a recursive "
+                                          "structure, which harbor.yaml has no use for)", event.start_mark)
+            return super().compose_node(parent, index)
+        node = super().compose_node(parent, index)
+        if node is None:
+            return None
+        if isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(self._sizes[id(child)] for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size = 1 + sum(self._sizes[id(k)] + self._sizes[id(v)] for k, v in node.value)
+        else:
+            size = 1
+        if size > MAX_CONFIG_NODES:
+            raise _TooBig(None, None, f"this value expands to more than {MAX_CONFIG_NODES} values through its "
+                                      "aliases (*name); harbor.yaml refuses such nesting (a 'billion laughs' "
+                                      "document?)", node.start_mark)
+        self._sizes[id(node)] = size
+        return node
+
+
+def decode(raw: bytes, file: str) -> str:
+    """File bytes -> text, or ConfigError (one line, with the line and column of the first bad byte) for bytes
+    that are not UTF-8. `parse` bounds the size; the CLI reads saved plans through this too."""
     try:
-        loader = yaml.SafeLoader(text)  # checks the characters up front (control characters are refused)
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError([Problem(file, line, column, "", f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
+                                                           f"offset {exc.start}); save the file as UTF-8")]) from None
+
+
+def parse(text: str, file: str = "harbor.yaml") -> Harbor:
+    """Validate harbor.yaml text; raise ConfigError listing every problem with its location. The text is
+    bounded (MAX_CONFIG_BYTES, MAX_CONFIG_NODES after alias expansion) before anything walks it."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_CONFIG_BYTES:
+        line = text.count("\n", 0, MAX_CONFIG_BYTES) + 1
+        raise ConfigError([Problem(file, line, 1, "", f"the text is {size} bytes; harbor.yaml may have at "
+                                                      f"most {MAX_CONFIG_BYTES}")])
+    try:
+        loader = _BoundedLoader(text)  # checks the characters up front (control characters are refused)
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(file, 1, 1, "", f"malformed YAML: {exc}")]) from None
     try:
@@ -467,6 +571,10 @@ def parse(text: str, file: str = "harbor.yaml") -> Harbor:
         marks = _Marks()
         _walk(node, (), marks, file)
         data = loader.construct_document(node)
+    except _TooBig as exc:
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise ConfigError([Problem(file, line, col, "", str(exc.problem))]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -514,15 +622,62 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
     return out
 
 
-def load(path: str | Path) -> Harbor:
+def read(path: str | Path) -> str:
+    """The text of a harbor.yaml file: ConfigError when it cannot be read, is too large or is not UTF-8 (it
+    reads at most one byte more than MAX_CONFIG_BYTES: a huge file or a device is not read whole)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError([Problem(str(p), 0, 0, "", f"cannot read: {exc.strerror or exc}")]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([Problem(str(p), 1, 1, "", "not UTF-8 text")]) from None
-    return parse(text, str(p))
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([Problem(str(p), raw.count(b"\n", 0, MAX_CONFIG_BYTES) + 1, 1, "",
+                                   f"the file is larger than {MAX_CONFIG_BYTES} bytes, the most a harbor.yaml "
+                                   "may have")])
+    return decode(raw, str(p))
+
+
+_FIELD_PART = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
+
+
+def field_loc(field: str) -> Loc:
+    """"storage.pools[0].disks[1]" -> ("storage", "pools", 0, "disks", 1)."""
+    return tuple(int(m.group(2)) if m.group(2) is not None else m.group(1) for m in _FIELD_PART.finditer(field))
+
+
+def locate(problems: list[Problem], text: str, file: str, *, generic: str = "harbor.yaml") -> list[Problem]:
+    """Problems found beyond the YAML (a missing disk, ...) by code that knew neither the file's name nor the
+    text: those naming `generic` get `file`, and those without a line get the line of their field in `text`."""
+    marks: _Marks | None = None
+    out = []
+    for p in problems:
+        if p.file != generic:
+            out.append(p)
+            continue
+        line, column = p.line, p.column
+        if not line and p.field:
+            if marks is None:
+                marks = _Marks()
+                try:
+                    loader = _BoundedLoader(text)
+                    try:
+                        node = loader.get_single_node()
+                        if node is not None:
+                            _walk(node, (), marks, file)
+                    finally:
+                        loader.dispose()
+                except (yaml.YAMLError, ConfigError):
+                    pass
+            line, column = _nearest(marks, field_loc(p.field))
+            if (line, column) == (1, 1) and not marks.value:
+                line, column = 0, 0
+        out.append(Problem(file, line, column, p.field, p.message))
+    return out
+
+
+def load(path: str | Path) -> Harbor:
+    return parse(read(path), str(path))
 
 
 def iter_paths(harbor: Harbor) -> Iterator[tuple[str, str]]:

@@ -86,7 +86,7 @@ def test_plan_apply_ingest_upload_queue(harbord: Harbord, tmp_path: Path) -> Non
     video = make_video(inbox / "clip.mp4", seconds=1, audio=False)
     settle(*photos, video)
     cfg = tmp_path / "harbor.yaml"
-    cfg.write_text(CONFIG)
+    cfg.write_text(CONFIG.replace("reconcile:", f"  import_roots: [{tmp_path / 'camera'}]\nreconcile:"))
 
     plan = harbord.ctl("plan", "-f", str(cfg))
     assert plan.returncode == 0, plan.stderr

@@ -77,7 +77,9 @@ async def until(check: Callable[[], bool], timeout: float = 60) -> None:
 async def start(tmp_path: Path, service: IngestService, shared: dict[str, Any] | None = None) -> Running:
     state = tmp_path / "state"
     state.mkdir()
-    (state / "harbor.yaml").write_text(CONFIG)
+    # files under tmp_path/camera may be ingested from the server (library.import_roots)
+    (state / "harbor.yaml").write_text(CONFIG.replace("reconcile:", f"  import_roots: [{tmp_path / 'camera'}]\n"
+                                                                    "reconcile:"))
     daemon = Daemon(Settings.sandboxed(state, http=None), services=[service])
     daemon.env.shared.update(shared or {})
     task = asyncio.create_task(daemon.run())
@@ -120,9 +122,9 @@ async def test_local_route_adds_a_folder_and_refuses_bad_input_whole(harbor: Run
     files = [make_jpeg(outside / f"DSC{i}.jpg", color=(i, 2, 3)) for i in range(3)]
     (outside / ".hidden.jpg").write_bytes(b"x")
     with pytest.raises(ApiError) as err:
-        await harbor.call("POST", "/v1/ingest/local", {"paths": [str(outside), str(tmp_path / "nope.jpg")],
+        await harbor.call("POST", "/v1/ingest/local", {"paths": [str(outside), str(outside / "nope.jpg")],
                                                        "type": "personal"})
-    assert err.value.status == 400 and err.value.message == f"{tmp_path / 'nope.jpg'}: no such file or directory"
+    assert err.value.status == 400 and err.value.message == f"{outside / 'nope.jpg'}: no such file or directory"
     assert harbor.sql("SELECT count(*) FROM ingest_jobs") == [(0,)]  # nothing queued for the good path either
     with pytest.raises(ApiError, match="not in a watch folder, so give its type"):
         await harbor.call("POST", "/v1/ingest/local", {"paths": [str(outside)]})
@@ -219,7 +221,9 @@ async def test_paused_while_media_storage_is_not_ready(tmp_path: Path) -> None:
     os.utime(photo, (old, old))
     service = IngestService()
     state.mkdir(exist_ok=True)
-    (state / "harbor.yaml").write_text(CONFIG)
+    # files under tmp_path/camera may be ingested from the server (library.import_roots)
+    (state / "harbor.yaml").write_text(CONFIG.replace("reconcile:", f"  import_roots: [{tmp_path / 'camera'}]\n"
+                                                                    "reconcile:"))
     daemon = Daemon(Settings.sandboxed(state, http=None), services=[service])
     daemon.env.shared["storage.media_ready"] = media_ready
     task = asyncio.create_task(daemon.run())

@@ -146,8 +146,10 @@ def test_install_unit_refuses_bad_input_and_writes_nothing(tmp_path: Path) -> No
     plain.chmod(0o644)
     with pytest.raises(UnitError, match="no executable file"):
         install_unit(dest, plain)
-    with pytest.raises(UnitError, match="expected an existing directory"):
-        install_unit(tmp_path / "nope", default_exec_start())
+    with pytest.raises(UnitError, match="exists and is not a directory"):
+        install_unit(plain, "/opt/bitharbor/bin/bitharbord", require_executable=False)
+    with pytest.raises(UnitError, match="no executable file"):  # checked before the directory is created
+        install_unit(tmp_path / "nope", tmp_path / "missing" / "bitharbord")
     with pytest.raises(UnitError, match="absolute"):
         install_unit(dest, "bitharbord", require_executable=False)
     assert list(dest.iterdir()) == []
@@ -155,6 +157,18 @@ def test_install_unit_refuses_bad_input_and_writes_nothing(tmp_path: Path) -> No
     # A staging root: the executable does not exist yet on this machine.
     staged = install_unit(dest, "/opt/bitharbor/bin/bitharbord", require_executable=False)
     assert setting(staged.read_text(), "ExecStart") == "/opt/bitharbor/bin/bitharbord"
+
+
+def test_install_unit_creates_a_missing_dest_dir(tmp_path: Path) -> None:
+    """`install-unit --dest DIR` into a staging root that does not exist yet (issue 13): DIR is made."""
+    dest = tmp_path / "stage" / "etc" / "systemd" / "system"
+    out = subprocess.run([sys.executable, "-m", "bitharborctl", "install-unit", "--dest", str(dest), "--no-check",
+                          "--exec-start", "/opt/bitharbor/bin/bitharbord"], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"wrote {dest / UNIT_NAME} ")
+    assert setting((dest / UNIT_NAME).read_text(), "ExecStart") == "/opt/bitharbor/bin/bitharbord"
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o755
 
 
 def test_default_exec_start_is_this_installations_bitharbord() -> None:

@@ -10,13 +10,25 @@ from typing import Any
 from bitharborctl.output import add_output_flag, dump_json
 
 
-def _print(report: dict[str, Any], verb: str, output: str) -> int:
+def render_export(report: dict[str, Any], dest: str, references_only: bool) -> str:
+    """What an export did, in its own terms (an export adds nothing to a library)."""
+    failed = len(report["failed"])
+    media = ("media not copied (the bundle refers to this box's media root)" if references_only
+             else f"{report['blobs_bytes']} bytes of media copied")
+    return f"exported: {report['items']} item(s) to {dest}, {media}" + (f", {failed} failed" if failed else "")
+
+
+def render_import(report: dict[str, Any]) -> str:
+    return (f"imported: {report['items']} item(s) in the bundle, {report.get('added', 0)} added, "
+            f"{report.get('already_present', 0)} already present, {len(report['failed'])} failed, "
+            f"{report['blobs_bytes']} bytes of media")
+
+
+def _print(report: dict[str, Any], text: str, output: str) -> int:
     if output == "json":
         dump_json(report)
     else:
-        print(f"{verb}: {report['items']} item(s), {report.get('added', 0)} added, "
-              f"{report.get('already_present', 0)} already present, {len(report['failed'])} failed, "
-              f"{report['blobs_bytes']} bytes of media")
+        print(text)
         for f in report["failed"]:
             print(f"  failed {f['hash'][:16]}: {f['error']}", file=sys.stderr)
     return 0 if not report["failed"] else 1
@@ -25,8 +37,9 @@ def _print(report: dict[str, Any], verb: str, output: str) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from bitharborctl.cli import client_for
 
-    body = {"to": str(Path(args.to).resolve()), "blobs": not args.references_only}
-    return _print(client_for(args).request("POST", "/v1/export", body), "exported", args.output)
+    dest = str(Path(args.to).resolve())
+    report = client_for(args).request("POST", "/v1/export", {"to": dest, "blobs": not args.references_only})
+    return _print(report, render_export(report, dest, args.references_only), args.output)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -35,7 +48,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"from": str(Path(args.source).resolve())}
     if args.blob_root:
         body["blob_root"] = str(Path(args.blob_root).resolve())
-    return _print(client_for(args).request("POST", "/v1/import", body), "imported", args.output)
+    report = client_for(args).request("POST", "/v1/import", body)
+    return _print(report, render_import(report), args.output)
 
 
 def register(sub: Any) -> None:

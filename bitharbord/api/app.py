@@ -7,7 +7,6 @@ document, each service's `routes()`, and the web UI (ui.py) at /.
 
 from __future__ import annotations
 
-import json
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -21,12 +20,13 @@ from bitharbord.api.auth import COOKIE, Auth, Principal
 from bitharbord.api.errors import ApiError, Handler, json_errors
 from bitharbord.api.errors import error as error
 from bitharbord.api.keys import AUTH, DAEMON, OPENAPI, PRINCIPAL
-from bitharbord.config import ConfigError
+from bitharbord.config import ConfigError, locate
 from bitharbord.reconcile.executor import ApplyRefused, DestroyNotAllowed, StalePlan
 from bitharbord.reconcile.plan import Plan
 
 if TYPE_CHECKING:
     from bitharbord.daemon import Daemon
+    from bitharbord.reconcile.loop import Desired
 
 log = structlog.get_logger("bitharbord.api")
 __all__ = ["DAEMON", "init_app"]
@@ -78,15 +78,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    if request.content_length and request.content_length > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
-    raw = await request.read()
-    if not raw:
+    data = await schemas.read_json(request, max_bytes=MAX_BODY)  # ApiError: 400 bad_json/too_deep, 413, 415
+    if data is None:
         return {}
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise _bad("bad_json", "the request body is not JSON") from None
     if not isinstance(data, dict):
         raise _bad("bad_request", "the request body must be a JSON object")
     return data
@@ -101,10 +95,15 @@ def _bad(code: str, message: str, status: int = 400, **extra: Any) -> _Bad:
     return _Bad(error(status, code, message, **extra))
 
 
-def _config_error(exc: ConfigError) -> web.Response:
+def _config_error(exc: ConfigError, desired: Desired | None = None) -> web.Response:
+    """422 invalid_config. Problems found past parsing (a missing disk...) by code that knows neither the
+    file's name nor its text are told both here: the file the client named (`path`) and the line of the field."""
+    found = exc.problems
+    if desired is not None and desired.path:
+        found = locate(found, desired.source or "", desired.path)
     problems = [{"file": p.file, "line": p.line, "column": p.column, "field": p.field, "message": p.message}
-                for p in exc.problems]
-    return error(422, "invalid_config", str(exc), problems=problems)
+                for p in found]
+    return error(422, "invalid_config", str(ConfigError(found)), problems=problems)
 
 
 # --------------------------------------------------------------------------- documentation of the core routes
@@ -188,6 +187,7 @@ async def config(request: web.Request) -> web.Response:
                body=PlanBody, body_required=False, responses={200: PlanResult}, errors=[422])
 async def plan(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
+    desired = None
     try:
         body = await _body(request)
         desired = daemon.desired_from(body.get("config"), body.get("path"))
@@ -195,7 +195,7 @@ async def plan(request: web.Request) -> web.Response:
     except _Bad as bad:
         return bad.response
     except ConfigError as exc:
-        return _config_error(exc)
+        return _config_error(exc, desired)
     return web.json_response({"plan": result.to_dict()})
 
 
@@ -204,6 +204,7 @@ async def plan(request: web.Request) -> web.Response:
                errors=[409, 422])
 async def apply(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
+    desired = None
     try:
         body = await _body(request)
         allow_destroy = body.get("allow_destroy", False)
@@ -226,7 +227,7 @@ async def apply(request: web.Request) -> web.Response:
     except _Bad as bad:
         return bad.response
     except ConfigError as exc:
-        return _config_error(exc)
+        return _config_error(exc, desired)
     except StalePlan as exc:
         return error(409, "stale_plan", str(exc))
     except DestroyNotAllowed as exc:

@@ -12,6 +12,9 @@ from bitharbord.api.auth import COOKIE, MAX_PASSWORD, Principal
 from bitharbord.api.errors import ApiError
 from bitharbord.api.keys import AUTH, PRINCIPAL
 
+LOGIN_MAX_BYTES = 16 * 1024 + 12 * MAX_PASSWORD
+"""The unauthenticated login route reads no more than this (a name and a password, JSON-escaped)."""
+
 
 class LoginBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -68,7 +71,7 @@ def _address(request: web.Request) -> str:
                            "<img> and <video> in the web UI). Failed attempts are rate-limited per client address "
                            "and per account: 429 with Retry-After.")
 async def login(request: web.Request) -> web.Response:
-    body = await schemas.parse_body(request, LoginBody)
+    body = await schemas.parse_body(request, LoginBody, max_bytes=LOGIN_MAX_BYTES)
     auth = request.app[AUTH]
     token, exp = await auth.login(body.name, body.password, _address(request))
     now = int(auth.clock())

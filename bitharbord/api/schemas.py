@@ -154,24 +154,73 @@ def parse_query(request: web.Request, model: type[M]) -> M:
 _JSON_LENIENT = frozenset({"application/json", "application/octet-stream", "text/plain",
                            "application/x-www-form-urlencoded"})
 
+MAX_JSON_DEPTH = 64
+"""Arrays and objects nested deeper than this are refused (400 "too_deep") before anything walks them: the
+deepest real body (a saved plan) nests about 8 levels; Python's parser and pydantic recurse per level."""
+MAX_JSON_BYTES = 4 * 1024 * 1024
+"""The default body bound of `read_json` (a harbor.yaml or a saved plan); routes may ask for less."""
 
-async def read_json(request: web.Request) -> Any:
-    """The JSON body (client_max_size caps it: 413). 415 for another content type, 400 "bad_json"."""
+
+def json_depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a parsed JSON value (a scalar is 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            break  # enough to refuse it
+        stack.extend((c, depth) for c in children if isinstance(c, dict | list))
+    return deepest
+
+
+def parse_json_bytes(raw: bytes) -> Any:
+    """Bytes -> JSON value, or ApiError 400: "bad_json" (not UTF-8 JSON), "too_deep" (nested deeper than
+    MAX_JSON_DEPTH). The one parser of request bodies: every JSON route reads through `read_json`."""
+    # Cheap pre-check: a body with at most MAX_JSON_DEPTH brackets cannot nest deeper, whatever it holds.
+    brackets = raw.count(b"[") + raw.count(b"{")
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        data, brackets = None, -1
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "bad_json", "the request body is not valid JSON") from None
+    if brackets < 0 or (brackets > MAX_JSON_DEPTH and json_depth(data) > MAX_JSON_DEPTH):
+        raise ApiError(400, "too_deep", f"the request body nests arrays/objects more than {MAX_JSON_DEPTH} "
+                                        "levels deep", max_depth=MAX_JSON_DEPTH)
+    return data
+
+
+async def read_json(request: web.Request, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """The JSON body, or None for an empty one: 415 for another content type, 413 "too_large" above
+    `max_bytes` (checked before reading when the length is declared), 400 "bad_json" / "too_deep"."""
     ctype = request.content_type
     if request.body_exists and ctype not in _JSON_LENIENT and not ctype.endswith("+json"):
         raise ApiError(415, "unsupported_media_type", f"expected an application/json body, got {ctype}")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise ApiError(413, "too_large", f"the request body is too large ({request.content_length} bytes; "
+                                         f"at most {max_bytes})", max_bytes=max_bytes)
     raw = await request.read()
+    if len(raw) > max_bytes:
+        raise ApiError(413, "too_large", f"the request body is too large (at most {max_bytes} bytes)",
+                       max_bytes=max_bytes)
     if not raw:
         return None
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "bad_json", "the request body is not valid JSON") from None
+    return parse_json_bytes(raw)
 
 
-async def parse_body(request: web.Request, model: type[M], *, required: bool = True) -> M:
-    """The JSON body as `model`: 400 "bad_json" (not JSON) or "invalid_body" (naming each bad field)."""
-    data = await read_json(request)
+async def parse_body(request: web.Request, model: type[M], *, required: bool = True,
+                     max_bytes: int = MAX_JSON_BYTES) -> M:
+    """The JSON body as `model`: 400 "bad_json" (not JSON), "too_deep" or "invalid_body" (naming each bad
+    field); 413 "too_large"."""
+    data = await read_json(request, max_bytes=max_bytes)
     if data is None:
         if required:
             raise ApiError(400, "invalid_body", "this route needs a JSON object body")

@@ -42,6 +42,7 @@ from bitharbord.catalog.match import (
     parse_item,
     split_title_year,
 )
+from bitharbord.catalog.reasons import network_reason
 from bitharbord.config import Archive
 from bitharbord.providers.base import TemporaryError
 
@@ -265,10 +266,18 @@ class ArchiveClient:
                 if status is None and isinstance(exc, requests.JSONDecodeError):
                     raise ArchiveError(f"the Internet Archive at {self.host} answered the {what} with something "
                                        "that is not JSON") from None
-                problem = f"HTTP {status}" if status else (type(exc).__name__ + (f": {exc}" if str(exc) else ""))
+                reason = None if status else network_reason(exc)
+                problem = f"HTTP {status}" if status else (reason or type(exc).__name__)
                 if attempt > self.retries:
-                    raise Unavailable(f"the Internet Archive at {self.host} failed the {what} {attempt} times "
-                                      f"(last: {problem}); try again later") from None
+                    # one short line: it is shown in every plan note while the box is offline
+                    if status:
+                        message = (f"the Internet Archive at {self.host} failed the {what} {attempt} times "
+                                   f"(last: HTTP {status}); try again later")
+                    else:
+                        message = f"{self.host} unreachable: {problem}"
+                    log.warning("archive.unavailable", what=what, attempts=attempt, problem=problem,
+                                error=type(exc).__name__)
+                    raise Unavailable(message) from None
                 wait = self.backoff * 2 ** (attempt - 1)
                 log.warning("archive.retry", what=what, attempt=attempt, problem=problem, wait_s=wait)
                 self._sleep(wait)

@@ -41,6 +41,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from bitharbord.api import schemas
+from bitharbord.api.errors import ApiError
 from bitharbord.catalog import archive as ia
 from bitharbord.catalog import tmdb as tm
 from bitharbord.catalog import youtube as yt
@@ -856,9 +857,9 @@ class CatalogService:
                    errors=[409, 503])
     async def _route_add(self, request: web.Request) -> web.Response:
         try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "bad_json", "the request body is not JSON")
+            body = await schemas.read_json(request)  # the one body reader: bad_json / too_deep, 413, 415
+        except ApiError as exc:
+            return exc.response()
         try:
             e = parse_wanted(body)
         except ValidationError as exc:

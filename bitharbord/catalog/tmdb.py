@@ -29,6 +29,7 @@ import aiohttp
 import structlog
 
 from bitharbord.catalog.match import TitleHit, Want, best_title_hit
+from bitharbord.catalog.reasons import host_of, network_reason
 from bitharbord.config import Tmdb
 from bitharbord.providers.base import TemporaryError
 
@@ -280,8 +281,9 @@ class TmdbClient:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 log.warning("tmdb.request_failed", url=shown, attempt=attempt, error=str(exc) or type(exc).__name__)
                 if attempt > self.retries:
-                    raise Unavailable(f"TMDB at {self.api_base if api else self.image_base} could not be reached "
-                                      f"after {attempt} attempts: {exc or type(exc).__name__}") from None
+                    reason = network_reason(exc) or str(exc) or type(exc).__name__
+                    raise Unavailable(f"{host_of(self.api_base if api else self.image_base)} unreachable: "
+                                      f"{reason}") from None
                 await self._sleep(self.backoff * 2 ** (attempt - 1))
                 continue
             log.debug("tmdb.request", url=shown, status=status, attempt=attempt,

@@ -30,6 +30,8 @@ import structlog
 import yt_dlp
 from yt_dlp.utils import DownloadCancelled, DownloadError, ExtractorError
 
+from bitharbord.catalog.reasons import host_of, network_reason
+
 log = structlog.get_logger("bitharbord.catalog.youtube")
 
 ARCHIVE_NAME = ".yt-dlp-archive.txt"
@@ -231,6 +233,9 @@ def _explain(exc: DownloadError | ExtractorError, source: str, max_bytes: int | 
     message = str(exc.msg if getattr(exc, "msg", None) else exc).removeprefix("ERROR: ")
     if max_bytes is not None and "Requested format is not available" in message:
         return TooLarge(f"{source}: no format fits under the {max_bytes}-byte cap")
+    reason = network_reason(exc)
+    if reason is not None:  # one short line, not yt-dlp's nested dump of the same URL
+        return YoutubeError(f"{host_of(source)} unreachable: {reason}")
     return YoutubeError(f"{source}: {message}")
 
 

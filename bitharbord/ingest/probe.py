@@ -3,7 +3,8 @@
 * images: EXIF capture time (DateTimeOriginal + OffsetTimeOriginal), GPS, camera make/model, size (Pillow);
 * video and audio: duration, codecs, resolution, frame rate, creation_time, ISO 6709 location (ffprobe, run
   through the `Runner`: the only place processes run);
-* sidecars: yt-dlp `<name>.info.json` and Internet Archive `<identifier>_meta.xml`.
+* sidecars: yt-dlp `<name>.info.json` and Internet Archive `<identifier>_meta.xml`, each only for the files it
+  belongs to by name (`match_archive_meta`); a sidecar beside a file that is not its own is noted, not applied.
 
 `probe()` returns a `MediaInfo`; `MediaInfo.fingerprint` is the BLAKE3 of its canonical JSON (sorted keys,
 no whitespace), so a changed sidecar or re-tagged file shows up as a changed fingerprint. The parsers
@@ -15,11 +16,13 @@ the fingerprint). A media file that cannot be probed raises `ProbeError` with a 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import mimetypes
 import os
 import re
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -578,21 +581,181 @@ def read_archive_meta(path: str | os.PathLike[str]) -> ArchiveMeta:
 
 
 def find_ytdlp_info(media: str | os.PathLike[str]) -> Path | None:
-    """yt-dlp names the sidecar after the media file without its extension: `<name>.info.json`."""
+    """yt-dlp names the sidecar after the media file without its extension: `<name>.info.json`. Only that
+    name belongs to the file; another video's `.info.json` in the same folder is never read for it."""
     p = Path(media)
     candidate = p.with_name(p.stem + ".info.json")
     return candidate if candidate.is_file() else None
 
 
+ARCHIVE_META_SUFFIX = "_meta.xml"
+ARCHIVE_FILES_SUFFIX = "_files.xml"
+ARCHIVE_LIST_MAX_BYTES = 32 << 20
+"""A `_files.xml` larger than this is not read (a real one lists a few thousand files in a few MB)."""
+ARCHIVE_ITEM_DEPTH = 2
+"""How many folders above a media file an item's `_meta.xml` is looked for (an item's files may sit in its
+sub-folders, as `ia download` lays them out); above the file's own folder only a file list can claim it."""
+
+# IA's derivative names: "<original>_512kb.mp4", "<original>_64kb.mp3", "<original>_vbr.mp3", ...
+_IA_DERIVATIVE = re.compile(r"[_.\- ](?:\d+kb|vbr|h\.?264|hq|lq|edit|archive)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveSidecar:
+    """Which Internet Archive `_meta.xml` (if any) describes a media file, and why others were not used."""
+
+    path: Path | None
+    how: str | None = None
+    """"file list" (the item's `_files.xml` names the file) or "name" (no file list; the file's name and the
+    identifier are related)."""
+    ignored: tuple[str, ...] = ()
+    """One line per `_meta.xml` seen beside the file and not applied to it, with the reason."""
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", text.lower())
+
+
+def name_relates_to_identifier(stem: str, identifier: str) -> bool:
+    """True when a media file's name (without IA's derivative suffix such as "_512kb") and an IA identifier,
+    compared on letters and digits only, case-insensitively, are equal or one contains the other (the shorter
+    at least 4 characters, not only digits): `Nosferatu_512kb` ~ `nosferatu1922`; `metropolis-1927` is not
+    `nosferatu1922`."""
+    a = _squash(_IA_DERIVATIVE.sub("", stem))
+    b = _squash(identifier)
+    if not a or not b:
+        return False
+    if a == b:
+        return True
+    short, long_ = (a, b) if len(a) <= len(b) else (b, a)
+    return len(short) >= 4 and re.search("[a-z]", short) is not None and short in long_
+
+
+def parse_archive_files(xml_text: str | bytes, *, where: str = "_files.xml") -> frozenset[str]:
+    """The file names (paths inside the item, "/"-separated) an IA `<identifier>_files.xml` lists."""
+    try:
+        root = ET.fromstring(xml_text)
+    except ET.ParseError as exc:
+        raise ValueError(f"{where}: not well-formed XML: {exc}") from None
+    if root.tag != "files":
+        raise ValueError(f"{where}: expected a <files> document, got <{root.tag}>")
+    return frozenset(name for el in root.iter("file") if (name := (el.get("name") or "").strip()))
+
+
+def read_archive_files(path: str | os.PathLike[str]) -> frozenset[str]:
+    """The names a `_files.xml` lists (parsed once per version of the file: cached by inode, size and mtime,
+    as every file of an item asks for the same list)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ProbeError(path, f"cannot read sidecar: {exc.strerror or exc}") from None
+    read = _read_archive_files.__wrapped__ if _racy(st.st_mtime_ns) else _read_archive_files
+    return read(os.fspath(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _racy(mtime_ns: int) -> bool:
+    """Changed in the last two seconds: a further change within the same timestamp tick would not show in
+    the mtime (as "racy git" entries), so such a version is not cached."""
+    return time.time_ns() - mtime_ns < 2_000_000_000
+
+
+@functools.lru_cache(maxsize=64)
+def _read_archive_files(path: str, _ino: int, _size: int, _mtime_ns: int) -> frozenset[str]:
+    try:
+        with Path(path).open("rb") as f:
+            raw = f.read(ARCHIVE_LIST_MAX_BYTES + 1)
+    except OSError as exc:
+        raise ProbeError(path, f"cannot read sidecar: {exc.strerror or exc}") from None
+    if len(raw) > ARCHIVE_LIST_MAX_BYTES:
+        raise ProbeError(path, f"larger than {ARCHIVE_LIST_MAX_BYTES} bytes; not read")
+    try:
+        return parse_archive_files(raw, where=os.fspath(path))
+    except ValueError as exc:
+        raise ProbeError(path, str(exc)) from None
+
+
+def _meta_files(directory: Path) -> list[Path]:
+    """The `*_meta.xml` files of a folder. Listing a big inbox for every file in it would be quadratic: the
+    names are cached per version of the folder (inode and mtime change when an entry is added or removed)."""
+    try:
+        st = directory.stat()
+    except OSError:
+        return []
+    names = _meta_names.__wrapped__ if _racy(st.st_mtime_ns) else _meta_names
+    return [directory / name for name in names(os.fspath(directory), st.st_ino, st.st_mtime_ns)]
+
+
+@functools.lru_cache(maxsize=256)
+def _meta_names(directory: str, _ino: int, _mtime_ns: int) -> tuple[str, ...]:
+    try:
+        with os.scandir(directory) as entries:
+            return tuple(sorted(e.name for e in entries
+                                if e.name.endswith(ARCHIVE_META_SUFFIX) and len(e.name) > len(ARCHIVE_META_SUFFIX)
+                                and e.is_file()))
+    except OSError:
+        return ()
+
+
+def match_archive_meta(media: str | os.PathLike[str]) -> ArchiveSidecar:
+    """The Internet Archive `<identifier>_meta.xml` that describes `media`, by name, never by proximity alone:
+
+    * where the item's `<identifier>_files.xml` is beside it, only a file that list names (by its path inside
+      the item folder) is the item's; the item folder may be the file's own folder or up to
+      `ARCHIVE_ITEM_DEPTH` folders above it;
+    * without a file list, only a file in the same folder whose name relates to the identifier
+      (`name_relates_to_identifier`).
+
+    Every `_meta.xml` in the file's own folder that is not applied is named in `ignored` with the reason, and
+    so is the case of two items both claiming the file (then neither is applied)."""
+    p = Path(media)
+    claims: list[tuple[Path, str]] = []
+    ignored: list[str] = []
+    folder = p.parent
+    for depth in range(ARCHIVE_ITEM_DEPTH + 1):
+        for meta in _meta_files(folder):
+            identifier = meta.name[: -len(ARCHIVE_META_SUFFIX)]
+            file_list = folder / f"{identifier}{ARCHIVE_FILES_SUFFIX}"
+            relpath = p.relative_to(folder).as_posix()
+            names: frozenset[str] | None = None
+            list_problem: str | None = None
+            if file_list.is_file():
+                try:
+                    names = read_archive_files(file_list)
+                except ProbeError as exc:
+                    list_problem = exc.reason
+            if names is not None:
+                if relpath in names:
+                    claims.append((meta, "file list"))
+                elif depth == 0:
+                    ignored.append(f"ignored sidecar {meta}: {file_list.name} does not list {relpath}")
+            elif depth == 0:
+                if name_relates_to_identifier(p.stem, identifier):
+                    claims.append((meta, "name"))
+                else:
+                    why = f" ({file_list.name} unreadable: {list_problem})" if list_problem else ""
+                    ignored.append(f"ignored sidecar {meta}: the item {identifier!r} has no file list{why} "
+                                   f"and the file name {p.name!r} is not related to it")
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    if not claims:
+        return ArchiveSidecar(None, None, tuple(ignored))
+    # a file list's claim beats a name's; the nearest folder first
+    by_list = [c for c in claims if c[1] == "file list"]
+    best = by_list or claims
+    if len(best) > 1 and best[0][0].parent == best[1][0].parent:
+        rivals = ", ".join(m.name for m, _ in best if m.parent == best[0][0].parent)
+        ignored.append(f"ignored sidecars {rivals}: more than one Internet Archive item claims {p.name}")
+        return ArchiveSidecar(None, None, tuple(ignored))
+    chosen, how = best[0]
+    ignored += [f"ignored sidecar {m}: {chosen.name} describes {p.name} ({how})"
+                for m, _ in claims if m != chosen and m.parent == p.parent]
+    return ArchiveSidecar(chosen, how, tuple(ignored))
+
+
 def find_archive_meta(media: str | os.PathLike[str]) -> Path | None:
-    """An IA item directory holds `<identifier>_meta.xml` beside its files: the directory's own name first,
-    else the only `*_meta.xml` there."""
-    directory = Path(media).parent
-    own = directory / f"{directory.name}_meta.xml"
-    if own.is_file():
-        return own
-    found = sorted(directory.glob("*_meta.xml"))
-    return found[0] if len(found) == 1 else None
+    """The `_meta.xml` that describes `media` (see `match_archive_meta`), or None."""
+    return match_archive_meta(media).path
 
 
 # --------------------------------------------------------------------------- all together
@@ -628,10 +791,13 @@ async def probe(
                 ytdlp = read_ytdlp_info(info_path)
             except ProbeError as exc:
                 problems.append(str(exc))
-        meta_path = find_archive_meta(p)
-        if meta_path is not None:
+        sidecar = match_archive_meta(p)
+        for note in sidecar.ignored:
+            log.info("probe.sidecar_ignored", path=str(p), note=note)
+        problems.extend(sidecar.ignored)
+        if sidecar.path is not None:
             try:
-                archive = read_archive_meta(meta_path)
+                archive = read_archive_meta(sidecar.path)
             except ProbeError as exc:
                 problems.append(str(exc))
     mime = mimetypes.guess_type(p.name)[0]

@@ -88,6 +88,10 @@ class IngestRefused(IngestError):
     """Bad input: says what, where and what was expected; nothing was queued."""
 
 
+class IngestForbidden(IngestRefused):
+    """A path outside every watch folder and `library.import_roots` (after resolving symlinks and '..')."""
+
+
 class IngestUnavailable(IngestError):
     """Ingest cannot take work now (no configuration or database yet); says why."""
 
@@ -610,7 +614,9 @@ class IngestService:
     @schemas.route(summary="Ingest files that are on the server", tags=["ingest"],
                    description="Queues each file, or every file below each folder (hidden and partial names "
                                "skipped), at most 10,000 files per request. Paths must be absolute, outside "
-                               "BitHarbor's own storage and the system's pseudo-filesystems. A path in a watch "
+                               "BitHarbor's own storage and the system's pseudo-filesystems, and (symlinks and "
+                               "'..' resolved) inside a watch folder or one of `library.import_roots`: 403 "
+                               "`outside_import_roots` otherwise. A path in a watch "
                                "folder takes the folder's type; others need `type`. Bad input changes nothing. "
                                "With `wait`, answers once every file is finished (or `timeout` passed).",
                    body=LocalBody, responses={200: LocalAnswer}, errors=[503])
@@ -620,6 +626,9 @@ class IngestService:
         harbor = session.harbor
         try:
             items = await asyncio.to_thread(self._local_items, harbor, body.paths, body.type)
+        except IngestForbidden as exc:
+            log.warning("ingest.local_forbidden", reason=str(exc))
+            raise ApiError(403, "outside_import_roots", str(exc)) from None
         except IngestRefused as exc:
             raise ApiError(400, "bad_path", str(exc)) from None
         ids = await session.store.enqueue(items)
@@ -650,6 +659,7 @@ class IngestService:
             for root in roots:
                 if _inside(path, root) or _inside(root, path):
                     raise IngestRefused(f"{path}: inside BitHarbor's own storage ({root}); expected a file to add")
+            path = self._confined(harbor, path)
             try:
                 st = os.stat(path)
             except (OSError, ValueError) as exc:
@@ -678,6 +688,25 @@ class IngestService:
                     raise IngestRefused(f"more than {MAX_LOCAL_FILES} files below {path}; give narrower paths "
                                         "(or drop them into a watch folder)")
         return items
+
+    @staticmethod
+    def _confined(harbor: Harbor, path: str) -> str:
+        """`path` with every symlink and '..' resolved, if that lies inside a watch folder or an import root
+        (also resolved); written under the folder's configured name, so its watch folder is found. Raises
+        IngestForbidden otherwise: the API must not be a way to read any file on the server."""
+        real = os.path.realpath(path)
+        for own in (harbor.paths.media_root, harbor.paths.index_root):
+            if _inside(real, os.path.realpath(own)):
+                raise IngestRefused(f"{path}: resolves to {real}, inside BitHarbor's own storage ({own})")
+        allowed = [f.path for f in harbor.library.watch] + list(harbor.library.import_roots)
+        for root in allowed:
+            real_root = os.path.realpath(root)
+            if _inside(real, real_root):
+                return root.rstrip("/") + real[len(real_root.rstrip("/")):] if real != real_root else root
+        shown = f"{path} (resolves to {real})" if real != path else path
+        raise IngestForbidden(f"{shown}: outside the watch folders and library.import_roots "
+                              f"({', '.join(allowed) or 'none configured'}); add its folder to "
+                              "library.import_roots in harbor.yaml to allow it")
 
     @schemas.route(summary="Upload a file into the library", tags=["ingest"],
                    description="The file is the request body, streamed (at most 64 GiB). It is written to a "

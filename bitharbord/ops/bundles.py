@@ -19,7 +19,9 @@ from bitharbord.store import bundle, db
 
 
 class ExportBody(BaseModel):
-    to: str = Field(description="an absolute directory on the server; created, must be empty or absent")
+    to: str = Field(description="an absolute directory on the server; created, must be empty or absent "
+                                "(400 bad_path: not a usable path; 409 bad_destination: a file, not empty, or "
+                                "not writable)")
     blobs: bool = Field(default=True, description="copy the media files (false: references to this box's "
                                                   "media root only)")
 
@@ -39,10 +41,14 @@ class BundleReport(BaseModel):
 
 
 def _absolute(value: str, field: str) -> Path:
-    path = Path(value)
-    if not path.is_absolute() or ".." in path.parts:
-        raise ApiError(400, "bad_path", f"{field} must be an absolute path without '..'")
-    return path
+    try:
+        return bundle.check_path(value, field)
+    except bundle.BundleError as exc:
+        raise ApiError(400, exc.code, str(exc), field=field) from None
+
+
+def _bundle_error(exc: bundle.BundleError) -> ApiError:
+    return ApiError(400 if exc.code == "bad_path" else 409, exc.code, str(exc))
 
 
 class BundleService:
@@ -75,7 +81,7 @@ class BundleService:
             try:
                 report = await asyncio.to_thread(bundle.export, path, media_root, dest, blobs=body.blobs)
             except bundle.BundleError as exc:
-                raise ApiError(409, "bundle_error", str(exc)) from None
+                raise _bundle_error(exc) from None
         self.last = {"export": {"to": str(dest), **report.to_dict()}}
         return web.json_response(report.to_dict())
 
@@ -90,7 +96,7 @@ class BundleService:
             try:
                 report = await asyncio.to_thread(bundle.import_bundle, src, path, media_root, blob_root=blob_root)
             except bundle.BundleError as exc:
-                raise ApiError(409, "bundle_error", str(exc)) from None
+                raise _bundle_error(exc) from None
         self.last = {"import": {"from": str(src), **report.to_dict()}}
         if self.env is not None and report.added:
             self.env.wake_reconcile()

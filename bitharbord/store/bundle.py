@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from typing import Any
 
 import structlog
 
-from bitharbord.store.blobs import BlobError, BlobStore
+from bitharbord.store.blobs import BlobError, BlobStore, HashMismatchError, SourceUnreadableError
 from bitharbord.system.atomic import write_atomic
 
 log = structlog.get_logger("bitharbord.store.bundle")
@@ -42,8 +43,68 @@ TYPE_TABLES = ("movies", "online_video", "personal_media", "generic_media")
 LOCAL_COLUMNS = frozenset({"id", "vector_row", "thumbnail", "preview_clip", "media_id"})
 
 
+NAME_MAX = 255
+PATH_MAX = 4096
+
+
 class BundleError(Exception):
-    pass
+    """The bundle cannot be written or read. `code` is stable (the API answers it): "bad_path" (the path
+    itself is unusable: not absolute, '..', a NUL byte, too long, not encodable), "bad_destination" (exists
+    and is not an empty directory, or cannot be created or written), "bundle_error" (anything else)."""
+
+    def __init__(self, message: str, *, code: str = "bundle_error") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def check_path(value: str, what: str) -> Path:
+    """A server path given by a client, checked before anything touches it: absolute, no '..', no NUL byte,
+    encodable as a file name, each part at most NAME_MAX bytes and the whole under PATH_MAX."""
+    if "\x00" in value:
+        raise BundleError(f"{what} contains a NUL byte", code="bad_path")
+    try:
+        encoded = os.fsencode(value)
+    except UnicodeError:
+        raise BundleError(f"{what} is not a valid file name (it cannot be encoded)", code="bad_path") from None
+    path = Path(value)
+    if not path.is_absolute() or ".." in path.parts:
+        raise BundleError(f"{what} must be an absolute path without '..'", code="bad_path")
+    if len(encoded) >= PATH_MAX:
+        raise BundleError(f"{what} is {len(encoded)} bytes long; a path has fewer than {PATH_MAX}", code="bad_path")
+    long_part = next((part for part in path.parts if len(os.fsencode(part)) > NAME_MAX), None)
+    if long_part is not None:
+        raise BundleError(f"{what} has a name of {len(os.fsencode(long_part))} bytes; at most {NAME_MAX}",
+                          code="bad_path")
+    return path
+
+
+def _hash_mismatch(path: Path, expected: str, whose: str) -> str:
+    return (f"{path}: content does not match its hash (BLAKE3 {expected[:16]}… recorded in {whose}): "
+            "the file is damaged or was altered")
+
+
+def _prepare_destination(dest: Path) -> None:
+    """`dest` as a new or empty directory, or BundleError("bad_destination") saying why not."""
+    try:
+        st = dest.lstat()
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise BundleError(f"cannot use {dest}: {exc.strerror or exc}", code="bad_destination") from None
+    if st is not None:
+        if not stat.S_ISDIR(st.st_mode):
+            raise BundleError(f"{dest} exists and is not a directory: export into a new directory",
+                              code="bad_destination")
+        try:
+            empty = not any(dest.iterdir())
+        except OSError as exc:
+            raise BundleError(f"cannot list {dest}: {exc.strerror or exc}", code="bad_destination") from None
+        if not empty:
+            raise BundleError(f"{dest} is not empty: export into a new directory", code="bad_destination")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BundleError(f"cannot create {dest}: {exc.strerror or exc}", code="bad_destination") from None
 
 
 @dataclass
@@ -95,9 +156,16 @@ def _items(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
 
 def export(db: Path, media_root: Path, dest: Path, *, blobs: bool = True) -> Report:
     """Write a bundle of every stored item to `dest` (created; must be empty or absent)."""
-    if dest.exists() and any(dest.iterdir()):
-        raise BundleError(f"{dest} is not empty: export into a new directory")
-    dest.mkdir(parents=True, exist_ok=True)
+    _prepare_destination(dest)
+    try:
+        return _export(db, media_root, dest, blobs=blobs)
+    except OSError as exc:  # the destination filled up, went read-only, ...: the bundle has no manifest
+        where = exc.filename or dest
+        raise BundleError(f"cannot write the bundle at {dest}: {where}: {exc.strerror or exc}; it is incomplete "
+                          f"(no {MANIFEST})", code="bad_destination") from None
+
+
+def _export(db: Path, media_root: Path, dest: Path, *, blobs: bool) -> Report:
     report = Report()
     store = BlobStore(dest / "blobs") if blobs else None
     if store is not None:
@@ -113,9 +181,16 @@ def export(db: Path, media_root: Path, dest: Path, *, blobs: bool = True) -> Rep
                 src = media_root / rel
                 try:
                     stored = store.put(src, core["type"], expected_hash=core["file_hash"])
-                except BlobError as exc:
+                except HashMismatchError:
+                    report.failed.append({"hash": core["file_hash"],
+                                          "error": _hash_mismatch(src, core["file_hash"], "the library")})
+                    continue
+                except SourceUnreadableError as exc:
                     report.failed.append({"hash": core["file_hash"], "error": f"{src}: {exc.reason}"})
                     continue
+                except BlobError as exc:  # writing into the bundle failed (full, read-only...): stop
+                    raise BundleError(f"cannot write the bundle at {dest}: {exc.reason}; it is incomplete "
+                                      f"(no {MANIFEST})", code="bad_destination") from None
                 core["blob_path"] = stored.relpath
                 report.blobs_bytes += stored.size
             lines.append(json.dumps(item, sort_keys=True, default=str))
@@ -139,8 +214,12 @@ def read_manifest(src: Path) -> dict[str, Any]:
         raise BundleError(f"{src} is not a complete BitHarbor bundle (no {MANIFEST})") from None
     except (OSError, ValueError) as exc:
         raise BundleError(f"{src / MANIFEST}: unreadable: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{src / MANIFEST}: not a bundle manifest (expected a JSON object)")
     if manifest.get("format") != FORMAT:
         raise BundleError(f"{src}: bundle format {manifest.get('format')!r}, this BitHarbor reads {FORMAT}")
+    if manifest.get("blobs") not in ("included", "references") or not isinstance(manifest.get("media_root"), str):
+        raise BundleError(f"{src / MANIFEST}: expected 'blobs' (included or references) and 'media_root'")
     return dict(manifest)
 
 
@@ -154,15 +233,21 @@ def import_bundle(src: Path, db: Path, media_root: Path, *, blob_root: Path | No
     try:
         tables = _tables(conn)
         core_cols = set(_columns(conn, "media_core"))
-        for n, line in enumerate((src / ITEMS).read_text().splitlines(), 1):
+        try:
+            item_lines = (src / ITEMS).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{src / ITEMS}: unreadable: {exc}") from None
+        for n, line in enumerate(item_lines, 1):
             if not line.strip():
                 continue
             report.items += 1
             try:
                 item = json.loads(line)
                 core = item["core"]
+                if not isinstance(item, dict) or not isinstance(core, dict):
+                    raise TypeError("not an object")
                 digest = str(core["file_hash"])
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 report.failed.append({"hash": "", "error": f"{src / ITEMS}:{n}: not an item line"})
                 continue
             if conn.execute("SELECT 1 FROM media_core WHERE file_hash = ?", (digest,)).fetchone():
@@ -174,6 +259,11 @@ def import_bundle(src: Path, db: Path, media_root: Path, *, blob_root: Path | No
                 continue
             try:
                 stored = store.put(blobs_from / rel, core["type"], expected_hash=digest)
+            except HashMismatchError:
+                reason = _hash_mismatch(blobs_from / rel, digest, "the bundle")
+                report.failed.append({"hash": digest, "error": reason})
+                log.error("bundle.item_failed", hash=digest, error=reason)
+                continue
             except BlobError as exc:
                 report.failed.append({"hash": digest, "error": f"{blobs_from / rel}: {exc.reason}"})
                 log.error("bundle.item_failed", hash=digest, error=exc.reason)
