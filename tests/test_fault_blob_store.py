@@ -123,6 +123,9 @@ def loops(tmp_path: Path) -> Iterator[Loops]:
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root for loop devices")
 def test_disk_full_while_storing_a_blob_then_space_freed(tmp_path: Path, loops: Loops) -> None:
+    """Too little space for the photo (found before copying; ENOSPC in the middle of a copy is
+    tests/test_blobs.py::test_enospc_while_writing): the job fails with the reason, nothing is left behind, and
+    it is ingested once space is freed."""
     d = Harbord(tmp_path)
     dev = loops.add(mib=24)
     sh("mkfs.ext4", "-q", "-m", "0", dev)  # no reserved blocks: root's free space is everyone's
@@ -130,14 +133,16 @@ def test_disk_full_while_storing_a_blob_then_space_freed(tmp_path: Path, loops: 
     sh("mount", dev, str(d.media))
     d.start()
     try:
+        photo = noise_jpeg(tmp_path / "big.jpg", 1000, seed=1)  # ~1.2 MB
+        digest = blake3(photo.read_bytes()).hexdigest()
+        size = photo.stat().st_size
+        assert size > 1_000_000
         filler = d.media / "filler"
         st = os.statvfs(d.media)
         with open(filler, "wb") as fh:  # leave ~400 KB: enough for SQLite, not for the photo
             os.posix_fallocate(fh.fileno(), 0, st.f_bavail * st.f_frsize - 400 * 1024)
             os.fsync(fh.fileno())
-        photo = noise_jpeg(d.inbox / "big.jpg", 1000, seed=1)  # ~1.2 MB
-        digest = blake3(photo.read_bytes()).hexdigest()
-        assert photo.stat().st_size > 1_000_000
+        photo = photo.rename(d.inbox / "big.jpg")
 
         def failing() -> str:
             status = d.ctl("status") or {}
