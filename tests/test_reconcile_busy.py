@@ -193,3 +193,20 @@ async def test_a_saved_plan_gone_stale_is_refused_by_the_daemon(tmp_path: Path) 
     finally:
         conn.close()
 
+
+
+def test_changed_actions_is_per_action_and_follows_requirements() -> None:
+    from bitharbord.reconcile.plan import Action, Verb
+
+    folder = Action("library./in", Verb.UPDATE, {"files": 0}, {"files": 1}, "1 new", requires=("dir./in",))
+    db = Action("database.catalog", Verb.UPDATE, None, {"v": 2}, "migrate")
+    plan = Plan((db, folder), "sha256:old")
+    assert executor.changed_actions(plan, (db, folder)) == {}
+    assert executor.changed_actions(plan, (db,)) == {
+        "library./in": "no longer needed: its resource changed since it was planned"}
+    two = Action("library./in", Verb.UPDATE, {"files": 0}, {"files": 2}, "2 new", requires=("dir./in",))
+    assert executor.changed_actions(plan, (db, two)) == {
+        "library./in": "its resource changed since it was planned (now: 2 new)"}
+    gone = Action("dir./in", Verb.CREATE, None, {"mode": "0750"}, "missing")  # the folder vanished meanwhile
+    assert executor.changed_actions(plan, (db, gone, folder)) == {
+        "library./in": "needs dir./in first, which changed since it was planned"}
