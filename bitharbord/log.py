@@ -49,6 +49,25 @@ class _JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The root handler configure() installs (so a second configure() replaces it, and only it)."""
 
 
+class _Lines:
+    """One lock for every writer of the log stream (structlog's own events and the logging handler), so each
+    line is written whole even when threads log at once."""
+
+    def __init__(self, stream: TextIO | _CurrentStderr) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            n = self._stream.write(text)
+            self._stream.flush()
+            return n
+
+    def flush(self) -> None:
+        with self._lock:
+            self._stream.flush()
+
+
 def _shared() -> list[structlog.types.Processor]:
     return [
         structlog.contextvars.merge_contextvars,
@@ -61,14 +80,14 @@ def configure(level: str = "info", *, json: bool = True, stream: TextIO | None =
     """Configure structlog and the standard `logging` root to write rendered lines to `stream` (default: whatever
     sys.stderr is at each write)."""
     numeric = getattr(logging, level.upper())
-    out: TextIO = stream if stream is not None else _CurrentStderr()  # type: ignore[assignment]
+    out: TextIO = _Lines(stream if stream is not None else _CurrentStderr())  # type: ignore[assignment]
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
         processors=[*_shared(), structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=structlog.WriteLoggerFactory(file=out),  # one write a line (print() makes two)
         cache_logger_on_first_use=False,
     )
     handler = _JsonHandler(out)

@@ -15,6 +15,7 @@ import contextlib
 import io
 import os
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,7 @@ class LineWriter(io.TextIOBase):
         self._emit = emit
         self._name = name
         self._pending = ""
+        self._lock = threading.Lock()
 
     @property
     def name(self) -> str:  # some libraries look at sys.stdout.name
@@ -78,7 +80,8 @@ class LineWriter(io.TextIOBase):
         return False
 
     def write(self, text: str) -> int:
-        *lines, self._pending = (self._pending + text).split("\n")
+        with self._lock:
+            *lines, self._pending = (self._pending + text).split("\n")
         for line in lines:
             self._line(line)
         return len(text)
