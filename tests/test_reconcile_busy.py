@@ -210,3 +210,41 @@ def test_changed_actions_is_per_action_and_follows_requirements() -> None:
     gone = Action("dir./in", Verb.CREATE, None, {"mode": "0750"}, "missing")  # the folder vanished meanwhile
     assert executor.changed_actions(plan, (db, gone, folder)) == {
         "library./in": "needs dir./in first, which changed since it was planned"}
+
+
+async def test_a_pass_that_skips_comes_back_soon_then_less_soon(tmp_path: Path) -> None:
+    """A file lands in the watch folder between the pass's plan and its apply (each time, to show the loop's
+    retry delay grows while a resource keeps moving); no error; the first quiet pass applies it."""
+    daemon, box = sandbox(tmp_path)
+    loop = daemon.loop
+    harbor = desired_of(daemon).harbor
+    assert (await loop.run_once()).last_result == "converged"
+    planned = daemon.reconciler.plan
+    landed = 0
+
+    async def plan_then_a_file_lands(desired: Desired) -> Plan:
+        nonlocal landed
+        plan = await planned(desired)
+        aged(make_jpeg(box / "inbox" / f"late{landed}.jpg", color=(landed, 1, 2)))
+        landed += 1
+        return plan
+
+    aged(make_jpeg(box / "inbox" / "first.jpg", color=(9, 9, 9)))
+    daemon.reconciler.plan = plan_then_a_file_lands  # type: ignore[method-assign]
+    delays = []
+    for _ in range(3):
+        status = await loop.run_once()
+        assert (status.last_result, status.last_skipped, status.last_applied) == (
+            "changed while applying; planning again", 1, 0)
+        delays.append(loop.delay(harbor))
+    assert delays == [0.5, 1.0, 2.0]
+    daemon.reconciler.plan = planned  # type: ignore[method-assign]
+    status = await loop.run_once()
+    assert (status.last_result, status.last_applied) == ("converged", 1)
+    assert loop.delay(harbor) == 3600.0
+    assert set(errors_counted(daemon).values()) == {0.0}
+    conn = sqlite3.connect(box / "media" / "bitharbor.db")
+    try:
+        assert conn.execute("SELECT count(*) FROM ingest_jobs").fetchone() == (4,)
+    finally:
+        conn.close()

@@ -92,13 +92,15 @@ class Loop:
         self.status = LoopStatus()
         self.on_pass = on_pass
         self._failures = 0
+        self._skipping = 0  # passes in a row that skipped actions (changed while they were applied)
 
     RETRY_SKIPPED_S = 0.5  # how soon a pass comes back for actions it skipped (they changed while it ran)
 
     def delay(self, harbor: Harbor | None) -> float:
         interval = float(harbor.reconcile.interval if harbor else 60)
-        if self._failures == 0 and self.status.last_skipped:
-            return min(interval, self.RETRY_SKIPPED_S)
+        if self._failures == 0 and self._skipping:
+            # soon, and later each time in a row (a resource that never holds still must not spin the loop)
+            return min(interval, self.RETRY_SKIPPED_S * 2.0 ** min(self._skipping - 1, 6))
         if self._failures == 0:
             # A provider may ask to look again sooner: what it saw is about to change (files still being written).
             hint = self.reconciler.recheck_in
@@ -142,6 +144,7 @@ class Loop:
         else:
             self._failures = 0
             skipped = st.last_skipped = len(report.skipped) if report is not None else 0
+            self._skipping = self._skipping + 1 if skipped else 0
             applied = st.last_applied = len(safe.actions) - skipped
             st.pending = len(st.blocked) + skipped
             st.last_result = ("waiting for an explicit apply" if st.blocked else
