@@ -9,8 +9,11 @@ import os
 import sys
 from pathlib import Path
 
+import structlog
+
 from bitharbord import __version__, log
 from bitharbord.daemon import Daemon, Settings
+from bitharbord.system import native_output
 from bitharbord.system.hugepages import reexec_with_hugepages
 
 DEFAULT_CONFIG = Path("/etc/bitharbor/harbor.yaml")
@@ -53,9 +56,26 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:  # the program itself: give the ANN index huge pages (see system/hugepages.py)
         reexec_with_hugepages()
     args = parser().parse_args(argv)
-    faulthandler.enable()  # a watchdog SIGABRT leaves Python stacks in the journal
-    log.configure(args.log_level)
+    if argv is not None:  # in-process (tests): leave the caller's streams and file descriptors alone
+        faulthandler.enable()
+        log.configure(args.log_level)
+        return asyncio.run(Daemon(settings_from(args)).run())
     settings = settings_from(args)
+    # The daemon's output is JSON lines only: native prints (diskann's C++) go to STATE/native.log, the log to a
+    # private copy of stderr, Python's stray prints and uncaught exceptions become events (system/native_output.py).
+    try:
+        diverted: native_output.Diverted | None = native_output.divert(settings.state_dir / native_output.NATIVE_LOG)
+    except OSError as exc:
+        diverted, why = None, f"{type(exc).__name__}: {exc}"
+    stream = diverted.log if diverted is not None else sys.stderr
+    faulthandler.enable(file=stream)  # a watchdog SIGABRT leaves Python stacks in the journal
+    log.configure(args.log_level, stream=stream)
+    log.capture_python_output()
+    logger = structlog.get_logger("bitharbord")
+    if diverted is not None:
+        logger.info("native_output.diverted", path=str(diverted.path))
+    else:
+        logger.warning("native_output.not_diverted", error=why)
     return asyncio.run(Daemon(settings).run())
 
 

@@ -140,7 +140,10 @@ class Daemon:
                     allow_destroy: bool) -> tuple[Plan, executor.ApplyReport]:
         async with self.reconciler.lock:
             plan = saved or await self.reconciler.plan(desired)
-            report = await self.reconciler.apply(plan, desired, allow_destroy=allow_destroy, stop=self.stop)
+            # A saved plan is applied exactly or refused as stale; one made just now skips what changed meanwhile.
+            stale = executor.StaleCheck.PLAN if saved is not None else executor.StaleCheck.ACTION
+            report = await self.reconciler.apply(plan, desired, allow_destroy=allow_destroy, stop=self.stop,
+                                                 stale=stale)
             # Not refused: harbor.yaml is now the desired state the loop keeps reconciling.
             self._store_config(desired)
         self.loop.wake.set()

@@ -272,3 +272,48 @@ def test_condition_alerts(tmp_path: Path) -> None:
     res = subprocess.run([promtool(), "test", "rules", str(test_file)], capture_output=True, text=True,
                          timeout=60, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_busy_ingest_pages_nobody(tmp_path: Path) -> None:
+    """A watch folder that never stops receiving files for two hours: the loop skips and re-plans actions whose
+    folder changed while it applied (bitharbor_actions_total{result="skipped"} climbs), passes succeed and
+    converge between drops, bitharbor_errors_total{where="reconcile"} stays 0 (tests/test_reconcile_busy.py
+    checks that on a real loop). No alert fires. Before the fix every such pass counted an error: that pages."""
+    busy = {"job": "bitharbor", "instance": "busy:8470"}
+    before_fix = {"job": "bitharbor", "instance": "old:8470"}
+    skipped = {"kind": "library", "verb": "update"}
+    spec = {
+        "rule_files": [str(ALERTS)],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                _series("up", busy, "1x150"),
+                _series("up", before_fix, "1x150"),
+                _series("bitharbor_actions_total", {**busy, **skipped, "result": "skipped"}, "0+40x150"),
+                _series("bitharbor_actions_total", {**busy, **skipped, "result": "applied"}, "0+60x150"),
+                _series("bitharbor_reconciles_total", {**busy, "result": "ok"}, "0+100x150"),
+                _series("bitharbor_reconciles_total", {**busy, "result": "error"}, "0x150"),
+                _series("bitharbor_errors_total", {**busy, "where": "reconcile"}, "0x150"),
+                _series("bitharbor_reconcile_last_success_timestamp_seconds", busy, "60+60x150"),
+                _series("bitharbor_plan_pending_actions", busy, "0 1 0 1 0x146"),
+                _series("bitharbor_condition", {**busy, "type": "Ready"}, "1x150"),
+                _series("bitharbor_errors_total", {**before_fix, "where": "reconcile"}, "0+43x150"),
+            ],
+            "alert_rule_test": [
+                *(_alert(at, name) for at in ("30m", "90m", "140m") for name in (
+                    "BitHarborReconcileStale", "BitHarborNeverConverged", "BitHarborPlanPending",
+                    "BitHarborNotReady", "BitHarborCondition", "BitHarborDown")),
+                _alert("140m", "BitHarborErrors", (
+                    {"severity": "warning", "instance": "old:8470", "where": "reconcile"},
+                    {"summary": "bitharbord on old:8470 keeps failing in reconcile",
+                     "description": "645 errors in reconcile in the last 15 minutes, and errors for 30 minutes "
+                                    "now. See `journalctl -u bitharbord`."})),
+            ],
+        }],
+    }
+    test_file = tmp_path / "busy_test.yaml"
+    test_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    res = subprocess.run([promtool(), "test", "rules", str(test_file)], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr

@@ -18,6 +18,8 @@ and every step is safe to repeat:
 Only one job per content goes past `hashed` at a time (the others wait a batch and are then linked), so two
 copies of one file never make two blobs. A job the daemon died on `max_attempts` times is given up (failed,
 with that reason). Unreadable sources and full disks fail their job with the reason; the pipeline goes on.
+A job failed for a full media root ("disk full: ...") did nothing wrong itself: once the media root has room
+for it again, the idle pipeline queues it again (`retry_disk_full`), so freeing space is all a user does.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ REFRESH_REASONS = frozenset({"changed", "sidecar"})
 LARGE_FILE_BYTES = 64 << 20
 PREVIEW_BATCH = 64
 PROCESS_STARTED = time.time()  # temp files older than this are a previous process's leftovers
+DISK_FULL = "disk full: "  # the reason of a job failed for want of space in the media root (retried later)
+RETRY_DISK_FULL_EVERY_S = 5.0  # how often an idle pipeline looks whether space came back for such jobs
+DISK_FULL_HEADROOM = 1 << 20  # room a retried job needs beyond its size (directories, the catalog's own writes)
 
 
 PreviewRow = tuple[int, int, str | None, str | None, str | None]  # job, item, thumbnail, clip, warning
@@ -173,6 +178,7 @@ class Pipeline:
         self._video_slots = asyncio.Semaphore(video_workers)
         self.video_workers = video_workers
         self._changed = asyncio.Event()  # set (and replaced) whenever a job moves to cataloged or finishes
+        self._space_checked = -RETRY_DISK_FULL_EVERY_S  # monotonic time of the last retry_disk_full look
 
     def close(self) -> None:
         self._hash_pool.shutdown(wait=True, cancel_futures=True)
@@ -236,7 +242,7 @@ class Pipeline:
         """One batch of queued (or hashed) jobs: hash, link what the catalog has, probe the rest."""
         jobs = await self.store.claim(self.batch_size, stages=FRONT_STAGES, max_bytes=self.batch_bytes)
         if not jobs:
-            return 0
+            return await self.retry_disk_full()
         taken = len(jobs)
         jobs = await self._give_up(jobs)
         jobs = await self._hash(jobs)
@@ -255,6 +261,38 @@ class Pipeline:
         jobs = await self._put(jobs)
         await self._catalog(jobs)
         return taken
+
+    async def retry_disk_full(self) -> int:
+        """Queue again the jobs that failed because the media root was full, as many as now fit in its free
+        space (smallest first, each with DISK_FULL_HEADROOM). Looks at most every RETRY_DISK_FULL_EVERY_S.
+        Returns how many were queued."""
+        started = time.monotonic()
+        if started - self._space_checked < RETRY_DISK_FULL_EVERY_S:
+            return 0
+        self._space_checked = started
+        waiting = [j for j in await self.store.failures(limit=1000) if (j.error or "").startswith(DISK_FULL)]
+        if not waiting:
+            return 0
+        try:
+            st = await asyncio.to_thread(os.statvfs, self.media_root)
+        except OSError:
+            return 0
+        free = st.f_bavail * st.f_frsize
+        fits: list[int] = []
+        for job in sorted(waiting, key=lambda j: j.size or 0):
+            need = (job.size or 0) + DISK_FULL_HEADROOM
+            if need > free:
+                break
+            free -= need
+            fits.append(job.id)
+        if not fits:
+            return 0
+        queued = await self.store.retry_failed(fits)
+        if queued:
+            log.info("ingest.retry_disk_full", jobs=len(queued), waiting=len(waiting) - len(queued),
+                     free_bytes=st.f_bavail * st.f_frsize)
+            self._notify()
+        return len(queued)
 
     async def _give_up(self, jobs: list[Job]) -> list[Job]:
         over = [j for j in jobs if j.attempts > self.max_attempts]
@@ -599,7 +637,7 @@ class Pipeline:
 
 def _blob_reason(exc: BlobError) -> str:
     if isinstance(exc, DiskFullError):
-        return f"disk full: {exc.reason}"
+        return f"{DISK_FULL}{exc.reason}"
     if isinstance(exc, HashMismatchError):
         return f"the file changed while it was being ingested: {exc.reason}"
     return f"cannot store the file: {exc.reason}"

@@ -51,10 +51,13 @@ class Reconciler:
                          config_digest=desired.harbor.digest)
 
     async def apply(self, plan: Plan, desired: Desired, *, allow_destroy: bool = False,
-                    stop: asyncio.Event | None = None) -> executor.ApplyReport:
+                    stop: asyncio.Event | None = None,
+                    stale: executor.StaleCheck = executor.StaleCheck.PLAN) -> executor.ApplyReport:
+        """`stale`: PLAN for a saved plan (refused whole if the box changed), ACTION for one just made by
+        `plan()` under the same lock (what changed meanwhile is skipped and re-planned next pass)."""
         ctx = self.make_context(desired.effective)
         return await executor.apply(plan, self.providers, desired.effective, ctx, allow_destroy=allow_destroy,
-                                    journal=self.journal, metrics=self.metrics, stop=stop)
+                                    journal=self.journal, metrics=self.metrics, stop=stop, stale=stale)
 
 
 @dataclass
@@ -69,12 +72,13 @@ class LoopStatus:
     next_in_s: float = 0.0
     last_plan: Plan | None = None
     last_applied: int = 0  # actions the latest pass applied
+    last_skipped: int = 0  # actions the latest pass skipped: changed since planned, re-planned by the next pass
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "passes": self.passes, "last_at": self.last_at, "last_duration_s": self.last_duration_s,
             "last_result": self.last_result, "last_error": self.last_error, "pending": self.pending,
-            "blocked": self.blocked, "next_in_s": self.next_in_s,
+            "blocked": self.blocked, "next_in_s": self.next_in_s, "skipped": self.last_skipped,
         }
 
 
@@ -88,9 +92,15 @@ class Loop:
         self.status = LoopStatus()
         self.on_pass = on_pass
         self._failures = 0
+        self._skipping = 0  # passes in a row that skipped actions (changed while they were applied)
+
+    RETRY_SKIPPED_S = 0.5  # how soon a pass comes back for actions it skipped (they changed while it ran)
 
     def delay(self, harbor: Harbor | None) -> float:
         interval = float(harbor.reconcile.interval if harbor else 60)
+        if self._failures == 0 and self._skipping:
+            # soon, and later each time in a row (a resource that never holds still must not spin the loop)
+            return min(interval, self.RETRY_SKIPPED_S * 2.0 ** min(self._skipping - 1, 6))
         if self._failures == 0:
             # A provider may ask to look again sooner: what it saw is about to change (files still being written).
             hint = self.reconciler.recheck_in
@@ -107,7 +117,7 @@ class Loop:
         metrics = self.reconciler.metrics
         started = time.monotonic()
         plan: Plan | None = None
-        st.last_applied = 0
+        st.last_applied = st.last_skipped = 0
         try:
             async with self.reconciler.lock:
                 plan = await self.reconciler.plan(desired)
@@ -115,7 +125,10 @@ class Loop:
                 st.blocked = [a.address for a in plan.actions if a not in safe.actions]
                 report = None
                 if not safe.empty:
-                    report = await self.reconciler.apply(safe, desired, stop=self.stop)
+                    # A plan made a moment ago under this lock: an action whose resource changed meanwhile (a
+                    # busy watch folder) is skipped and planned afresh by the next pass, never an error.
+                    report = await self.reconciler.apply(safe, desired, stop=self.stop,
+                                                         stale=executor.StaleCheck.ACTION)
             if report is not None and not report.ok:
                 failed = [r for r in report.results if r.outcome is executor.Outcome.FAILED]
                 raise RuntimeError("; ".join(f"{r.address}: {r.error}" for r in failed) or "not all applied")
@@ -130,16 +143,19 @@ class Loop:
             log.error("reconcile.failed", error=str(exc), failures=self._failures)
         else:
             self._failures = 0
-            applied = st.last_applied = len(safe.actions)
-            st.pending = len(st.blocked)
-            st.last_result = "converged" if not st.blocked else "waiting for an explicit apply"
+            skipped = st.last_skipped = len(report.skipped) if report is not None else 0
+            self._skipping = self._skipping + 1 if skipped else 0
+            applied = st.last_applied = len(safe.actions) - skipped
+            st.pending = len(st.blocked) + skipped
+            st.last_result = ("waiting for an explicit apply" if st.blocked else
+                              "changed while applying; planning again" if skipped else "converged")
             st.last_error = ""
             st.last_plan = plan
             if metrics:
                 metrics.reconciles.labels(result="ok").inc()
-                if not st.blocked:
+                if not st.blocked and not skipped:
                     metrics.last_success.set(time.time())
-            log.info("reconcile.pass", applied=applied, blocked=len(st.blocked))
+            log.info("reconcile.pass", applied=applied, skipped=skipped, blocked=len(st.blocked))
         finally:
             duration = time.monotonic() - started
             st.passes += 1

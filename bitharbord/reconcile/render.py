@@ -89,7 +89,7 @@ def render(plan: Plan, *, color: bool = False) -> str:
 def render_report(report: Mapping[str, Any], *, color: bool = False) -> str:
     """An executor report (ApplyReport.to_dict()) as text: one line an action, then a summary."""
     paint = _Paint(color)
-    colour = {"applied": "green", "failed": "red", "not applied": "yellow"}
+    colour = {"applied": "green", "failed": "red", "not applied": "yellow", "skipped": "yellow"}
     lines = []
     counts: dict[str, int] = {}
     for r in report.get("results", []):
@@ -100,6 +100,8 @@ def render_report(report: Mapping[str, Any], *, color: bool = False) -> str:
             line += f": {r['error']}"
         lines.append(line)
     summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("applied", "failed", "not applied"))
+    if counts.get("skipped"):  # changed while applying: the daemon plans them again
+        summary += f", {counts['skipped']} skipped (changed since planned; the daemon plans them again)"
     lines.append(paint(("Apply complete! " if report.get("ok") else "Apply failed: ") + summary + ".", "bold"))
     return "\n".join(lines) + "\n"
 
