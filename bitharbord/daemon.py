@@ -34,6 +34,7 @@ from bitharbord.system.runner import ProcessRunner, Runner
 
 log = structlog.get_logger("bitharbord")
 GOOD_WHEN_TRUE = frozenset({"Ready"})
+POOL_MISSING = ("MountMissing", "DiskMissing")  # while either is true, Ready is false
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,9 @@ class Daemon:
         found.append({"type": "ConfigInvalid", "status": bool(self.config_error), "reason": self.config_error})
         for service in self.services:
             found += [c.to_dict() for c in service.conditions()]
+        missing = [c for c in found if c["type"] in POOL_MISSING and c["status"]]
+        if missing:  # a declared pool is not there: not ready, whatever the loop says
+            found[0].update(status=False, reason="; ".join(f"{c['type']}: {c['reason']}" for c in missing))
         now = time.time()
         for c in found:
             kind, status = c["type"], bool(c["status"])

@@ -42,7 +42,14 @@ from bitharbord.ingest.hash import HashError, hash_file
 from bitharbord.ingest.probe import MediaInfo, ProbeError, kind_of, probe, probe_image
 from bitharbord.ingest.scan import Fingerprint
 from bitharbord.store import blobs as blobs_mod
-from bitharbord.store.blobs import BlobError, BlobStore, DiskFullError, HashMismatchError, StoredBlob
+from bitharbord.store.blobs import (
+    BlobError,
+    BlobStore,
+    DiskFullError,
+    HashMismatchError,
+    StorageChangedError,
+    StoredBlob,
+)
 from bitharbord.store.ingest import BACK_STAGES, FRONT_STAGES, TERMINAL_STAGES, IngestStore, Job
 from bitharbord.system.runner import Runner
 
@@ -155,7 +162,10 @@ class Pipeline:
         preview_workers: int = 8,
         video_workers: int = 1,
         max_attempts: int = 10,
+        media_device: int | None = None,
     ) -> None:
+        """`media_device`: the st_dev of the filesystem media_root was proven on; blobs are only written there
+        (a put on another filesystem raises StorageChangedError and leaves its jobs where they were)."""
         self.store = store
         self.media_root = media_root
         self.index_root = index_root
@@ -166,7 +176,7 @@ class Pipeline:
         self.batch_bytes = batch_bytes
         self.put_workers = put_workers
         self.max_attempts = max_attempts
-        self.blobs = BlobStore(media_root)
+        self.blobs = BlobStore(media_root, device=media_device)
         self._hash_pool = ThreadPoolExecutor(max_workers=hash_workers, thread_name_prefix="bitharbor-hash")
         self._av_slots = asyncio.Semaphore(max(1, probe_workers))
         self._preview_pool = ThreadPoolExecutor(max_workers=preview_workers, thread_name_prefix="bitharbor-preview")
@@ -459,6 +469,11 @@ class Pipeline:
                 got = await asyncio.to_thread(self.blobs.put_many, items, workers=workers)
                 by_id.update(zip((j.id for j in group), got, strict=True))
         results = [by_id[j.id] for j in todo]
+        changed = next((r for r in results if isinstance(r, StorageChangedError)), None)
+        if changed is not None:  # the storage went away: keep what was stored, leave the rest for later
+            await self.store.set_stored([(j.id, r.relpath) for j, r in zip(todo, results, strict=True)
+                                         if isinstance(r, StoredBlob)])
+            raise changed
         if self.observer:
             each = (time.monotonic() - started) / len(todo)
             for _ in todo:

@@ -64,6 +64,8 @@ from bitharbord.ingest.scan import Fingerprint, is_skipped_name, media_type_for,
 from bitharbord.providers.library import is_sidecar
 from bitharbord.reconcile.render import human_duration
 from bitharbord.services import Condition, ServiceEnv
+from bitharbord.storage.proof import FsIdentity, filesystem_identity
+from bitharbord.storage.service import root_ready
 from bitharbord.store import db
 from bitharbord.store.ingest import ORIGINS, IngestStore, Job, NewJob, QueueFacts, StoreNotReady
 
@@ -135,6 +137,8 @@ class _Session:
     db_path: Path
     store: IngestStore
     pipeline: Pipeline
+    # filesystem_identity() of media_root and of the database file when the session opened
+    identity: tuple[FsIdentity | None, FsIdentity | None] = (None, None)
 
     async def close(self) -> None:
         self.pipeline.close()
@@ -143,6 +147,10 @@ class _Session:
 
 def _db_path(harbor: Harbor) -> Path:
     return Path(harbor.paths.media_root) / db.DB_NAME
+
+
+def _identity(harbor: Harbor, db_path: Path) -> tuple[FsIdentity | None, FsIdentity | None]:
+    return filesystem_identity(harbor.paths.media_root), filesystem_identity(db_path)
 
 
 def _inside(path: str, root: str) -> bool:
@@ -439,6 +447,10 @@ class IngestService:
             ok, reason = check()
         except Exception as exc:  # a broken check must not make ingest write to a bare mount point
             return False, f"the storage readiness check failed: {exc}"
+        desired = env.desired() if env is not None else None
+        if ok and desired is not None:  # previews are written under index_root
+            ok, reason = root_ready(env.shared if env is not None else {}, desired.effective.paths.index_root)
+            reason = reason if not ok else "media and index storage ready"
         return bool(ok), str(reason)
 
     def wake(self) -> None:
@@ -469,16 +481,21 @@ class IngestService:
                 self.paused = f"media storage not ready: {reason}"
                 await self._sleep(env, 2)
                 continue
+            identity = _identity(harbor, path)
             try:
                 store = await IngestStore.open(path)
             except StoreNotReady as exc:
                 self.paused = str(exc)
                 await self._sleep(env, 2)
                 continue
+            media = identity[0]
             pipeline = Pipeline(store, media_root=Path(harbor.paths.media_root),
                                 index_root=Path(harbor.paths.index_root), runner=env.runner, observer=self.metrics,
-                                batch_size=self.batch_size)
-            session = _Session(harbor, path, store, pipeline)
+                                batch_size=self.batch_size, media_device=media[0] if media else None)
+            session = _Session(harbor, path, store, pipeline, identity)
+            if _identity(harbor, path) != identity:  # it changed while opening: open again from disk
+                await session.close()
+                continue
             try:
                 await pipeline.startup()
             except BaseException:
@@ -492,8 +509,16 @@ class IngestService:
         return None
 
     def _session_current(self, env: ServiceEnv, session: _Session) -> bool:
+        """The session serves while the config names its database and the filesystem under it (and the file) is
+        the one it was opened on; otherwise it ends and the next one re-opens everything from disk."""
         desired = env.desired()
-        return desired is not None and _db_path(desired.effective) == session.db_path and session.db_path.exists()
+        if desired is None or _db_path(desired.effective) != session.db_path or not session.db_path.exists():
+            return False
+        now = _identity(session.harbor, session.db_path)
+        if now != session.identity:
+            log.warning("ingest.storage_changed", db=str(session.db_path), was=str(session.identity), now=str(now))
+            return False
+        return True
 
     async def _work_loop(self, env: ServiceEnv, session: _Session, step_name: str) -> None:
         failures = 0

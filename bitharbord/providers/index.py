@@ -25,6 +25,7 @@ from bitharbord.index.vectors import EmbedderMismatch, VectorStore, VectorStoreE
 from bitharbord.providers.base import Context, Observed, Spec
 from bitharbord.reconcile.plan import Action, Verb
 from bitharbord.search import layout
+from bitharbord.storage import state
 from bitharbord.store.db import DB_NAME
 
 
@@ -72,6 +73,10 @@ class IndexStore:
         out: dict[str, Observed] = {}
         for name, spec in desired.items():
             root = Path(spec["root"])
+            why = await state.blocked(ctx, str(root))
+            if why:  # the pool under index_root is missing: nothing is planned on the bare mount point
+                out[name] = {"root": str(root), "blocked": why}
+                continue
             serving = layout.current_dir(root)
             if spec.get("unavailable"):  # nothing to plan; notes() says why
                 out[name] = {"root": str(root), "serving": serving.name if serving else None,
@@ -89,7 +94,7 @@ class IndexStore:
         return out
 
     def diff(self, name: str, want: Spec | None, have: Observed | None) -> list[Action]:
-        if want is None or want.get("unavailable"):
+        if want is None or want.get("unavailable") or (have is not None and have.get("blocked")):
             return []
         address = f"{self.kind}.{name}"
         after = {k: want[k] for k in ("root", "embedder", "dim", "ann")}
@@ -118,13 +123,15 @@ class IndexStore:
         return []
 
     def notes(self, observed: Mapping[str, Observed]) -> list[str]:
-        return [f"{self.kind}.{name}: not re-embedding: {have['unavailable']}; "
+        return [f"{self.kind}.{name}: waiting: {have['blocked']}" for name, have in sorted(observed.items())
+                if have.get("blocked")] + [f"{self.kind}.{name}: not re-embedding: {have['unavailable']}; "
                 + (f"vectors/{have['serving']} keeps serving" if have.get("serving") else "nothing is indexed yet")
                 for name, have in sorted(observed.items()) if have.get("unavailable")]
 
     async def apply(self, action: Action, ctx: Context) -> None:
         assert action.after is not None
         root = Path(action.after["root"])
+        await state.require_proven(ctx, str(root))  # never a store on a bare mount point
         embedder, dim = str(action.after["embedder"]), int(action.after["dim"])
         target = layout.generation_dir(root, embedder)
         target.mkdir(parents=True, exist_ok=True)

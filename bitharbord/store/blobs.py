@@ -75,6 +75,11 @@ class DiskFullError(BlobError):
     """No space left (or quota exceeded) on the media root's filesystem."""
 
 
+class StorageChangedError(BlobError):
+    """The filesystem under the media root is not the one the store was opened on (unmounted, replaced):
+    nothing was written; the item is not at fault and is tried again once the storage is back."""
+
+
 class HashMismatchError(BlobError):
     """What was copied does not have the expected digest: the source changed after it was hashed."""
 
@@ -241,10 +246,14 @@ class BlobStore:
         dir_mode: int = 0o750,
         max_threads: int = AUTO,
         precheck_space: bool = True,
+        device: int | None = None,
     ) -> None:
         """`precheck_space=False` skips the statvfs check before copying (for filesystems whose free-space
-        figure is not trustworthy); a full disk is then only found by the failing write."""
+        figure is not trustworthy); a full disk is then only found by the failing write. `device`: the st_dev
+        the media root must be on (the filesystem it was proven on); every put checks it before writing, so a
+        pool pulled from under the store is never written to as a bare mount point."""
         self.root = Path(media_root)
+        self.device = device
         self._root = os.fspath(self.root)
         self.precheck_space = precheck_space
         self.file_mode = file_mode
@@ -317,8 +326,7 @@ class BlobStore:
             _check_digest(expected_hash)
         src_str = os.fspath(src)
         ext = blob_extension(src_str)
-        if not os.path.isdir(self._root):
-            raise BlobError(self.root, "the media root does not exist or is not a directory (not mounted?)")
+        self.check_root()
 
         if expected_hash is not None:
             existing = self.find(expected_hash, ext=ext)
@@ -376,6 +384,18 @@ class BlobStore:
                 if isinstance(r, StoredBlob) and r.created and (exc := failed.get(str(r.path.parent))):
                     results[i] = _write_reason(exc, r.path)
         return results
+
+    def check_root(self) -> None:
+        """Raise unless the media root is a directory on the filesystem the store expects (see `device`)."""
+        try:
+            st = os.stat(self._root)
+        except OSError:
+            st = None
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            raise StorageChangedError(self.root, "the media root does not exist or is not a directory (not mounted?)")
+        if self.device is not None and st.st_dev != self.device:
+            raise StorageChangedError(self.root, "the filesystem under the media root changed (unmounted or "
+                                                 "replaced): nothing is written to it")
 
     def _existing(self, path: Path, hexdigest: str, src: str) -> StoredBlob:
         size = path.stat().st_size
