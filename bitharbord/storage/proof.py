@@ -135,8 +135,9 @@ def locate(pool: PoolSpec, path: str, entries: Sequence[MountEntry]) -> MountEnt
     """The pool's mount that holds `path`, or why there is none (a Proof that is not ok)."""
     top = top_at(entries, pool.mount)
     if top is None:
-        return Proof(False, f"pool {pool.name} is not mounted at {pool.mount} ({path} is on it): nothing is "
-                            "written to the bare mount point", pool.name)
+        on = "" if os.path.normpath(path) == pool.mount else f" ({path} is on it)"
+        return Proof(False, f"pool {pool.name} is not mounted at {pool.mount}{on}: nothing is written to the bare "
+                            "mount point", pool.name)
     holder = mount_of(entries, os.path.normpath(path))
     if holder is not None and holder is not top and holder.target != pool.mount:
         return Proof(False, f"{path} is on {holder.source} mounted at {holder.target}, not on pool "
