@@ -163,9 +163,11 @@ class Pipeline:
         video_workers: int = 1,
         max_attempts: int = 10,
         media_device: int | None = None,
+        index_device: int | None = None,
     ) -> None:
-        """`media_device`: the st_dev of the filesystem media_root was proven on; blobs are only written there
-        (a put on another filesystem raises StorageChangedError and leaves its jobs where they were)."""
+        """`media_device` / `index_device`: the st_dev of the filesystems media_root / index_root were proven on;
+        blobs and previews are only written there (on another filesystem a step raises StorageChangedError and
+        leaves its jobs where they were)."""
         self.store = store
         self.media_root = media_root
         self.index_root = index_root
@@ -177,6 +179,7 @@ class Pipeline:
         self.put_workers = put_workers
         self.max_attempts = max_attempts
         self.blobs = BlobStore(media_root, device=media_device)
+        self.index_device = index_device
         self._hash_pool = ThreadPoolExecutor(max_workers=hash_workers, thread_name_prefix="bitharbor-hash")
         self._av_slots = asyncio.Semaphore(max(1, probe_workers))
         self._preview_pool = ThreadPoolExecutor(max_workers=preview_workers, thread_name_prefix="bitharbor-preview")
@@ -535,9 +538,23 @@ class Pipeline:
         """Cataloged jobs: thumbnail and clip, then done. A preview that cannot be made is a warning on the job,
         not a failure: the item is in the library. Small claims, each recorded as soon as it is done (a video
         clip takes seconds: a video is claimed with no one else), so a restart repeats little."""
+        self.check_index_root()
         fast, slow = await asyncio.gather(self._preview_batch(("image", "audio", "other"), PREVIEW_BATCH),
                                           self._preview_batch(("video",), self.video_workers))
         return fast + slow
+
+    def check_index_root(self) -> None:
+        """Raise StorageChangedError unless index_root is on the filesystem the pipeline was opened on: previews
+        are never written to a bare mount point."""
+        if self.index_device is None:
+            return  # not opened on a proven filesystem (tests, tools): previews create their directories
+        try:
+            st = os.stat(self.index_root)
+        except OSError:
+            raise StorageChangedError(self.index_root, "the index root does not exist (not mounted?)") from None
+        if st.st_dev != self.index_device:
+            raise StorageChangedError(self.index_root, "the filesystem under the index root changed (unmounted or "
+                                                       "replaced): nothing is written to it")
 
     async def _preview_batch(self, kinds: Sequence[str], limit: int) -> int:
         jobs = await self.store.claim(limit, stages=("cataloged",), kinds=kinds)

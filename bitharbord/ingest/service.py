@@ -67,6 +67,7 @@ from bitharbord.services import Condition, ServiceEnv
 from bitharbord.storage.proof import FsIdentity, filesystem_identity
 from bitharbord.storage.service import root_ready
 from bitharbord.store import db
+from bitharbord.store.blobs import StorageChangedError
 from bitharbord.store.ingest import ORIGINS, IngestStore, Job, NewJob, QueueFacts, StoreNotReady
 
 log = structlog.get_logger("bitharbord.ingest.service")
@@ -137,8 +138,8 @@ class _Session:
     db_path: Path
     store: IngestStore
     pipeline: Pipeline
-    # filesystem_identity() of media_root and of the database file when the session opened
-    identity: tuple[FsIdentity | None, FsIdentity | None] = (None, None)
+    # filesystem_identity() of media_root, of the database file and of index_root when the session opened
+    identity: tuple[FsIdentity | None, ...] = ()
 
     async def close(self) -> None:
         self.pipeline.close()
@@ -149,8 +150,9 @@ def _db_path(harbor: Harbor) -> Path:
     return Path(harbor.paths.media_root) / db.DB_NAME
 
 
-def _identity(harbor: Harbor, db_path: Path) -> tuple[FsIdentity | None, FsIdentity | None]:
-    return filesystem_identity(harbor.paths.media_root), filesystem_identity(db_path)
+def _identity(harbor: Harbor, db_path: Path) -> tuple[FsIdentity | None, ...]:
+    return (filesystem_identity(harbor.paths.media_root), filesystem_identity(db_path),
+            filesystem_identity(harbor.paths.index_root))
 
 
 def _inside(path: str, root: str) -> bool:
@@ -488,10 +490,11 @@ class IngestService:
                 self.paused = str(exc)
                 await self._sleep(env, 2)
                 continue
-            media = identity[0]
+            media, index = identity[0], identity[2]
             pipeline = Pipeline(store, media_root=Path(harbor.paths.media_root),
                                 index_root=Path(harbor.paths.index_root), runner=env.runner, observer=self.metrics,
-                                batch_size=self.batch_size, media_device=media[0] if media else None)
+                                batch_size=self.batch_size, media_device=media[0] if media else None,
+                                index_device=index[0] if index else None)
             session = _Session(harbor, path, store, pipeline, identity)
             if _identity(harbor, path) != identity:  # it changed while opening: open again from disk
                 await session.close()
@@ -534,6 +537,11 @@ class IngestService:
                 step = {"front": session.pipeline.front_step, "back": session.pipeline.back_step,
                         "preview": session.pipeline.preview_step}[step_name]
                 n = await step()
+            except StorageChangedError as exc:  # the pool went away under the session: pause, never write
+                self.paused = f"media storage not ready: {exc}"
+                log.warning("ingest.storage_changed", worker=step_name, error=str(exc))
+                await self._sleep(env, 1)
+                continue
             except Exception as exc:  # the database busy, a bug: report, back off, keep going
                 failures += 1
                 self.worker_error = f"{step_name}: {type(exc).__name__}: {exc}"
