@@ -87,13 +87,13 @@ def indexed(d: Harbord, n: int) -> bool:
                 and ingest.get("running"))
 
 
-def answers(d: Harbord, keep: set[int] | None = None) -> dict[str, list[tuple[int, str, float]]]:
-    out: dict[str, list[tuple[int, str, float]]] = {}
+def answers(d: Harbord, keep: set[int] | None = None) -> dict[str, list[tuple[int, float]]]:
+    out: dict[str, list[tuple[int, float]]] = {}
     for q in QUERIES:
         res = d.ctl("search", q, "-k", "100", "-o", "json")
         assert res.returncode == 0, res.stderr
         data = json.loads(res.stdout[res.stdout.index("{"):])
-        out[q] = [(r["id"], r["title"], round(r["score"], 4)) for r in data["results"]
+        out[q] = [(r["id"], round(r["score"], 4)) for r in data["results"]
                   if keep is None or r["id"] in keep]
     return out
 
@@ -121,14 +121,20 @@ def bare(mount: Path) -> list[str]:
     return sorted(os.listdir(mount))
 
 
-def fill(d: Harbord, inbox: Path) -> tuple[dict[int, tuple[str, str]], dict[str, list[tuple[int, str, float]]]]:
+def fill(d: Harbord, inbox: Path) -> tuple[dict[int, tuple[str, str]], dict[str, list[tuple[int, float]]]]:
     inbox.mkdir(parents=True, exist_ok=True)
     for name, colour in PHOTOS.items():
         photo(inbox / f"{name}.jpg", colour)
     until("the photos ingested and embedded", lambda: indexed(d, len(PHOTOS)), d, timeout=240)
     media = d.state / "root" / "srv" / "harbor" / "media"
     before = answers(d)
-    assert before["fireworks"][0][1].lower().startswith("fireworks"), before
+    conn = sqlite3.connect(f"file:{media / 'bitharbor.db'}?mode=ro", uri=True)
+    try:
+        by_path = {str(p): int(m) for p, m in conn.execute("SELECT path, media_id FROM sources")}
+    finally:
+        conn.close()
+    fireworks = by_path[str(inbox / "fireworks over the harbour at night.jpg")]
+    assert before["fireworks"][0][0] == fireworks and len(before["fireworks"]) == len(PHOTOS), before
     return library(media), before
 
 
@@ -157,6 +163,7 @@ def test_disk_missing_at_start(tmp_path: Path, loops: Loops, systemd: bool) -> N
             return bool(c.get("MountMissing", {}).get("status") and st["reconcile"]["passes"] >= 3)
 
         until("the pool reported missing", missing, d)
+        assert bare(mount) == [], "nothing may be created on the bare mount point"
         st = status(d)
         c = conds(st)
         assert not ready(st) and "pool media" in c["Ready"]["reason"], c["Ready"]
@@ -164,7 +171,6 @@ def test_disk_missing_at_start(tmp_path: Path, loops: Loops, systemd: bool) -> N
         assert f"cannot mount {mount}" in (st["reconcile"]["last_error"] or ""), st["reconcile"]
         assert "exited 0, but pool media is not mounted" in d.log.read_text()
         assert st["services"]["ingest"]["paused"] and not st["services"]["ingest"]["running"]
-        assert bare(mount) == [], "nothing may be created on the bare mount point"
         plan = d.ctl("plan")
         assert "database.catalog: waiting: pool media is not mounted" in plan.stdout, plan.stdout
 
@@ -203,9 +209,9 @@ def test_media_pulled_while_ingesting(tmp_path: Path, loops: Loops) -> None:
 
         until("ingest paused and the pool missing", paused, d, timeout=60)
         time.sleep(2)
+        assert bare(mount) == [], "nothing may be written to the bare mount point"
         st = status(d)
         assert not ready(st) and "MountMissing" in conds(st)["Ready"]["reason"], conds(st)["Ready"]
-        assert bare(mount) == [], "nothing may be written to the bare mount point"
 
         applied = d.ctl("apply", "-f", str(cfg))  # returned
         assert applied.returncode == 0, applied.stdout + applied.stderr
