@@ -10,7 +10,15 @@ from bitharbord.storage.devices import list_devices
 from bitharbord.storage.health import FsHealth, PoolHealth, conditions
 from bitharbord.storage.observe import StorageFacts
 from bitharbord.storage.pools import assess, pool_specs
-from bitharbord.storage.proof import RootProver, filesystem_identity, judge, mount_of, parse_mountinfo, pool_of
+from bitharbord.storage.proof import (
+    RootProver,
+    filesystem_identity,
+    judge,
+    mount_of,
+    parse_mountinfo,
+    pool_of,
+    root_ready,
+)
 from bitharbord.system.facts import BlkidInfo, BlockDevice
 
 MOUNTINFO = """\
@@ -120,3 +128,15 @@ def test_zero_byte_device_is_not_free() -> None:
     view = assess(pool_specs(h), facts, sandboxed=False)
     assert view.problems == [("storage.pools[0].disks[0]", "/dev/zram0 is 0 bytes: there is no space on it (an "
                                                            "unconfigured zram or loop device?)")]
+
+
+def test_root_ready_for_services() -> None:
+    assert root_ready({}, "/srv/h/index") == (True, "no storage service")
+    assert root_ready({"storage.root_ready": lambda p: (False, f"{p}: pool media is not mounted")},
+                      "/srv/h/index") == (False, "/srv/h/index: pool media is not mounted")
+
+    def broken(path: str) -> tuple[bool, str]:
+        raise OSError("mountinfo unreadable")
+
+    assert root_ready({"storage.root_ready": broken}, "/x") == (
+        False, "the storage readiness check failed: mountinfo unreadable")

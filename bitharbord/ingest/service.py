@@ -64,8 +64,7 @@ from bitharbord.ingest.scan import Fingerprint, is_skipped_name, media_type_for,
 from bitharbord.providers.library import is_sidecar
 from bitharbord.reconcile.render import human_duration
 from bitharbord.services import Condition, ServiceEnv
-from bitharbord.storage.proof import FsIdentity, filesystem_identity
-from bitharbord.storage.service import root_ready
+from bitharbord.storage.proof import FsIdentity, filesystem_identity, root_ready
 from bitharbord.store import db
 from bitharbord.store.blobs import StorageChangedError
 from bitharbord.store.ingest import ORIGINS, IngestStore, Job, NewJob, QueueFacts, StoreNotReady

@@ -18,6 +18,7 @@ and runs `blkid -p` through the runner only when the mount under the path is one
     prover.quick(harbor, path) -> Proof             # mountinfo only; a mount not proven yet is "not proven"
     filesystem_identity(path) -> tuple[int, int, int] | None   # (st_dev, mount id, inode): changes when the
                                                                  # filesystem under `path` is replaced
+    root_ready(env.shared, path) -> (ok, reason)     # for services: the running storage service's quick()
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("bitharbord.storage")
 MOUNTINFO = Path("/proc/self/mountinfo")
+ROOT_READY_KEY = "storage.root_ready"  # env.shared: the storage service's check, (path) -> (ok, reason)
 FsIdentity = tuple[int, int, int]  # (st_dev, mount id, inode)
 
 
@@ -252,3 +254,17 @@ def filesystem_identity(path: str | os.PathLike[str], mountinfo: Path = MOUNTINF
     except OSError:
         holder = None
     return (st.st_dev, holder.mount_id if holder else -1, st.st_ino)
+
+
+def root_ready(shared: dict[str, Any], path: str) -> tuple[bool, str]:
+    """For any service about to write under `path` (the search service under index_root): (ok, reason) from the
+    storage service's proof; (True, ...) when no storage service runs (tests, --once: nothing to prove against).
+    Pair it with `storage.proof.filesystem_identity(path)` to notice the filesystem under `path` being replaced."""
+    fn = shared.get(ROOT_READY_KEY)
+    if not callable(fn):
+        return True, "no storage service"
+    try:
+        ok, reason = fn(path)
+    except Exception as exc:  # a broken check must not let anything write to a bare mount point
+        return False, f"the storage readiness check failed: {exc}"
+    return bool(ok), str(reason)

@@ -5,7 +5,7 @@ Ingest contract: `env.shared["storage.media_ready"]` is a callable returning (ok
 paths.media_root is on a declared pool and not proven to be on that pool's own filesystem (storage.proof: the
 mount on top of the pool's mount point holds the path, and `blkid -p` of its device shows the pool's type and
 recorded UUID). `env.shared["storage.root_ready"]` is the same check for any path (index_root, ...); the plain
-function `root_ready(shared, path)` below reaches it. Both read /proc/self/mountinfo on every call (no command);
+function `storage.proof.root_ready(shared, path)` reaches it. Both read /proc/self/mountinfo on every call (no command);
 a mount not seen before is proven by the service's next refresh (at once after an applied pass: `wake()`).
 """
 
@@ -30,7 +30,7 @@ from bitharbord.storage.health import PoolHealth, conditions, pool_health
 from bitharbord.storage.health import summary as health_summary
 from bitharbord.storage.mounttab import mountinfo_targets
 from bitharbord.storage.pools import assess, pool_specs
-from bitharbord.storage.proof import RootProver
+from bitharbord.storage.proof import ROOT_READY_KEY, RootProver
 
 log = structlog.get_logger("bitharbord.storage")
 MEDIA_READY_KEY = "storage.media_ready"
@@ -40,9 +40,6 @@ CONDITION_TYPES = ("Degraded", "DiskMissing", "MountMissing", "DiskFull")
 
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
-
-
-ROOT_READY_KEY = "storage.root_ready"
 
 
 def media_ready_for(harbor: Harbor | None, mounted: set[str]) -> tuple[bool, str]:
@@ -249,16 +246,3 @@ def media_ready(shared: dict[str, Any]) -> Callable[[], tuple[bool, str]] | None
     fn = shared.get(MEDIA_READY_KEY)
     return fn if callable(fn) else None
 
-
-def root_ready(shared: dict[str, Any], path: str) -> tuple[bool, str]:
-    """For any service about to write under `path` (the search service under index_root): (ok, reason) from the
-    storage service's proof; (True, ...) when no storage service runs (tests, --once: nothing to prove against).
-    Pair it with `storage.proof.filesystem_identity(path)` to notice the filesystem under `path` being replaced."""
-    fn = shared.get(ROOT_READY_KEY)
-    if not callable(fn):
-        return True, "no storage service"
-    try:
-        ok, reason = fn(path)
-    except Exception as exc:  # a broken check must not let anything write to a bare mount point
-        return False, f"the storage readiness check failed: {exc}"
-    return bool(ok), str(reason)
