@@ -37,6 +37,7 @@ from bitharbord.ingest.scan import Fingerprint, ScanResult, diff_scan, scan_fold
 from bitharbord.providers.base import Context, Observed, Spec
 from bitharbord.providers.database import db_path
 from bitharbord.reconcile.plan import Action, Verb
+from bitharbord.storage import state
 from bitharbord.store.ingest import (
     IngestStore,
     NewJob,
@@ -342,6 +343,7 @@ class Library:
             delta = self._deltas.pop(name, None)
             if delta is None:
                 return
+        await state.require_proven(ctx, str(Path(spec["db"]).parent))  # the database on the pool's own filesystem
         store = await IngestStore.open(Path(spec["db"]))
         try:
             folder = spec["folder"]
