@@ -452,6 +452,11 @@ class BlobStore:
             raise _write_reason(exc, Path(temp)) from None
         renamed = False
         try:
+            if self.device is not None and os.fstat(out).st_dev != self.device:  # pulled between check and open
+                os.close(out)
+                out = -1
+                raise StorageChangedError(self.root, "the filesystem under the media root changed (unmounted or "
+                                                     "replaced): nothing is written to it")
             try:
                 try:
                     os.fchmod(out, self.file_mode)
@@ -468,7 +473,8 @@ class BlobStore:
                 except OSError as exc:  # fchmod / fsync
                     raise _write_reason(exc, Path(temp)) from None
             finally:
-                os.close(out)
+                if out >= 0:
+                    os.close(out)
             after = os.fstat(fd)
             if n != size or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
                 raise HashMismatchError(
