@@ -86,7 +86,7 @@ async def test_missing_disk_at_start_creates_nothing_and_is_not_ready(tmp_path: 
     text = render(plan)
     assert [a.address for a in plan.actions] == [f"mount.{mount}"], text
     assert f"dir.{mount}/media: waiting: pool media is not mounted" in text
-    assert "database.catalog: waiting" in text and "index.store: waiting" in text
+    assert "database.catalog: waiting" in text and f"dir.{mount}/index: waiting" in text
     status = await d.loop.run_once()
     assert status.last_result == "error" and f"cannot mount {mount}" in status.last_error, status.last_error
     if "nofail" in options:  # mount(8) exited 0: the action still failed, with the reason

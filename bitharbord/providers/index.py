@@ -74,7 +74,7 @@ class IndexStore:
         for name, spec in desired.items():
             root = Path(spec["root"])
             why = await state.blocked(ctx, str(root))
-            if why:  # the pool under index_root is missing: nothing is planned on the bare mount point
+            if why:  # the pool under index_root is missing: nothing is planned (dir.<index_root> notes why)
                 out[name] = {"root": str(root), "blocked": why}
                 continue
             serving = layout.current_dir(root)
@@ -94,7 +94,9 @@ class IndexStore:
         return out
 
     def diff(self, name: str, want: Spec | None, have: Observed | None) -> list[Action]:
-        if want is None or want.get("unavailable") or (have is not None and have.get("blocked")):
+        if have is not None and have.get("blocked"):
+            return []  # its pool is missing: nothing on the bare mount point
+        if want is None or want.get("unavailable"):
             return []
         address = f"{self.kind}.{name}"
         after = {k: want[k] for k in ("root", "embedder", "dim", "ann")}
@@ -123,8 +125,7 @@ class IndexStore:
         return []
 
     def notes(self, observed: Mapping[str, Observed]) -> list[str]:
-        return [f"{self.kind}.{name}: waiting: {have['blocked']}" for name, have in sorted(observed.items())
-                if have.get("blocked")] + [f"{self.kind}.{name}: not re-embedding: {have['unavailable']}; "
+        return [f"{self.kind}.{name}: not re-embedding: {have['unavailable']}; "
                 + (f"vectors/{have['serving']} keeps serving" if have.get("serving") else "nothing is indexed yet")
                 for name, have in sorted(observed.items()) if have.get("unavailable")]
 
