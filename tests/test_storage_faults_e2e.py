@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -121,6 +122,17 @@ def unfinished(media: Path) -> int:
         conn.close()
 
 
+def stop(d: Harbord) -> int:
+    """SIGTERM and wait; a daemon that does not exit is killed (so it holds no loop device), and that fails."""
+    try:
+        return d.stop()
+    except subprocess.TimeoutExpired:
+        assert d.proc is not None
+        d.proc.kill()
+        d.proc.wait()
+        raise AssertionError(f"bitharbord did not exit after SIGTERM:\n{d.log.read_text()[-3000:]}") from None
+
+
 def ready(st: dict[str, Any]) -> bool:
     return bool(conds(st)["Ready"]["status"])
 
@@ -159,7 +171,7 @@ def test_disk_missing_at_start(tmp_path: Path, loops: Loops, systemd: bool) -> N
         assert applied.returncode == 0, applied.stdout + applied.stderr
         rows, before = fill(d, d.state / "root" / "inbox")
     finally:
-        assert d.stop() == 0
+        assert stop(d) == 0
 
     sh("umount", str(mount))
     sh("losetup", "-d", dev)
@@ -188,7 +200,7 @@ def test_disk_missing_at_start(tmp_path: Path, loops: Loops, systemd: bool) -> N
         assert library(mount / "media") == rows
         assert answers(d) == before
     finally:
-        assert d.stop() == 0
+        assert stop(d) == 0
 
 
 def test_media_pulled_while_ingesting(tmp_path: Path, loops: Loops) -> None:
@@ -234,4 +246,4 @@ def test_media_pulled_while_ingesting(tmp_path: Path, loops: Loops) -> None:
         assert len(after) == len(PHOTOS) + more and {i: after[i] for i in first} == rows
         assert answers(d, first) == before
     finally:
-        assert d.stop() == 0
+        assert stop(d) == 0
