@@ -34,6 +34,9 @@ from bitharbord.system.runner import ProcessRunner, Runner
 
 log = structlog.get_logger("bitharbord")
 GOOD_WHEN_TRUE = frozenset({"Ready"})
+# Ready is false while a pool is not mounted (MountMissing); the reason names the missing disks too. A RAID pool
+# that lost one disk but is mounted stays Ready (that is Degraded).
+POOL_MISSING = ("MountMissing", "DiskMissing")
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,9 @@ class Daemon:
         found.append({"type": "ConfigInvalid", "status": bool(self.config_error), "reason": self.config_error})
         for service in self.services:
             found += [c.to_dict() for c in service.conditions()]
+        missing = [c for c in found if c["type"] in POOL_MISSING and c["status"]]
+        if any(c["type"] == "MountMissing" for c in missing):  # a pool is not there: not ready, whatever the loop says
+            found[0].update(status=False, reason="; ".join(f"{c['type']}: {c['reason']}" for c in missing))
         now = time.time()
         for c in found:
             kind, status = c["type"], bool(c["status"])

@@ -44,7 +44,14 @@ from bitharbord.ingest.hash import HashError, hash_file
 from bitharbord.ingest.probe import MediaInfo, ProbeError, kind_of, probe, probe_image
 from bitharbord.ingest.scan import Fingerprint
 from bitharbord.store import blobs as blobs_mod
-from bitharbord.store.blobs import BlobError, BlobStore, DiskFullError, HashMismatchError, StoredBlob
+from bitharbord.store.blobs import (
+    BlobError,
+    BlobStore,
+    DiskFullError,
+    HashMismatchError,
+    StorageChangedError,
+    StoredBlob,
+)
 from bitharbord.store.ingest import BACK_STAGES, FRONT_STAGES, TERMINAL_STAGES, IngestStore, Job
 from bitharbord.system.runner import Runner
 
@@ -160,7 +167,12 @@ class Pipeline:
         preview_workers: int = 8,
         video_workers: int = 1,
         max_attempts: int = 10,
+        media_device: int | None = None,
+        index_device: int | None = None,
     ) -> None:
+        """`media_device` / `index_device`: the st_dev of the filesystems media_root / index_root were proven on;
+        blobs and previews are only written there (on another filesystem a step raises StorageChangedError and
+        leaves its jobs where they were)."""
         self.store = store
         self.media_root = media_root
         self.index_root = index_root
@@ -171,7 +183,8 @@ class Pipeline:
         self.batch_bytes = batch_bytes
         self.put_workers = put_workers
         self.max_attempts = max_attempts
-        self.blobs = BlobStore(media_root)
+        self.blobs = BlobStore(media_root, device=media_device)
+        self.index_device = index_device
         self._hash_pool = ThreadPoolExecutor(max_workers=hash_workers, thread_name_prefix="bitharbor-hash")
         self._av_slots = asyncio.Semaphore(max(1, probe_workers))
         self._preview_pool = ThreadPoolExecutor(max_workers=preview_workers, thread_name_prefix="bitharbor-preview")
@@ -497,6 +510,11 @@ class Pipeline:
                 got = await asyncio.to_thread(self.blobs.put_many, items, workers=workers)
                 by_id.update(zip((j.id for j in group), got, strict=True))
         results = [by_id[j.id] for j in todo]
+        changed = next((r for r in results if isinstance(r, StorageChangedError)), None)
+        if changed is not None:  # the storage went away: keep what was stored, leave the rest for later
+            await self.store.set_stored([(j.id, r.relpath) for j, r in zip(todo, results, strict=True)
+                                         if isinstance(r, StoredBlob)])
+            raise changed
         if self.observer:
             each = (time.monotonic() - started) / len(todo)
             for _ in todo:
@@ -558,9 +576,23 @@ class Pipeline:
         """Cataloged jobs: thumbnail and clip, then done. A preview that cannot be made is a warning on the job,
         not a failure: the item is in the library. Small claims, each recorded as soon as it is done (a video
         clip takes seconds: a video is claimed with no one else), so a restart repeats little."""
+        self.check_index_root()
         fast, slow = await asyncio.gather(self._preview_batch(("image", "audio", "other"), PREVIEW_BATCH),
                                           self._preview_batch(("video",), self.video_workers))
         return fast + slow
+
+    def check_index_root(self) -> None:
+        """Raise StorageChangedError unless index_root is on the filesystem the pipeline was opened on: previews
+        are never written to a bare mount point."""
+        if self.index_device is None:
+            return  # not opened on a proven filesystem (tests, tools): previews create their directories
+        try:
+            st = os.stat(self.index_root)
+        except OSError:
+            raise StorageChangedError(self.index_root, "the index root does not exist (not mounted?)") from None
+        if st.st_dev != self.index_device:
+            raise StorageChangedError(self.index_root, "the filesystem under the index root changed (unmounted or "
+                                                       "replaced): nothing is written to it")
 
     async def _preview_batch(self, kinds: Sequence[str], limit: int) -> int:
         jobs = await self.store.claim(limit, stages=("cataloged",), kinds=kinds)

@@ -64,7 +64,9 @@ from bitharbord.ingest.scan import Fingerprint, is_skipped_name, media_type_for,
 from bitharbord.providers.library import is_sidecar
 from bitharbord.reconcile.render import human_duration
 from bitharbord.services import Condition, ServiceEnv
+from bitharbord.storage.proof import FsIdentity, filesystem_identity, root_ready
 from bitharbord.store import db
+from bitharbord.store.blobs import StorageChangedError
 from bitharbord.store.ingest import ORIGINS, IngestStore, Job, NewJob, QueueFacts, StoreNotReady
 
 log = structlog.get_logger("bitharbord.ingest.service")
@@ -139,6 +141,8 @@ class _Session:
     db_path: Path
     store: IngestStore
     pipeline: Pipeline
+    # filesystem_identity() of media_root, of the database file and of index_root when the session opened
+    identity: tuple[FsIdentity | None, ...] = ()
 
     async def close(self) -> None:
         self.pipeline.close()
@@ -147,6 +151,11 @@ class _Session:
 
 def _db_path(harbor: Harbor) -> Path:
     return Path(harbor.paths.media_root) / db.DB_NAME
+
+
+def _identity(harbor: Harbor, db_path: Path) -> tuple[FsIdentity | None, ...]:
+    return (filesystem_identity(harbor.paths.media_root), filesystem_identity(db_path),
+            filesystem_identity(harbor.paths.index_root))
 
 
 def _inside(path: str, root: str) -> bool:
@@ -443,6 +452,10 @@ class IngestService:
             ok, reason = check()
         except Exception as exc:  # a broken check must not make ingest write to a bare mount point
             return False, f"the storage readiness check failed: {exc}"
+        desired = env.desired() if env is not None else None
+        if ok and desired is not None:  # previews are written under index_root
+            ok, reason = root_ready(env.shared if env is not None else {}, desired.effective.paths.index_root)
+            reason = reason if not ok else "media and index storage ready"
         return bool(ok), str(reason)
 
     def wake(self) -> None:
@@ -473,16 +486,22 @@ class IngestService:
                 self.paused = f"media storage not ready: {reason}"
                 await self._sleep(env, 2)
                 continue
+            identity = _identity(harbor, path)
             try:
                 store = await IngestStore.open(path)
             except StoreNotReady as exc:
                 self.paused = str(exc)
                 await self._sleep(env, 2)
                 continue
+            media, index = identity[0], identity[2]
             pipeline = Pipeline(store, media_root=Path(harbor.paths.media_root),
                                 index_root=Path(harbor.paths.index_root), runner=env.runner, observer=self.metrics,
-                                batch_size=self.batch_size)
-            session = _Session(harbor, path, store, pipeline)
+                                batch_size=self.batch_size, media_device=media[0] if media else None,
+                                index_device=index[0] if index else None)
+            session = _Session(harbor, path, store, pipeline, identity)
+            if _identity(harbor, path) != identity:  # it changed while opening: open again from disk
+                await session.close()
+                continue
             try:
                 await pipeline.startup()
             except BaseException:
@@ -496,8 +515,16 @@ class IngestService:
         return None
 
     def _session_current(self, env: ServiceEnv, session: _Session) -> bool:
+        """The session serves while the config names its database and the filesystem under it (and the file) is
+        the one it was opened on; otherwise it ends and the next one re-opens everything from disk."""
         desired = env.desired()
-        return desired is not None and _db_path(desired.effective) == session.db_path and session.db_path.exists()
+        if desired is None or _db_path(desired.effective) != session.db_path or not session.db_path.exists():
+            return False
+        now = _identity(session.harbor, session.db_path)
+        if now != session.identity:
+            log.warning("ingest.storage_changed", db=str(session.db_path), was=str(session.identity), now=str(now))
+            return False
+        return True
 
     async def _work_loop(self, env: ServiceEnv, session: _Session, step_name: str) -> None:
         failures = 0
@@ -513,6 +540,11 @@ class IngestService:
                 step = {"front": session.pipeline.front_step, "back": session.pipeline.back_step,
                         "preview": session.pipeline.preview_step}[step_name]
                 n = await step()
+            except StorageChangedError as exc:  # the pool went away under the session: pause, never write
+                self.paused = f"media storage not ready: {exc}"
+                log.warning("ingest.storage_changed", worker=step_name, error=str(exc))
+                await self._sleep(env, 1)
+                continue
             except Exception as exc:  # the database busy, a bug: report, back off, keep going
                 failures += 1
                 self.worker_error = f"{step_name}: {type(exc).__name__}: {exc}"

@@ -1,4 +1,8 @@
-"""Directories: exist, owner, group, mode. Applied with the same `install`/`chmod`/`chown` argv the plan shows."""
+"""Directories: exist, owner, group, mode. Applied with the same `install`/`chmod`/`chown` argv the plan shows.
+
+A directory on a storage pool is only created or changed on the pool's own filesystem: while the pool's
+filesystem is not there (a disk missing) nothing is planned for it (a note says why), and apply proves the
+filesystem under it again (`storage.state.require_proven`) right before each command."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing import ClassVar
 from bitharbord.config import Harbor, iter_paths
 from bitharbord.providers.base import Context, Observed, Spec
 from bitharbord.reconcile.plan import Action, Verb
+from bitharbord.storage import state
 
 
 class Directories:
@@ -38,6 +43,10 @@ class Directories:
     async def observe(self, ctx: Context, desired: Mapping[str, Spec]) -> Mapping[str, Observed]:
         out: dict[str, Observed] = {}
         for path in desired:
+            why = await state.blocked(ctx, path) if desired[path].get("requires") else None
+            if why:
+                out[path] = {"path": path, "blocked": why}
+                continue
             try:
                 st = os.stat(path)
             except (FileNotFoundError, NotADirectoryError):
@@ -58,6 +67,8 @@ class Directories:
             return []  # a directory harbor.yaml no longer names is left alone, never deleted
         requires = tuple(want.get("requires", ()))
         after = {k: want[k] for k in ("path", "mode", "owner", "group") if want.get(k) is not None}
+        if have is not None and have.get("blocked"):
+            return []  # notes() says why; the pool's filesystem comes first
         if have is None:
             return [Action(f"{self.kind}.{name}", Verb.CREATE, None, after, "missing", requires=requires,
                            commands=(_install(name, want),))]
@@ -85,8 +96,13 @@ class Directories:
         return [Action(f"{self.kind}.{name}", Verb.UPDATE, before, after, ", ".join(reasons),
                        requires=requires, commands=tuple(commands))]
 
+    def notes(self, observed: Mapping[str, Observed]) -> list[str]:
+        return [f"{self.kind}.{name}: waiting: {o['blocked']}" for name, o in sorted(observed.items())
+                if o.get("blocked")]
+
     async def apply(self, action: Action, ctx: Context) -> None:
         for argv in action.commands:
+            await state.require_proven(ctx, argv[-1])
             if argv[0] == "install" and action.verb is Verb.CREATE and os.path.isdir(argv[-1]):
                 # Guarded like disko: create only if missing. Mode/owner drift is its own UPDATE.
                 continue

@@ -25,6 +25,7 @@ from bitharbord.index.vectors import EmbedderMismatch, VectorStore, VectorStoreE
 from bitharbord.providers.base import Context, Observed, Spec
 from bitharbord.reconcile.plan import Action, Verb
 from bitharbord.search import layout
+from bitharbord.storage import state
 from bitharbord.store.db import DB_NAME
 
 
@@ -72,6 +73,10 @@ class IndexStore:
         out: dict[str, Observed] = {}
         for name, spec in desired.items():
             root = Path(spec["root"])
+            why = await state.blocked(ctx, str(root))
+            if why:  # the pool under index_root is missing: nothing is planned (dir.<index_root> notes why)
+                out[name] = {"root": str(root), "blocked": why}
+                continue
             serving = layout.current_dir(root)
             if spec.get("unavailable"):  # nothing to plan; notes() says why
                 out[name] = {"root": str(root), "serving": serving.name if serving else None,
@@ -89,6 +94,8 @@ class IndexStore:
         return out
 
     def diff(self, name: str, want: Spec | None, have: Observed | None) -> list[Action]:
+        if have is not None and have.get("blocked"):
+            return []  # its pool is missing: nothing on the bare mount point
         if want is None or want.get("unavailable"):
             return []
         address = f"{self.kind}.{name}"
@@ -125,6 +132,7 @@ class IndexStore:
     async def apply(self, action: Action, ctx: Context) -> None:
         assert action.after is not None
         root = Path(action.after["root"])
+        await state.require_proven(ctx, str(root))  # never a store on a bare mount point
         embedder, dim = str(action.after["embedder"]), int(action.after["dim"])
         target = layout.generation_dir(root, embedder)
         target.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,8 @@ from bitharbord.ingest.scan import Fingerprint, ScanResult, diff_scan, scan_fold
 from bitharbord.providers.base import Context, Observed, Spec
 from bitharbord.providers.database import db_path
 from bitharbord.reconcile.plan import Action, Verb
+from bitharbord.storage import state
+from bitharbord.storage.proof import FsIdentity, filesystem_identity
 from bitharbord.store.ingest import (
     IngestStore,
     NewJob,
@@ -210,7 +212,9 @@ class Library:
     def __init__(self, *, settle_s: float = 2.0) -> None:
         self.settle_s = settle_s
         self._deltas: dict[str, FolderDelta] = {}  # folder -> delta of the latest observe (what apply queues)
-        self._cache: dict[str, tuple[int, dict[str, dict[str, Fingerprint]]]] = {}  # db -> (version, folders)
+        # db -> (the file's filesystem identity, its sources version, folders): another database file at the same
+        # path (a pool returned, a restore) is another cache, whatever its version says
+        self._cache: dict[str, tuple[FsIdentity | None, int, dict[str, dict[str, Fingerprint]]]] = {}
         self._media_counts: dict[tuple[str, str], tuple[dict[str, Fingerprint], int]] = {}
 
     def desired(self, harbor: Harbor) -> Mapping[str, Spec]:
@@ -236,12 +240,13 @@ class Library:
             if not await has_ingest_tables(conn):
                 return {f: {} for f in folders}
             version = await read_sources_version(conn)
+            ident = filesystem_identity(db)
             cached = self._cache.get(db)
-            known = cached[1] if cached is not None and cached[0] == version else {}
+            known = cached[2] if cached is not None and cached[:2] == (ident, version) else {}
             for folder in folders:
                 if folder not in known:
                     known[folder] = await read_fingerprints(conn, folder)
-            self._cache[db] = (version, known)
+            self._cache[db] = (ident, version, known)
             return {f: known[f] for f in folders}
         finally:
             await conn.close()
@@ -342,6 +347,7 @@ class Library:
             delta = self._deltas.pop(name, None)
             if delta is None:
                 return
+        await state.require_proven(ctx, str(Path(spec["db"]).parent))  # the database on the pool's own filesystem
         store = await IngestStore.open(Path(spec["db"]))
         try:
             folder = spec["folder"]

@@ -11,7 +11,9 @@ How it is mounted depends on where bitharbord runs (observed, shown in the plan)
   `mkdir -p` and mount(8) directly (`mount --fstab FILE MOUNTPOINT`, or by UUID for a unit), since nothing
   would read the file until the next boot. A missing mount whose filesystem is there is mounted again; a missing
 filesystem is never re-created here: the mount fails as a temporary error, and everything that lives on the
-pool waits for it (directories under the mount point require `mount.<mount point>`)."""
+pool waits for it (directories under the mount point require `mount.<mount point>`).
+After mounting, the mount table is read again: unless the pool's own filesystem (device and UUID) is now
+mounted there, the action fails (with `nofail`, mount(8) and systemctl exit 0 when the disk is missing)."""
 
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from bitharbord.storage.mounttab import (
     unit_name,
 )
 from bitharbord.storage.pools import pool_specs, raise_problems
+from bitharbord.storage.proof import RootProver
 from bitharbord.system.atomic import fsync_dir, write_atomic
 from bitharbord.system.runner import CommandError
 
@@ -154,8 +157,9 @@ class Mounts:
             _remove_unit(Path(after["remove_unit"]))
         state.forget(ctx)
         try:
+            ran: tuple[str, ...] | None = None
             for argv in action.commands:
-                mounting = argv[0] == "mount" or argv[:2] == ("systemctl", "start")
+                mounting = _mounting(argv)
                 if mounting and any(m.target == mp for m in await observe.current_mounts(ctx.runner)):
                     log.info("mount.exists", mount=mp)  # guarded: mount only if not mounted
                     continue
@@ -166,8 +170,28 @@ class Mounts:
                     if mounting:  # the disk may come back: a later pass tries again
                         raise TemporaryError(f"cannot mount {mp}: {exc}") from exc
                     raise
+                if mounting:
+                    ran = tuple(argv)
+            if any(_mounting(argv) for argv in action.commands):
+                await verify_mounted(ctx, mp, ran)
         finally:
             state.forget(ctx)
+
+
+def _mounting(argv: tuple[str, ...]) -> bool:
+    return argv[0] == "mount" or argv[:2] == ("systemctl", "start")
+
+
+async def verify_mounted(ctx: Context, mp: str, ran: tuple[str, ...] | None) -> None:
+    """A mount that does not take is a failed action: `mount --fstab` with `nofail` (and `systemctl start
+    x.mount`) exits 0 with nothing mounted when the disk is missing. Read the mount table again and fail unless
+    the pool's own filesystem (device and UUID, `storage.proof`) is now mounted at `mp`."""
+    proof = await RootProver(ctx.runner).prove(ctx.harbor, mp, ctx.runner)
+    if not proof.ok:
+        what = f"`{' '.join(ran)}` exited 0, but " if ran else ""
+        log.error("mount.not_taken", mount=mp, argv=list(ran or ()), reason=proof.reason)
+        raise TemporaryError(f"cannot mount {mp}: {what}{proof.reason}")
+    log.info("mount.verified", mount=mp, reason=proof.reason)
 
 
 def _edit_fstab(path: Path, target: str, line: str | None) -> None:

@@ -54,6 +54,8 @@ def list_devices(facts: StorageFacts, harbor: Harbor | None = None) -> dict[str,
         v = verdict(dev, facts.blkid, facts.mounts, facts.mdstat)
         if dev.path in facts.unreadable and v.state == "free":
             v_state, v_reason = "unknown", f"cannot read it: {facts.unreadable[dev.path]}"
+        elif v.state == "free" and not dev.size:  # nothing to give: an unconfigured zram, a detached loop node
+            v_state, v_reason = "unusable", "0 bytes (no space on it: an unconfigured zram or loop device?)"
         else:
             v_state, v_reason = v.state, v.reason
         out.append({

@@ -41,9 +41,12 @@ class FsHealth:
 
     @property
     def used_percent(self) -> float | None:
+        """Used share of what a user can write, as df(1) shows it: used / (used + avail). ext4 keeps 5% for
+        root, so used / size would say 90% on a disk df calls 95% full (and 100% when nothing can be written)."""
         if not self.size or self.used is None:
             return None
-        return round(100.0 * self.used / self.size, 1)
+        room = self.used + self.avail if self.avail is not None else self.size
+        return round(100.0 * self.used / room, 1) if room else 100.0
 
 
 @dataclass(frozen=True)

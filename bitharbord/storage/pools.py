@@ -244,6 +244,8 @@ def _assess_pool(pool: PoolSpec, facts: StorageFacts, sandboxed: bool, problems:
         if dev in claimed:
             refuse(rec, field, f"{path} is the same device ({node.path}) as {claimed[dev]}")
         claimed[dev] = field
+        if node.size == 0:
+            refuse(rec, field, f"{who} is 0 bytes: there is no space on it (an unconfigured zram or loop device?)")
         if node.type not in (*DEVICE_TYPES, None):
             refuse(rec, field, f"{path} is a {node.type} device ({node.path}); a pool takes disks or partitions")
         if sandboxed and not (node.type == "loop" or (node.type == "part" and (node.pkname or "").startswith("loop"))):

@@ -2,14 +2,16 @@
 MountMissing / DiskFull conditions, storage metrics, and `storage.media_ready` for ingest.
 
 Ingest contract: `env.shared["storage.media_ready"]` is a callable returning (ok, reason); ok is False while
-a pool whose mount point contains paths.media_root is declared but not mounted. It reads
-/proc/self/mountinfo on every call (no command, no cache), so it is exact and cheap.
+paths.media_root is on a declared pool and not proven to be on that pool's own filesystem (storage.proof: the
+mount on top of the pool's mount point holds the path, and `blkid -p` of its device shows the pool's type and
+recorded UUID). `env.shared["storage.root_ready"]` is the same check for any path (index_root, ...); the plain
+function `storage.proof.root_ready(shared, path)` reaches it. Both read /proc/self/mountinfo on every call (no command);
+a mount not seen before is proven by the service's next refresh (at once after an applied pass: `wake()`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +30,7 @@ from bitharbord.storage.health import PoolHealth, conditions, pool_health
 from bitharbord.storage.health import summary as health_summary
 from bitharbord.storage.mounttab import mountinfo_targets
 from bitharbord.storage.pools import assess, pool_specs
+from bitharbord.storage.proof import ROOT_READY_KEY, RootProver
 
 log = structlog.get_logger("bitharbord.storage")
 MEDIA_READY_KEY = "storage.media_ready"
@@ -58,6 +61,8 @@ class StorageService:
     def __init__(self, *, interval: float = 10.0, mountinfo: Path = MOUNTINFO) -> None:
         self.interval = interval
         self.mountinfo = mountinfo
+        self.prover = RootProver(None, mountinfo)
+        self._wake = asyncio.Event()
         self.env: ServiceEnv | None = None
         self.healths: list[PoolHealth] = []
         self.checked_at: float | None = None
@@ -76,13 +81,22 @@ class StorageService:
         self.env = env
         self._register(env)
         env.shared[MEDIA_READY_KEY] = self.media_ready
+        env.shared[ROOT_READY_KEY] = self.root_ready
+        self.prover.runner = env.runner
+
+    def wake(self) -> None:
+        """The box changed (an applied pass, e.g. a mount): look now."""
+        self._wake.set()
 
     async def run(self, env: ServiceEnv) -> None:
         self.attach(env)
         while not env.stop.is_set():
+            self._wake.clear()
             await self.refresh()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(env.stop.wait(), timeout=self.interval)
+            waiters = [asyncio.ensure_future(env.stop.wait()), asyncio.ensure_future(self._wake.wait())]
+            await asyncio.wait(waiters, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
 
     def status(self) -> dict[str, Any]:
         ok, reason = self.media_ready()
@@ -111,11 +125,33 @@ class StorageService:
         return desired.effective if desired else None
 
     def media_ready(self) -> tuple[bool, str]:
+        harbor = self._harbor()
         try:
             text = self.mountinfo.read_text(encoding="utf-8", errors="surrogateescape")
         except OSError as exc:
             return False, f"cannot read {self.mountinfo}: {exc.strerror or exc}"
-        return media_ready_for(self._harbor(), mountinfo_targets(text))
+        ok, reason = media_ready_for(harbor, mountinfo_targets(text))
+        if not ok or harbor is None:
+            return ok, reason
+        proof = self.prover.quick(harbor, harbor.paths.media_root)
+        if not proof.ok:
+            return False, f"{proof.reason}; ingest is paused"
+        return ok, reason
+
+    def root_ready(self, path: str) -> tuple[bool, str]:
+        """Whether `path` may be written: on no pool, or proven on its pool's own filesystem."""
+        harbor = self._harbor()
+        if harbor is None:
+            return False, "no harbor.yaml in force yet"
+        proof = self.prover.quick(harbor, path)
+        return proof.ok, proof.reason
+
+    async def _prove_roots(self, harbor: Harbor) -> None:
+        for path in (harbor.paths.media_root, harbor.paths.index_root):
+            try:
+                await self.prover.prove(harbor, path)
+            except Exception as exc:  # judged again next time; quick() says "not proven" meanwhile
+                log.warning("storage.prove_failed", path=path, error=str(exc))
 
     async def refresh(self) -> None:
         """Observe the pools once: health, conditions and metrics."""
@@ -130,6 +166,7 @@ class StorageService:
                     specs = pool_specs(harbor)
                     view = assess(specs, facts, sandboxed=False)
                     healths = [pool_health(p, view.pools[p.name], facts) for p in specs]
+                    await self._prove_roots(harbor)
                 self.error = ""
             except Exception as exc:
                 self.error = f"cannot observe storage: {exc}"
@@ -208,3 +245,4 @@ def media_ready(shared: dict[str, Any]) -> Callable[[], tuple[bool, str]] | None
     """For ingest: the callable the storage service published, or None when storage is not running."""
     fn = shared.get(MEDIA_READY_KEY)
     return fn if callable(fn) else None
+

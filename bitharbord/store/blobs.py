@@ -75,6 +75,11 @@ class DiskFullError(BlobError):
     """No space left (or quota exceeded) on the media root's filesystem."""
 
 
+class StorageChangedError(BlobError):
+    """The filesystem under the media root is not the one the store was opened on (unmounted, replaced):
+    nothing was written; the item is not at fault and is tried again once the storage is back."""
+
+
 class HashMismatchError(BlobError):
     """What was copied does not have the expected digest: the source changed after it was hashed."""
 
@@ -241,10 +246,14 @@ class BlobStore:
         dir_mode: int = 0o750,
         max_threads: int = AUTO,
         precheck_space: bool = True,
+        device: int | None = None,
     ) -> None:
         """`precheck_space=False` skips the statvfs check before copying (for filesystems whose free-space
-        figure is not trustworthy); a full disk is then only found by the failing write."""
+        figure is not trustworthy); a full disk is then only found by the failing write. `device`: the st_dev
+        the media root must be on (the filesystem it was proven on); every put checks it before writing, so a
+        pool pulled from under the store is never written to as a bare mount point."""
         self.root = Path(media_root)
+        self.device = device
         self._root = os.fspath(self.root)
         self.precheck_space = precheck_space
         self.file_mode = file_mode
@@ -317,8 +326,7 @@ class BlobStore:
             _check_digest(expected_hash)
         src_str = os.fspath(src)
         ext = blob_extension(src_str)
-        if not os.path.isdir(self._root):
-            raise BlobError(self.root, "the media root does not exist or is not a directory (not mounted?)")
+        self.check_root()
 
         if expected_hash is not None:
             existing = self.find(expected_hash, ext=ext)
@@ -377,6 +385,18 @@ class BlobStore:
                     results[i] = _write_reason(exc, r.path)
         return results
 
+    def check_root(self) -> None:
+        """Raise unless the media root is a directory on the filesystem the store expects (see `device`)."""
+        try:
+            st = os.stat(self._root)
+        except OSError:
+            st = None
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            raise StorageChangedError(self.root, "the media root does not exist or is not a directory (not mounted?)")
+        if self.device is not None and st.st_dev != self.device:
+            raise StorageChangedError(self.root, "the filesystem under the media root changed (unmounted or "
+                                                 "replaced): nothing is written to it")
+
     def _existing(self, path: Path, hexdigest: str, src: str) -> StoredBlob:
         size = path.stat().st_size
         media_type = path.parent.parent.name
@@ -432,6 +452,11 @@ class BlobStore:
             raise _write_reason(exc, Path(temp)) from None
         renamed = False
         try:
+            if self.device is not None and os.fstat(out).st_dev != self.device:  # pulled between check and open
+                os.close(out)
+                out = -1
+                raise StorageChangedError(self.root, "the filesystem under the media root changed (unmounted or "
+                                                     "replaced): nothing is written to it")
             try:
                 try:
                     os.fchmod(out, self.file_mode)
@@ -448,7 +473,8 @@ class BlobStore:
                 except OSError as exc:  # fchmod / fsync
                     raise _write_reason(exc, Path(temp)) from None
             finally:
-                os.close(out)
+                if out >= 0:
+                    os.close(out)
             after = os.fstat(fd)
             if n != size or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
                 raise HashMismatchError(
