@@ -261,7 +261,12 @@ class CatalogService:
 
     async def _open(self, where: _Where) -> aiosqlite.Connection | None:
         conn = await db.connect(where.db_path)
-        if not await store.ready(conn):
+        try:
+            ready = await store.ready(conn)
+        except BaseException:
+            await conn.close()  # an unclosed aiosqlite connection keeps the process from exiting
+            raise
+        if not ready:
             await conn.close()
             self.phase = "waiting for the catalog tables (migration 0003_catalog)"
             return None

@@ -51,16 +51,25 @@ def pending(applied: Sequence[str], migrations: Sequence[Migration] = MIGRATIONS
     return [m.name for m in migrations if m.name not in set(applied)]
 
 
-async def connect(path: Path) -> aiosqlite.Connection:
-    conn = await aiosqlite.connect(path, isolation_level=None)  # we issue BEGIN/COMMIT ourselves
-    await conn.execute("PRAGMA foreign_keys=ON")
-    await conn.execute("PRAGMA busy_timeout=5000")
+async def connect(path: Path, *, create: bool = False) -> aiosqlite.Connection:
+    """A read-write connection to an existing database (only `migrate` creates one: a service connecting as
+    the pool under it is pulled must fail, not make an empty database on the bare mount point). The
+    connection is closed again if setting it up fails: aiosqlite runs each connection on a non-daemon thread,
+    and one left open keeps the process from exiting."""
+    target = f"file:{path}?mode={'rwc' if create else 'rw'}"
+    conn = await aiosqlite.connect(target, uri=True, isolation_level=None)  # we issue BEGIN/COMMIT ourselves
+    try:
+        await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute("PRAGMA busy_timeout=5000")
+    except BaseException:
+        await conn.close()
+        raise
     return conn
 
 
 async def migrate(path: Path, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]:
     """Create the file if needed, switch to WAL, apply pending migrations each in one transaction."""
-    conn = await connect(path)
+    conn = await connect(path, create=True)
     try:
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute(
