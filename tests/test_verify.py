@@ -197,3 +197,27 @@ async def test_rate_limit_and_bad_rates(tmp_path: Path, box: Box) -> None:
 async def test_no_database_is_not_ready(tmp_path: Path) -> None:
     with pytest.raises(verify.NotReady):
         await verify.verify(verify.Library(tmp_path / "m", tmp_path / "i"), verify.Options())
+
+
+@pytest.mark.parametrize(("verify_yaml", "message"), [
+    ("{window: '25:00-01:00'}", "HH:MM-HH:MM"), ("{window: '01:00-01:00'}", "empty"),
+    ("{rate: 0}", "greater than 0"), ("{rate: -1}", "greater than 0"), ("{interval: -5}", "greater than or equal"),
+])
+def test_bad_verify_config_names_the_field(verify_yaml: str, message: str) -> None:
+    from bitharbord.config import ConfigError, parse
+    from tests.conftest import harbor_text
+
+    with pytest.raises(ConfigError) as err:
+        parse(harbor_text(Path("/box"), f"  verify: {verify_yaml}\n"), "harbor.yaml")
+    assert "library.verify" in str(err.value) and message in str(err.value), str(err.value)
+
+
+def test_schedule_window() -> None:
+    from datetime import datetime
+
+    from bitharbord.library.verify_service import in_window
+
+    assert in_window("01:00-05:00", datetime(2026, 1, 1, 3, 0))
+    assert not in_window("01:00-05:00", datetime(2026, 1, 1, 5, 0))
+    assert in_window("22:00-04:00", datetime(2026, 1, 1, 23, 30)) and in_window("22:00-04:00", datetime(2026, 1, 1, 1))
+    assert not in_window("22:00-04:00", datetime(2026, 1, 1, 12, 0))
