@@ -27,7 +27,7 @@ from bitharbord.system.atomic import fsync_dir
 
 log = structlog.get_logger("bitharbord.library.verify")
 
-CHUNK = 8 << 20
+CHUNK = 2 << 20  # fits the CPU caches: measured faster than 8 or 16 MiB (the copy is then hashed from cache)
 MIN_CHUNK = 64 << 10
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 

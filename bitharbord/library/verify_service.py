@@ -187,6 +187,7 @@ class VerifyService:
         stop = self.env.stop if self.env is not None else asyncio.Event()
         self._progress = progress
         self._task = asyncio.create_task(self._guarded(lib, options, owner, progress, stop), name="verify.run")
+        self._task.add_done_callback(_retrieve)
         opened = asyncio.ensure_future(progress.opened.wait())
         await asyncio.wait({self._task, opened}, return_when=asyncio.FIRST_COMPLETED)
         opened.cancel()
@@ -217,6 +218,9 @@ class VerifyService:
         finally:
             self._progress = None
         self._last, self._last_error = report.to_dict(), ""
+        ingest = self.env.shared.get("ingest") if self.env is not None else None
+        if options.repair and ingest is not None and callable(getattr(ingest, "wake", None)):
+            ingest.wake()  # previews queued again: made now rather than at ingest's next poll
         if self._metrics:
             self._metrics.runs.labels(result=report.result).inc()
             self._metrics.bytes.inc(report.bytes_hashed)
@@ -297,6 +301,12 @@ class VerifyService:
             with contextlib.suppress(domain.NotReady):
                 await self._load_last(self._library()[0])
         return web.json_response(self.state())
+
+
+def _retrieve(task: asyncio.Task[domain.Report]) -> None:
+    """The run's outcome is logged and kept by _guarded; this only marks its exception as seen."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _brief(last: dict[str, Any] | None) -> dict[str, Any] | None:
