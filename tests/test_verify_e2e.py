@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,6 +118,33 @@ def test_verify_finds_repairs_and_reports(box: Harbord, tmp_path: Path) -> None:
     assert "[" in text.stderr  # one progress line per step when stderr is a pipe
     assert "no verify has run yet" not in box.ctl("status").stdout
 
+    # the ANN graph damaged on disk: found by the probe (in its own process), rebuilt by the search service
+    index = box.state / "root" / "box" / "index"
+    graph = next(index.glob("vectors/minilm*/ann/gen-*/all/hnsw.bin"))
+    raw = graph.read_bytes()
+    half = len(raw) // 2
+    graph.write_bytes(raw[:half] + bytes(b ^ 0xFF for b in raw[half:half + 4096]) + raw[half + 4096:])
+    code, found = verify_json(box)
+    assert code == 2 and failing(found) == {"ann": {"ann_unreadable"}}, failing(found)
+    code, repaired = verify_json(box, "--repair")
+    assert code == 0 and repaired["result"] == "repaired"
+    assert not graph.exists()  # the damaged generation is gone, a new one installed
+    code, clean = verify_json(box)
+    assert code == 0 and clean["result"] == "clean", failing(clean)
+
+    # an idmap row lost: the worker embeds the item again by itself; the old vector row is an orphan
+    db = sqlite3.connect(media(box) / "bitharbor.db")
+    db.execute("DELETE FROM idmap WHERE media_id = 1")
+    db.commit()
+    db.close()
+    wait("item 1 embedded again", lambda: embedded(box, N + 1) and get(box, "/v1/index")["rows"] == N + 1)
+    code, found = verify_json(box)
+    assert code == 2 and failing(found) == {"vectors": {"orphan_vector"}}, failing(found)
+    code, repaired = verify_json(box, "--repair")
+    assert code == 0 and repaired["result"] == "repaired"
+    code, clean = verify_json(box)
+    assert code == 0 and clean["result"] == "clean", failing(clean)
+
     bad = blobs(box)[1]
     data = bytearray(bad.read_bytes())
     data[len(data) // 2] ^= 0x40
@@ -156,6 +184,9 @@ def test_sigkill_during_repair_loses_nothing(tmp_path: Path) -> None:
         before = {p.name: p.read_bytes() for p in files}
         for p in (files[0], files[-1]):
             p.write_bytes(p.read_bytes()[:-1] + bytes([p.read_bytes()[-1] ^ 1]))
+        vectors = next((d.state / "root" / "box" / "index" / "vectors").glob("minilm*/vectors.fp32"))
+        one = canonicalize(np.ones(384))[0].tobytes()
+        vectors.write_bytes(one * (vectors.stat().st_size // len(one)))  # repaired (queued) before the kill
         code, body = call(d, "POST", "/v1/verify", {"repair": True, "rate": 0.02})  # ~2 s per blob
         assert code == 202, body
         wait("the scrub hashing blobs", lambda: ((get(d, "/v1/verify").get("running") or {}).get("bytes_done")))
@@ -165,8 +196,11 @@ def test_sigkill_during_repair_loses_nothing(tmp_path: Path) -> None:
         d.socket.unlink()  # left behind by the kill: start() waits for the new one
         d.start()
         assert get(d, "/v1/verify")["last"]["result"] == "interrupted"
+        # the re-embedding the killed run queued survived it: the next repair finds only the blobs
+        wait("the overwritten vectors re-embedded", lambda: embedded(d, N))
         code, repaired = verify_json(d, "--repair")
         assert repaired["result"] == "repaired", failing(repaired)
+        assert failing(repaired) == {"blobs": {"blob_mismatch"}}
         code, after = verify_json(d)
         assert after["result"] == "damaged" and after["problems"] == 0 and after["damaged"] == 2, failing(after)
         kept = {p.name for p in blobs(d)} | {p.name for p in (media(d) / ".quarantine").rglob("*") if p.is_file()}

@@ -90,6 +90,10 @@ class _SearchOwner:
         gen = self._gen(embedder)
         if gen is None:
             return False
+        running = getattr(self.search, "_rebuild_task", None)
+        if running is not None and not running.done():  # one rebuild at a time: let the background one finish
+            with contextlib.suppress(Exception):
+                await asyncio.shield(running)
         await self.search._rebuild(gen)
         return True
 
