@@ -221,3 +221,11 @@ def test_schedule_window() -> None:
     assert not in_window("01:00-05:00", datetime(2026, 1, 1, 5, 0))
     assert in_window("22:00-04:00", datetime(2026, 1, 1, 23, 30)) and in_window("22:00-04:00", datetime(2026, 1, 1, 1))
     assert not in_window("22:00-04:00", datetime(2026, 1, 1, 12, 0))
+
+
+async def test_unreadable_database_is_damage_not_a_crash(box: Box) -> None:
+    raw = bytearray(box.lib.db_path.read_bytes())
+    raw[:16] = b"not a database!!"
+    box.lib.db_path.write_bytes(bytes(raw))
+    with pytest.raises(verify.DatabaseDamaged, match="SQLite cannot read it"):
+        await run(box)

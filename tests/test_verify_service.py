@@ -9,9 +9,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from bitharborctl.commands.verify import progress_line, render_report
 from bitharbord.config import parse
-from bitharbord.library.verify import Options
+from bitharbord.library.verify import DatabaseDamaged, Options
 from bitharbord.library.verify_service import VerifyService
 from bitharbord.metrics import Metrics
 from bitharbord.reconcile.loop import Desired
@@ -67,6 +69,14 @@ async def test_schedule_metrics_and_condition(tmp_path: Path) -> None:
         text = render_report(svc.state()["last"])
         assert f"verify #{run_id}: problems: 1 problem(s)" in text and "blob_mismatch: item 1 " in text
         assert "run `bitharborctl verify --repair`" in text
+
+        raw = bytearray(box.lib.db_path.read_bytes())
+        raw[:16] = b"not a database!!"
+        box.lib.db_path.write_bytes(bytes(raw))
+        with pytest.raises(DatabaseDamaged):
+            await svc.start(Options())
+        (damaged,) = svc.conditions()
+        assert damaged.status is True and "SQLite cannot read it" in damaged.reason
     finally:
         env.stop.set()
         await asyncio.wait_for(task, 30)

@@ -18,6 +18,7 @@ Plain async functions and domain errors; HTTP lives in verify_service.py, SQL in
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,10 @@ class AlreadyRunning(VerifyError):
 
 class NotReady(VerifyError):
     """No database (or not migrated) yet."""
+
+
+class DatabaseDamaged(VerifyError):
+    """SQLite cannot read the catalog database at all (not a database, malformed): restore it from a backup."""
 
 
 class Stopped(Exception):
@@ -233,7 +238,13 @@ async def verify(lib: Library, options: Options, *, owner: IndexOwner | None = N
         raise NotReady(f"no catalog database at {lib.db_path} yet (apply harbor.yaml first)")
     conn = await db.connect(lib.db_path)
     try:
-        missing = await sql.ready(conn)
+        try:
+            missing = await sql.ready(conn)
+        except sqlite3.OperationalError:
+            raise  # locked, busy, I/O: not a verdict on the file
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseDamaged(f"{lib.db_path}: SQLite cannot read it: {exc} (restore it from a backup: "
+                                  "bitharborctl import)") from exc
         if missing:
             raise NotReady(missing)
         prog = progress or Progress()

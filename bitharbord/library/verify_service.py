@@ -118,6 +118,7 @@ class VerifyService:
         self._progress: domain.Progress | None = None
         self._last: dict[str, Any] | None = None
         self._last_error: str = ""
+        self._db_damaged: tuple[str, float] | None = None  # the database cannot be read at all
         self._wake = asyncio.Event()
 
     # ------------------------------------------------------------------ hosting
@@ -209,6 +210,12 @@ class VerifyService:
         except domain.Stopped:
             log.info("verify.stopped", run=progress.run_id)
             raise
+        except domain.DatabaseDamaged as exc:
+            self._db_damaged = (str(exc), time.time())
+            if self._metrics:
+                self._metrics.runs.labels(result="failed").inc()
+            log.error("verify.database_damaged", error=str(exc))
+            raise
         except domain.VerifyError:
             raise
         except Exception as exc:
@@ -221,7 +228,7 @@ class VerifyService:
             raise
         finally:
             self._progress = None
-        self._last, self._last_error = report.to_dict(), ""
+        self._last, self._last_error, self._db_damaged = report.to_dict(), "", None
         ingest = self.env.shared.get("ingest") if self.env is not None else None
         if options.repair and ingest is not None and callable(getattr(ingest, "wake", None)):
             ingest.wake()  # previews queued again: made now rather than at ingest's next poll
@@ -259,6 +266,8 @@ class VerifyService:
         return {**st, "last": _brief(self._last), "summary": summary(st)}
 
     def conditions(self) -> Sequence[Condition]:
+        if self._db_damaged is not None:
+            return [Condition("LibraryDamaged", True, self._db_damaged[0], self._db_damaged[1])]
         last = self._last or {}
         result = last.get("result")
         if result in ("problems", "damaged") or int(last.get("damaged") or 0):
@@ -294,6 +303,8 @@ class VerifyService:
             raise ApiError(409, "verify_running", str(exc)) from None
         except domain.NotReady as exc:
             raise ApiError(503, "not_ready", str(exc)) from None
+        except domain.DatabaseDamaged as exc:
+            raise ApiError(409, "database_damaged", str(exc)) from None
         except domain.VerifyError as exc:
             raise ApiError(409, "verify_failed", str(exc)) from None
         return web.json_response({"id": run_id, **self.state()}, status=202)

@@ -51,7 +51,9 @@ async def ready(conn: aiosqlite.Connection) -> str | None:
     """None when the tables the scrub reads are there, else which migration is missing."""
     try:
         have = {str(r[0]) for r in await _all(conn, "SELECT name FROM _migrations")}
-    except sqlite3.Error as exc:
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
         return f"the database has no migration table: {exc}"
     for need in NEEDS:
         if need not in have:
