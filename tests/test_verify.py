@@ -229,3 +229,16 @@ async def test_unreadable_database_is_damage_not_a_crash(box: Box) -> None:
     box.lib.db_path.write_bytes(bytes(raw))
     with pytest.raises(verify.DatabaseDamaged, match="SQLite cannot read it"):
         await run(box)
+
+
+async def test_a_damaged_item_whose_blob_is_restored_is_whole_again(box: Box) -> None:
+    blob = box.lib.media_root / box.items[5]
+    good = blob.read_bytes()
+    blob.write_bytes(good[:-1] + b"?")
+    await run(box, repair=True)
+    assert box.sql("SELECT id FROM media_core WHERE damaged IS NOT NULL") == [(5,)]
+    blob.write_bytes(good)  # the owner restores the file from a backup
+    healed = await run(box, repair=True)
+    assert healed["result"] == "clean" and "no longer damaged" in check(healed, "blobs")["note"]
+    assert box.sql("SELECT id FROM media_core WHERE damaged IS NOT NULL") == []
+    assert (await run(box))["result"] == "clean"

@@ -167,7 +167,8 @@ class VerifyService:
         if cfg.interval <= 0 or (self._task is not None and not self._task.done()):
             return False
         last = (self._last or {}).get("started_at")
-        if last is not None and time.time() - float(last) < cfg.interval:
+        interrupted = (self._last or {}).get("result") == "interrupted"  # tried again in the next window
+        if last is not None and not interrupted and time.time() - float(last) < cfg.interval:
             return False
         return in_window(cfg.window, datetime.now())
 
