@@ -1,6 +1,6 @@
 """The scrub's throughput beside raw BLAKE3 over the same blobs, in the same run.
 
-    .venv/bin/python bench/verify.py [--full] [--dir DIR] [--repeat 3]
+    .venv/bin/python bench/verify.py [--full] [--dir DIR] [--repeat 5]
 
 A library of 1 GiB (--full: 8 GiB) is made once: half in 128 MiB files, half in 1 MiB files, stored by
 BlobStore with item rows in a migrated SQLite file (setup, not measured). Then, alternating, `--repeat` times:
@@ -94,7 +94,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full", action="store_true", help="8 GiB instead of 1 GiB")
     ap.add_argument("--dir", type=Path, help="where to build the library (default: a temp dir, removed after)")
-    ap.add_argument("--repeat", type=int, default=3, help="alternating runs of each (median reported)")
+    ap.add_argument("--repeat", type=int, default=5, help="alternating runs of each (median reported)")
     args = ap.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     total = (8 if args.full else 1) << 30
