@@ -168,9 +168,18 @@ def _document(meta: dict[str, Any], media_id: int) -> str:
     return doc or f"{meta.get('type')} item {media_id}"
 
 
-async def _ann(scrub: Scrub, check: Check, directory: Path) -> None:
-    manifest = layout.read_manifest(directory) or {}
-    embedder = str(manifest.get("embedder"))
+async def _probe(directory: Path) -> dict[str, Any]:
+    """The probe's answer for the index the manifest names; asked again once if a rebuild swapped the index
+    while it was being read (its directory is removed right after the swap)."""
+    for _ in range(2):
+        before = (layout.read_manifest(directory) or {}).get("index")
+        info = await _probe_once(directory)
+        if "error" not in info or (layout.read_manifest(directory) or {}).get("index") == before:
+            return info
+    return info
+
+
+async def _probe_once(directory: Path) -> dict[str, Any]:
     argv = [sys.executable, "-m", "bitharbord.library.ann_probe", str(directory), "--sample", str(PROBE_SAMPLE),
             "--k", str(PROBE_K)]
     here = str(Path(__file__).resolve().parents[2])  # the directory holding the bitharbord package
@@ -186,6 +195,13 @@ async def _ann(scrub: Scrub, check: Check, directory: Path) -> None:
         how = f"signal {-result.returncode}" if result.returncode < 0 else f"exit {result.returncode}"
         tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
         info = {"error": f"loading the index failed ({how}): {tail}"}
+    return info
+
+
+async def _ann(scrub: Scrub, check: Check, directory: Path) -> None:
+    info = await _probe(directory)
+    manifest = layout.read_manifest(directory) or {}
+    embedder = str(manifest.get("embedder"))
     index_dir = directory / ANN_DIR / str((manifest.get("index") or {}).get("dir", ""))
     if not info.get("installed", True):
         check.counts = {"vector_rows": int(info.get("rows", 0)), "indexed": 0}
