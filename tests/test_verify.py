@@ -242,3 +242,13 @@ async def test_a_damaged_item_whose_blob_is_restored_is_whole_again(box: Box) ->
     assert healed["result"] == "clean" and "no longer damaged" in check(healed, "blobs")["note"]
     assert box.sql("SELECT id FROM media_core WHERE damaged IS NOT NULL") == []
     assert (await run(box))["result"] == "clean"
+
+
+async def test_a_photo_without_a_recorded_thumbnail_is_queued_unless_ingest_gave_up(box: Box) -> None:
+    box.sql("UPDATE media_core SET thumbnail = NULL WHERE id IN (1, 2)")
+    box.sql("UPDATE ingest_jobs SET warning = 'no preview: not an image Pillow can read' WHERE media_id = 2")
+    report = await run(box)
+    assert failing(report) == {"previews": {"preview_not_recorded"}}
+    assert [p["item"] for p in check(report, "previews")["problems"]] == [1]
+    await run(box, repair=True)
+    assert box.sql("SELECT media_id FROM ingest_jobs WHERE stage = 'cataloged'") == [(1,)]

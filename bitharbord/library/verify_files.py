@@ -200,6 +200,11 @@ async def check_previews(scrub: Scrub, check: Check) -> None:
                 check.add(Problem("preview_missing", f"the preview {rel} is missing or empty", it.id, rel))
                 if it.id not in missing:
                     missing.append(it.id)
+    for media_id in await sql.without_previews(scrub.conn):
+        if media_id not in busy:
+            check.add(Problem("preview_not_recorded", "a photo or video without a thumbnail, and ingest never said "
+                                                      "it could not make one", media_id))
+            missing.append(media_id)
     check.counts = {"previews": recorded, "missing": len(check.problems), "items_affected": len(missing)}
     if missing and scrub.options.repair:
         queued = set(await sql.queue_previews(scrub.conn, missing))

@@ -210,6 +210,18 @@ async def queue_previews(conn: aiosqlite.Connection, ids: Sequence[int], now: fl
     return queued
 
 
+async def without_previews(conn: aiosqlite.Connection) -> list[int]:
+    """Photos and videos with no thumbnail recorded although ingest finished them and never said it could not
+    make one (a `no preview: ...` or `previews given up ...` warning)."""
+    rows = await _all(
+        conn, "SELECT m.id FROM media_core m WHERE m.kind IN ('image', 'video') AND m.thumbnail IS NULL "
+              "AND m.damaged IS NULL AND EXISTS (SELECT 1 FROM ingest_jobs j WHERE j.media_id = m.id "
+              "AND j.stage = 'done' AND j.blob_path IS NOT NULL) AND NOT EXISTS (SELECT 1 FROM ingest_jobs j "
+              "WHERE j.media_id = m.id AND (j.warning LIKE 'no preview%' OR j.warning LIKE 'previews given up%')) "
+              "ORDER BY m.id")
+    return [int(r[0]) for r in rows]
+
+
 async def previews_in_flight(conn: aiosqlite.Connection) -> set[int]:
     """Items whose previews ingest is making now (their job waits at `cataloged`)."""
     return {int(r[0]) for r in await _all(
