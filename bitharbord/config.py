@@ -154,12 +154,31 @@ def _import_root(value: str) -> str:
     return value
 
 
+def _window(value: str) -> str:
+    m = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)", value) if isinstance(value, str) else None
+    if m is None:
+        raise ValueError(f'expected a daily window "HH:MM-HH:MM" in local time (e.g. "01:00-05:00"), got {value!r}')
+    if m.group(1, 2) == m.group(3, 4):
+        raise ValueError(f"the window {value!r} is empty: start and end are the same time")
+    return value
+
+
+class Verify(Model):
+    """The background scrub (bitharborctl verify, on a schedule): re-hash every blob, check the database, the
+    vectors, the ANN index and the previews; never repairs on its own (`bitharborctl verify --repair` does)."""
+
+    interval: int = Field(default=7 * 86400, ge=0)  # seconds between scheduled scrubs; 0: only on demand
+    window: Annotated[str, AfterValidator(_window)] = "01:00-05:00"  # a scheduled scrub starts only in it
+    rate: float = Field(default=50.0, gt=0, le=100_000)  # MB/s of blob reading (1 MB = 10^6 bytes)
+
+
 class Library(Model):
     watch: list[WatchFolder] = Field(default_factory=list)
     scan_interval: int = Field(default=300, ge=5)
     import_roots: list[Annotated[AbsPath, AfterValidator(_import_root)]] = Field(default_factory=list)
     """Folders besides the watch folders from which POST /v1/ingest/local (`bitharborctl ingest PATH`) may
     add files; anything else on the server is refused (403)."""
+    verify: Verify = Field(default_factory=Verify)
 
 
 class WantedTitle(Model):

@@ -76,8 +76,9 @@ def registered() -> list[Service]:
     """The services a real daemon runs, in start order."""
     from bitharbord.catalog.service import CatalogService
     from bitharbord.ingest.service import IngestService
+    from bitharbord.library.verify_service import VerifyService
     from bitharbord.ops.bundles import BundleService
     from bitharbord.search.service import SearchService
     from bitharbord.storage.service import StorageService
 
-    return [StorageService(), IngestService(), SearchService(), CatalogService(), BundleService()]
+    return [StorageService(), IngestService(), SearchService(), CatalogService(), BundleService(), VerifyService()]

@@ -6,4 +6,4 @@ List the module in MODULES; README's CLI table must document every command (test
 
 from __future__ import annotations
 
-MODULES: list[str] = ["ops", "setup", "bundles", "admin", "storage", "catalog", "ingest", "search"]
+MODULES: list[str] = ["ops", "setup", "bundles", "admin", "storage", "catalog", "ingest", "search", "verify"]

@@ -239,6 +239,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX idmap_media ON idmap(media_id, embedder, deleted)",
         ),
     ),
+    Migration(
+        "0005_verify",
+        (
+            # An item whose blob no longer has the content its name says (moved to <media_root>/.quarantine/) or
+            # is gone: `damaged` says what and where, set by `bitharborctl verify --repair`; never deleted.
+            "ALTER TABLE media_core ADD COLUMN damaged TEXT",
+            "ALTER TABLE media_core ADD COLUMN damaged_at REAL",
+            # One row per scrub (bitharborctl verify, or the scheduled one): a row without finished_at is a run
+            # that was interrupted (the daemon stopped or was killed).
+            """CREATE TABLE verify_runs (
+                id INTEGER PRIMARY KEY,
+                started_at REAL NOT NULL,
+                finished_at REAL,
+                trigger TEXT NOT NULL,
+                repair INTEGER NOT NULL DEFAULT 0,
+                result TEXT,
+                report_json TEXT
+            )""",
+        ),
+    ),
 )
 
 
