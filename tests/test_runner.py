@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bitharbord.system import runner as runner_mod
 from bitharbord.system.runner import CommandError, ProcessRunner
 
 
@@ -19,9 +20,16 @@ async def test_runs_argv_and_captures_output() -> None:
     result = await runner.run(["sh", "-c", 'echo "out $1"; echo err >&2; exit 3', "sh", "a b"], check=False)
     assert (result.returncode, result.stdout, result.stderr) == (3, "out a b\n", "err\n")
     assert result.argv == ("sh", "-c", 'echo "out $1"; echo err >&2; exit 3', "sh", "a b")  # as asked, unwrapped
-    assert runner.history == [result]
+    assert list(runner.history) == [result]
     with pytest.raises(CommandError, match="exited 3: err"):
         await runner.run(["sh", "-c", "echo err >&2; exit 3"])
+
+
+async def test_history_is_bounded() -> None:
+    runner = ProcessRunner()
+    for _ in range(runner_mod.HISTORY + 5):
+        await runner.run(["true"])
+    assert len(runner.history) == runner_mod.HISTORY  # a daemon that runs for months keeps only the last ones
 
 
 async def test_input_env_and_timeout() -> None:

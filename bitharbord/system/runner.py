@@ -8,6 +8,7 @@ what a provider *would* run.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import os
 import shutil
@@ -71,6 +72,10 @@ def _exec_argv(args: Argv, env: Mapping[str, str]) -> Argv | None:
     return (wrapper, "--pdeathsig", "KILL", "--", found, *args[1:]) if wrapper else (found, *args[1:])
 
 
+HISTORY = 256
+"""How many results `ProcessRunner.history` keeps."""
+
+
 class ProcessRunner:
     """Runs commands for real with asyncio subprocesses (which die with the process that started them)."""
 
@@ -78,7 +83,8 @@ class ProcessRunner:
         # A guard sees every argv before it runs and may raise to refuse it (tests use one to
         # make sure only their own loop devices are ever touched).
         self._guard = guard
-        self.history: list[Result] = []
+        # The last commands run, for tests and debugging: bounded, since a daemon runs commands for months.
+        self.history: collections.deque[Result] = collections.deque(maxlen=HISTORY)
 
     async def run(
         self,
