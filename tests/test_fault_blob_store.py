@@ -189,3 +189,51 @@ def test_sigkill_while_storing_a_blob_then_restart(tmp_path: Path) -> None:
         assert d.stop() == 0
     finally:
         d.stop(signal.SIGKILL)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for loop devices")
+def test_media_root_out_of_inodes_pauses_ingest_then_resumes(tmp_path: Path, loops: Loops) -> None:
+    """No inode left for SQLite's -wal/-shm files: ingest says it is paused and why, and waits (it crash-looped
+    once a second with 'unable to open database file'); once inodes are free it opens and ingests."""
+    d = Harbord(tmp_path)
+    dev = loops.add(mib=24)
+    sh("mkfs.ext4", "-q", "-m", "0", "-N", "64", dev)
+    d.media.mkdir(parents=True)
+    sh("mount", dev, str(d.media))
+    d.start()
+    try:
+        until(lambda: (d.ctl("status") or {}).get("services", {}).get("ingest", {}).get("running"), 60,
+              "ingest running", d)
+        assert d.stop() == 0  # a clean stop removes the -wal and -shm files: the next open must create them
+        fillers = d.media / "fillers"
+        fillers.mkdir()
+        n = 0
+        while True:  # every inode left
+            try:
+                (fillers / str(n)).touch()
+            except OSError:
+                break
+            n += 1
+        d.start()
+
+        def paused() -> str:
+            ingest = (d.ctl("status") or {}).get("services", {}).get("ingest", {})
+            return str(ingest.get("paused") or "") if "cannot open the catalog database" in str(
+                ingest.get("paused")) else ""
+
+        assert "bitharbor.db" in until(paused, 60, "ingest paused: cannot open the catalog database", d)
+        time.sleep(3)
+        crashes = [line for line in d.log().splitlines() if '"task.crashed"' in line and "service.ingest" in line]
+        assert crashes == [], crashes
+
+        for f in fillers.iterdir():
+            f.unlink()
+        photo = noise_jpeg(tmp_path / "p.jpg", 200, seed=3).rename(d.inbox / "p.jpg")
+        digest = blake3(photo.read_bytes()).hexdigest()
+        until(lambda: d.sql(f"SELECT 1 FROM media_core WHERE file_hash = '{digest}'"), 120,
+              "the photo ingested once inodes were free", d)
+        assert check_blobs(d)
+        assert d.stop() == 0
+    finally:
+        d.stop(signal.SIGKILL)

@@ -44,6 +44,7 @@ import errno
 import json
 import os
 import secrets
+import sqlite3
 import stat
 import time
 from collections.abc import Mapping, Sequence
@@ -472,6 +473,7 @@ class IngestService:
             w.cancel()
 
     async def _open_session(self, env: ServiceEnv) -> _Session | None:
+        failures = 0  # opening the database failed this many times in a row: wait longer each time (at most 60 s)
         while not env.stop.is_set():
             desired = env.desired()
             if desired is None:
@@ -493,6 +495,12 @@ class IngestService:
                 self.paused = str(exc)
                 await self._sleep(env, 2)
                 continue
+            except (sqlite3.Error, OSError) as exc:  # out of inodes or space for the -wal file, an I/O error
+                failures += 1
+                self.paused = f"cannot open the catalog database {path}: {exc}"
+                log.warning("ingest.open_failed", db=str(path), error=str(exc), attempt=failures)
+                await self._sleep(env, min(60, 2 ** min(failures, 6)))
+                continue
             media, index = identity[0], identity[2]
             pipeline = Pipeline(store, media_root=Path(harbor.paths.media_root),
                                 index_root=Path(harbor.paths.index_root), runner=env.runner, observer=self.metrics,
@@ -504,6 +512,13 @@ class IngestService:
                 continue
             try:
                 await pipeline.startup()
+            except (sqlite3.Error, OSError) as exc:
+                await session.close()
+                failures += 1
+                self.paused = f"cannot open the catalog database {path}: {exc}"
+                log.warning("ingest.open_failed", db=str(path), error=str(exc), attempt=failures)
+                await self._sleep(env, min(60, 2 ** min(failures, 6)))
+                continue
             except BaseException:
                 await session.close()
                 raise
