@@ -10,6 +10,7 @@ import pytest
 from bitharbord.config import Harbor, parse
 from bitharbord.providers.base import Context
 from bitharbord.system.runner import ProcessRunner
+from tests.storage.loops import Loops
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,3 +58,13 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     finally:
         if subprocess.run(["umount", str(mnt)], check=False).returncode != 0:
             subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def loops(tmp_path: Path) -> Iterator[Loops]:
+    """Loop devices over files in this test's tmp dir, detached afterwards (tests/storage/loops.py)."""
+    box = Loops(tmp_path)
+    try:
+        yield box
+    finally:
+        box.cleanup()

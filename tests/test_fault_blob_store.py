@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,15 +109,6 @@ def check_blobs(d: Harbord) -> dict[str, str]:
     for h, rel in rows.items():
         assert d.media / rel == blobs[h] and blake3((d.media / rel).read_bytes()).hexdigest() == h
     return rows
-
-
-@pytest.fixture
-def loops(tmp_path: Path) -> Iterator[Loops]:
-    box = Loops(tmp_path)
-    try:
-        yield box
-    finally:
-        box.cleanup()
 
 
 @pytest.mark.root

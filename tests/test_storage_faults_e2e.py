@@ -16,7 +16,7 @@ import os
 import sqlite3
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +31,6 @@ pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="ne
 PHOTOS = {"fireworks over the harbour at night": (250, 120, 20), "a cat asleep on a sofa": (90, 90, 90),
           "snow on the mountains": (230, 235, 250), "birthday cake with candles": (200, 60, 120)}
 QUERIES = ("fireworks", "a sleeping cat", "snowy mountain")
-
-
-@pytest.fixture
-def loops(tmp_path: Path) -> Iterator[Loops]:
-    box = Loops(tmp_path)
-    try:
-        yield box
-    finally:
-        box.cleanup()
 
 
 def config(tmp: Path, disk: str, *, systemd: bool = False, interval: int = 1) -> Path:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,15 +23,6 @@ from bitharbord.system.facts import parse_blkid_export, parse_findmnt
 from tests.storage.loops import GuardError, Loops, run, sh
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for loop devices")]
-
-
-@pytest.fixture
-def loops(tmp_path: Path) -> Iterator[Loops]:
-    box = Loops(tmp_path)
-    try:
-        yield box
-    finally:
-        box.cleanup()
 
 
 def config(pool: str, extra: str = "") -> str:
