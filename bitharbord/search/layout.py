@@ -31,12 +31,14 @@ EMBEDDERS: dict[str, tuple[str, int]] = {"minilm": ("minilm-l6-v2@384", 384),
 
 
 class EmbedderUnavailable(Exception):
-    """harbor.yaml's embedder cannot be named (its checkpoint is missing or unreadable): the message says why."""
+    """harbor.yaml's embedder cannot be used here (its checkpoint is missing, unreadable or not a checkpoint, its
+    code is not installed, or it failed to load): the message says why."""
 
 
 def embedder_for(config: Embedding) -> tuple[str, int]:
     """(embedder id, dimension) harbor.yaml's `embedding` asks for; EmbedderUnavailable if its weights are not
-    there (nothing can be embedded with it, so nothing should be planned for it)."""
+    there or its code cannot be imported (nothing can be embedded with it, so nothing should be planned for it).
+    Cheap: no model is loaded (the search service reports a load that fails later the same way)."""
     eid, dim = EMBEDDERS[config.backend]
     if config.backend == "imagebind":
         try:
@@ -44,6 +46,13 @@ def embedder_for(config: Embedding) -> tuple[str, int]:
         except OSError as exc:
             raise EmbedderUnavailable(f"embedding.checkpoint {config.checkpoint}: {exc.strerror or exc} "
                                       "(ImageBind loads only a local checkpoint; nothing is downloaded)") from None
+        from bitharbord.embed.base import EmbedError
+        from bitharbord.embed.imagebind import check_loadable
+
+        try:
+            check_loadable(str(config.checkpoint))
+        except EmbedError as exc:
+            raise EmbedderUnavailable(str(exc)) from None
         name, _, rest = eid.partition("@")
         eid = f"{name}-{fp}@{rest}"
     return eid, dim
