@@ -959,6 +959,9 @@ def summary(stats: dict[str, Any]) -> str:
         line += f"; re-embedding into {reembed['to']}: {reembed.get('embedded')} done"
         if reembed.get("pending") is not None:
             line += f", {reembed['pending']} to go"
+    blocked = (stats.get("embed_queue") or {}).get("reembed_blocked")
+    if blocked:
+        line += f"; not re-embedding: {blocked}"
     if stats.get("rebuilding"):
         line += "; rebuilding the index"
     if stats.get("phase") not in (None, "running"):
