@@ -166,7 +166,7 @@ def check_loadable(checkpoint: Path | str) -> None:
     except zipfile.BadZipFile as exc:
         problems.append(f"checkpoint {path} is a damaged archive: {exc}")
     missing = []
-    for mod in ("imagebind", "torch", "torchvision"):
+    for mod in ("imagebind", "torch"):  # their own imports (torchvision, pytorchvideo...) are load()'s to report
         try:
             if importlib.util.find_spec(mod) is None:
                 missing.append(mod)

@@ -72,6 +72,23 @@ WriteGuard = Callable[[Path], "str | None"]
 (e.g. the pool's filesystem is not mounted there). Checked before each pass that writes."""
 
 
+PAUSE_AT_ENV = "BITHARBORD_TEST_PAUSE_AT"
+PAUSE_FILE_ENV = "BITHARBORD_TEST_PAUSE_FILE"
+
+
+async def _fault_point(name: str) -> None:
+    """Fault-injection seam for the test suite: when BITHARBORD_TEST_PAUSE_AT names this point, the daemon writes
+    the name to BITHARBORD_TEST_PAUSE_FILE and stops here for good, so a test SIGKILLs it at exactly this step
+    (points: swap.before_current, swap.after_current, rebuild.before_install). Unset, it does nothing."""
+    if os.environ.get(PAUSE_AT_ENV) != name:
+        return
+    marker = os.environ.get(PAUSE_FILE_ENV)
+    if marker:
+        Path(marker).write_text(name)
+    log.warning("search.paused_for_fault_injection", point=name)
+    await asyncio.Event().wait()
+
+
 class IndexMismatch(RuntimeError):
     """The vector store and the catalog database are not each other's (another database or store is there)."""
 
@@ -355,6 +372,26 @@ class SearchService:
             await store.mark_deleted(conn, gen.embedder, (int(x) for x in lost))
             log.warning("search.idmap_rows_without_vectors", embedder=gen.embedder, count=len(lost))
 
+    async def _finish_swap(self, where: _Where, conn: aiosqlite.Connection) -> None:
+        """After (re)opening the serving generation: a swap a crash interrupted is finished (the old generation,
+        marked as retiring for the one now serving, and its idmap rows go) or, if `current` never moved, undone."""
+        serving = self._serving
+        assert serving is not None
+        if layout.retiring_for(serving.directory) is not None:
+            await asyncio.to_thread(layout.unmark_retiring, serving.directory)  # the swap never happened
+        root = layout.vectors_root(where.index_root)
+        for d in sorted(root.iterdir()) if root.is_dir() else []:
+            if d.is_symlink() or not d.is_dir() or d == serving.directory:
+                continue
+            if layout.retiring_for(d) != serving.embedder:
+                continue
+            manifest = layout.read_manifest(d) or {}
+            old = manifest.get("embedder")
+            if isinstance(old, str) and old != serving.embedder:
+                await store.retire_embedder(conn, old)
+            await asyncio.to_thread(shutil.rmtree, d, True)
+            log.info("search.swap_finished", old=old, new=serving.embedder, removed=str(d))
+
     def _target(self, harbor: Harbor) -> tuple[str, int] | str:
         """(embedder id, dimension) harbor.yaml asks for, or why it cannot be used: its code or checkpoint is not
         there (cheap checks), or it failed to load here (until LOAD_RETRY_S later)."""
@@ -424,6 +461,7 @@ class SearchService:
                     await self._call(gen.store.close)
                     raise
                 self._serving = gen
+            await self._finish_swap(where, conn)
         assert self._serving is not None
         for g in (self._serving, self._building):
             if g is not None and g.searcher.config != config:
@@ -660,7 +698,10 @@ class SearchService:
             return
         if new.searcher.needs_rebuild() and new.store.live_rows >= new.searcher.config.rebuild_min_rows:
             await self._rebuild(new)  # the new generation's ANN index first: it serves at full speed at once
+        await asyncio.to_thread(layout.mark_retiring, old.directory, new.embedder)
+        await _fault_point("swap.before_current")
         await asyncio.to_thread(layout.set_current, where.index_root, new.embedder)
+        await _fault_point("swap.after_current")
         self._serving, self._building = new, None
         old.retired = True  # before the close is queued: a search that saw it serving was queued first
         await self._call(old.store.close)
@@ -698,6 +739,7 @@ class SearchService:
         if gen.retired:  # the store was dropped meanwhile (its disk changed): the next pass starts afresh
             log.warning("search.rebuild_discarded", embedder=gen.embedder)
             return
+        await _fault_point("rebuild.before_install")
         info = await self._call(gen.searcher.install, built)
         self._rebuild_error = None
         self._last_rebuild = {"embedder": gen.embedder, "generation": info.get("generation"),

