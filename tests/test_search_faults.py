@@ -84,7 +84,8 @@ class Harbord:
         with self.log.open("ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "bitharbord", "--state-dir", str(self.state), "--http", "off"],
-                stdout=subprocess.DEVNULL, stderr=err, cwd=REPO, env={**os.environ, **self.env, **env})
+                stdout=subprocess.DEVNULL, stderr=err, cwd=REPO,
+                env={**os.environ, "PYTHONFAULTHANDLER": "1", **self.env, **env})
         self.until(self.socket.exists, "the socket", 60)
         if "BITHARBORD_TEST_PAUSE_AT" not in {**self.env, **env}:  # a paused pass may never report its stats
             self.until(lambda: self.stats().get("embedder") is not None, "the search service", 120)
@@ -98,7 +99,13 @@ class Harbord:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            assert self.proc.wait(timeout=120) == 0, self.tail()
+            try:
+                code = self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # hung: faulthandler (PYTHONFAULTHANDLER) dumps every thread
+                self.proc.send_signal(signal.SIGABRT)
+                self.proc.wait(timeout=30)
+                raise AssertionError(f"bitharbord did not stop on SIGTERM: {self.tail()}") from None
+            assert code == 0, self.tail()
         self.proc = None
 
     def tail(self) -> str:
@@ -403,7 +410,6 @@ def test_the_database_deleted_or_truncated_under_the_daemon(harbord: Harbord, tm
         with open(h.db, "r+b") as fh:
             fh.truncate(4096)
         Path(f"{h.db}-wal").unlink(missing_ok=True)
-    h.add_films  # noqa: B018 (nothing is added while the database is away)
     deadline = time.monotonic() + 8
     seen = set()
     while time.monotonic() < deadline:  # a clear answer (the old answers or a 503), never a 500
@@ -425,6 +431,13 @@ def test_the_database_deleted_or_truncated_under_the_daemon(harbord: Harbord, tm
         Path(f"{h.db}{suffix}").unlink(missing_ok=True)
     os.replace(tmp, h.db)
     h.until(lambda: search_status(h) == 200 and h.answers() == before, "the same answers again", 60)
+    # Killed, not stopped: catalog/service.py's _open leaks its connection when the database is malformed, and
+    # the leaked aiosqlite threads keep the process from exiting (reported; not search's code). A fresh start
+    # must give the same answers too.
+    h.kill()
+    h.start()
+    h.until(lambda: h.ready_with(10)(), "the restarted daemon")
+    assert h.answers() == before
     h.stop()
     h.invariants(10)
     manifest = json.loads((layout.current_dir(h.root / "index") / "manifest.json").read_text())  # type: ignore[operator]
@@ -437,3 +450,78 @@ class _nothing:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+# ------------------------------------------------------------------ ENOSPC while appending vectors
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Callable[[Path], None]]:
+    """Mounts a small ext4 loop filesystem (over a file in tmp_path) where asked; unmounted and detached after."""
+    done: list[tuple[Path, str]] = []
+
+    def mount(target: Path) -> None:
+        image = tmp_path / "index.img"
+        with open(image, "wb") as fh:
+            fh.truncate(8 * 1024 * 1024)
+        dev = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        done.append((target, dev))
+        subprocess.run(["mkfs.ext4", "-q", "-F", dev], check=True, capture_output=True)
+        target.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", dev, str(target)], check=True)
+
+    try:
+        yield mount
+    finally:
+        for target, dev in done:
+            subprocess.run(["umount", str(target)], capture_output=True)
+            if subprocess.run(["mountpoint", "-q", str(target)]).returncode == 0:
+                subprocess.run(["umount", "-l", str(target)], capture_output=True)
+            subprocess.run(["losetup", "-d", dev], capture_output=True)
+
+
+def fill(directory: Path) -> Path:
+    """A file that takes every block left (root may use the reserved ones too)."""
+    filler = directory / "filler"
+    chunk = b"\0" * (64 * 1024)
+    with open(filler, "wb", buffering=0) as fh:
+        for size in (len(chunk), 4096, 1024):
+            try:
+                while True:
+                    fh.write(chunk[:size])
+            except OSError:
+                continue
+        try:
+            os.fsync(fh.fileno())
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for loop devices")
+def test_enospc_while_appending_vectors(harbord: Harbord, small_fs: Callable[[Path], None]) -> None:
+    h = harbord
+    small_fs(h.root / "index")
+    before = library(h)
+    serving = layout.current_dir(h.root / "index")
+    assert serving is not None
+    manifest = json.loads((serving / "manifest.json").read_text())
+    filler = fill(h.root / "index")
+    new = h.add_films(films(10, start=10))
+    h.until(lambda: "No space left" in str(h.stats().get("last_error")), "the append to fail for lack of space")
+    time.sleep(1.0)
+    # failed cleanly: the committed rows are what they were, nothing half-written, no attempt charged
+    assert json.loads((serving / "manifest.json").read_text())["rows"] == manifest["rows"]
+    assert (serving / "vectors.fp32").stat().st_size == manifest["rows"] * manifest["dim"] * 4
+    assert (serving / "types.u16").stat().st_size == manifest["rows"] * 2
+    assert [p.name for p in serving.iterdir() if p.name.startswith(".") and p.name != ".lock"] == []
+    assert h.sql("SELECT count(*), max(attempts) FROM embed_queue") == [(10, 0)]
+    assert h.sql("SELECT count(*) FROM idmap WHERE media_id IN (%s)" % ",".join(map(str, new)))[0][0] == 0
+    assert h.answers() == before  # the library keeps answering
+    filler.unlink()
+    h.until(h.ready_with(20), "the worker to retry once space is free", 120)
+    assert same(before, h.answers())
+    h.stop()
+    h.invariants(20)
