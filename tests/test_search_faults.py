@@ -13,6 +13,7 @@ idmap row points at a live vector, nothing left in the embedding queue.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -461,6 +462,9 @@ def small_fs(tmp_path: Path) -> Iterator[Callable[[Path], None]]:
     done: list[tuple[Path, str]] = []
 
     def mount(target: Path) -> None:
+        if done:  # again, after the test unmounted it
+            subprocess.run(["mount", done[0][1], str(target)], check=True)
+            return
         image = tmp_path / "index.img"
         with open(image, "wb") as fh:
             fh.truncate(8 * 1024 * 1024)
@@ -492,10 +496,8 @@ def fill(directory: Path) -> Path:
                     fh.write(chunk[:size])
             except OSError:
                 continue
-        try:
+        with contextlib.suppress(OSError):
             os.fsync(fh.fileno())
-        except OSError:
-            pass
     return filler
 
 
@@ -518,10 +520,49 @@ def test_enospc_while_appending_vectors(harbord: Harbord, small_fs: Callable[[Pa
     assert (serving / "types.u16").stat().st_size == manifest["rows"] * 2
     assert [p.name for p in serving.iterdir() if p.name.startswith(".") and p.name != ".lock"] == []
     assert h.sql("SELECT count(*), max(attempts) FROM embed_queue") == [(10, 0)]
-    assert h.sql("SELECT count(*) FROM idmap WHERE media_id IN (%s)" % ",".join(map(str, new)))[0][0] == 0
+    marks = ",".join("?" * len(new))
+    assert h.sql(f"SELECT count(*) FROM idmap WHERE media_id IN ({marks})", tuple(new))[0][0] == 0
     assert h.answers() == before  # the library keeps answering
     filler.unlink()
     h.until(h.ready_with(20), "the worker to retry once space is free", 120)
     assert same(before, h.answers())
     h.stop()
     h.invariants(20)
+
+
+# ------------------------------------------------------------------ the disk under the index root changes (bug 1)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for loop devices")
+def test_the_index_disk_missing_at_start_then_mounted_again(harbord: Harbord,
+                                                            small_fs: Callable[[Path], None]) -> None:
+    """The index root's disk is missing when the daemon starts (an empty store appears on the bare mount point:
+    stopping that is the storage guard's job) and is mounted again under the running daemon. The search service
+    must notice the file system changed, re-open the real store from disk and append after ITS rows, never at the
+    empty store's row count (the bug: rows 0..3 of the real vectors.fp32 overwritten, every vector the same)."""
+    h = harbord
+    index = h.root / "index"
+    small_fs(index)
+    before = library(h)
+    real = json.loads((index / "vectors" / layout.slug(MINILM) / "manifest.json").read_text())
+    h.stop()
+    subprocess.run(["umount", str(index)], check=True)
+    h.start()
+    h.until(lambda: (index / "vectors" / "current").exists(), "a store on the bare mount point")
+    small_fs(index)  # the disk is back, under the running daemon
+    added = h.add_films(films(2, start=10))
+    h.until(h.ready_with(12), "the new films embedded into the real store")
+    store_dir = index / "vectors" / layout.slug(MINILM)
+    manifest = json.loads((store_dir / "manifest.json").read_text())
+    assert manifest["rows"] >= real["rows"] + 2
+    import numpy as np
+
+    vecs = np.fromfile(store_dir / "vectors.fp32", dtype="<f4").reshape(-1, manifest["dim"])
+    assert len({v.tobytes() for v in vecs}) == len(vecs)  # no row written twice over another
+    rows = dict(h.sql("SELECT media_id, row_id FROM idmap WHERE embedder=? AND deleted=0", (MINILM,)))
+    assert all(rows[m] >= real["rows"] for m in added)
+    assert same(before, h.answers())
+    assert "UNIQUE constraint" not in h.log.read_text()
+    h.stop()
+    h.invariants(12)

@@ -55,7 +55,7 @@ from bitharbord.config import Embedding, Harbor
 from bitharbord.embed.base import Embedder, EmbedError, UnsupportedModality, Vectors, l2_normalise, load_embedder
 from bitharbord.embed.document import build_document
 from bitharbord.index.search import Hit, SearchConfig, Searcher
-from bitharbord.index.vectors import StoreChanged, VectorStore
+from bitharbord.index.vectors import StoreChanged, VectorStore, vector_hashes
 from bitharbord.search import layout
 from bitharbord.services import Condition, ServiceEnv, catalog_database
 from bitharbord.store import search as store
@@ -356,6 +356,15 @@ class SearchService:
                 f"{gen.directory} belongs to another catalog database (made {bound.partition('@')[2]}; this one "
                 f"{cid.partition('@')[2]}): the database was replaced or another disk is mounted; searching and "
                 "embedding pause until the database the vectors were recorded in is back")
+        sample = [(r, h) for r, h in await store.sample_hashes(conn, gen.embedder) if r < gen.store.rows]
+        if sample:
+            have = await self._call(lambda: vector_hashes(gen.store.get([r for r, _ in sample])))
+            wrong = [r for (r, h), got in zip(sample, have, strict=True) if h != got]
+            if wrong:
+                raise IndexMismatch(
+                    f"{gen.directory} holds other vectors than the catalog recorded (rows {wrong[:5]} of "
+                    f"{len(sample)} checked): another store, or one written while a disk was missing; searching "
+                    "and embedding pause (move the store away to re-embed from the catalog)")
         if bound is None:
             await self._call(gen.store.set_catalog, cid)
         live = np.asarray(await store.live_rows(conn, gen.embedder), dtype=np.int64)
@@ -371,6 +380,9 @@ class SearchService:
         if len(lost):
             await store.mark_deleted(conn, gen.embedder, (int(x) for x in lost))
             log.warning("search.idmap_rows_without_vectors", embedder=gen.embedder, count=len(lost))
+        purged = await store.purge_retired_beyond(conn, gen.embedder, gen.store.rows)
+        if purged:
+            log.warning("search.retired_rows_purged", embedder=gen.embedder, count=purged, rows=gen.store.rows)
 
     async def _finish_swap(self, where: _Where, conn: aiosqlite.Connection) -> None:
         """After (re)opening the serving generation: a swap a crash interrupted is finished (the old generation,

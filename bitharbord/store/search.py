@@ -131,6 +131,26 @@ async def known_rows(conn: aiosqlite.Connection, embedder: str) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
+async def sample_hashes(conn: aiosqlite.Connection, embedder: str, limit: int = 128) -> list[tuple[int, str]]:
+    """(row id, vector hash) of up to `limit` live idmap rows of `embedder`: the newest half and a spread of the
+    rest, to check the vector store holds the vectors the catalog recorded."""
+    newest = await (await conn.execute(
+        "SELECT row_id, vector_hash FROM idmap WHERE embedder = ? AND deleted = 0 ORDER BY row_id DESC LIMIT ?",
+        (embedder, limit // 2))).fetchall()
+    spread = await (await conn.execute(
+        "SELECT row_id, vector_hash FROM idmap WHERE embedder = ? AND deleted = 0 AND row_id % 97 = 0 "
+        "ORDER BY row_id LIMIT ?", (embedder, limit - limit // 2))).fetchall()
+    return sorted({(int(r[0]), str(r[1])) for r in [*newest, *spread]})
+
+
+async def purge_retired_beyond(conn: aiosqlite.Connection, embedder: str, rows: int) -> int:
+    """Retired idmap rows of `embedder` naming rows a (new) vector store does not have: records of vectors that
+    are gone, whose row ids the store will hand out again. Returns how many were deleted."""
+    cur = await conn.execute("DELETE FROM idmap WHERE embedder = ? AND deleted = 1 AND row_id >= ?",
+                             (embedder, rows))
+    return int(cur.rowcount or 0)
+
+
 async def failed(conn: aiosqlite.Connection, limit: int = 5) -> list[tuple[int, str]]:
     rows = await (await conn.execute(
         "SELECT media_id, last_error FROM embed_queue WHERE attempts >= ? ORDER BY media_id LIMIT ?",
