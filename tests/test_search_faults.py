@@ -152,7 +152,7 @@ class Harbord:
         finally:
             conn.close()
 
-    def add_films(self, rows: list[dict[str, Any]]) -> list[int]:
+    def add_films(self, rows: list[dict[str, Any]], attempts: int = 0) -> list[int]:
         """Catalog rows as ingest writes them: media_core + movies and an embed_queue row, in one transaction."""
         conn = sqlite3.connect(self.db, timeout=10)
         ids = []
@@ -167,7 +167,8 @@ class Harbord:
                                  "VALUES (?, ?, ?, ?, ?, ?)",
                                  (mid, f["year"], f["synopsis"], f["director"], json.dumps(f["cast"]),
                                   json.dumps(f["genres"])))
-                    conn.execute("INSERT INTO embed_queue (media_id) VALUES (?)", (mid,))
+                    conn.execute("INSERT INTO embed_queue (media_id, attempts, last_error) VALUES (?, ?, ?)",
+                                 (mid, attempts, "ImportError: no module named imagebind" if attempts else None))
                     ids.append(mid)
         finally:
             conn.close()
@@ -314,6 +315,33 @@ def test_an_embedder_that_cannot_load_leaves_the_library_searchable(tmp_path: Pa
         if h.proc is not None:
             h.proc.kill()
             h.proc.wait(timeout=30)
+
+
+def test_embedding_rows_whose_attempts_ran_out_are_not_stranded(harbord: Harbord) -> None:
+    """Rows left at 3 attempts (as the unloadable embedder left 9 of them): `queue` says so instead of counting
+    them as pending, `queue --retry-failed` queues them again, and a restart does too."""
+    h = harbord
+    before = library(h)
+
+    def ctl(*argv: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "bitharborctl", "--socket", str(h.socket), *argv],
+                             capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    h.add_films(films(2, start=10), attempts=3)
+    h.until(lambda: h.stats().get("embed_queue", {}).get("attempts_ran_out") == 2, "the stuck rows counted")
+    text = ctl("queue")
+    assert "embedding: 0 item(s) queued for the worker" in text and "2 failed every attempt" in text, text
+    assert "queued 0 failed job(s) again, 2 item(s) for embedding" in ctl("queue", "--retry-failed")
+    h.until(h.ready_with(12), "the re-queued rows embedded")
+    assert same(before, h.answers())
+    h.add_films(films(1, start=12), attempts=3)  # stuck again; a restart takes it too
+    h.stop()
+    h.start()
+    h.until(h.ready_with(13), "the stuck row embedded after a restart")
+    h.stop()
+    h.invariants(13)
 
 
 # ------------------------------------------------------------------ SIGKILL during a generation swap and a rebuild
