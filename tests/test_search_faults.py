@@ -594,3 +594,46 @@ def test_the_index_disk_missing_at_start_then_mounted_again(harbord: Harbord,
     assert "UNIQUE constraint" not in h.log.read_text()
     h.stop()
     h.invariants(12)
+
+
+# ------------------------------------------------------------------ the write guard (the storage service's proof)
+
+
+async def test_the_write_guard_pauses_every_write(tmp_path: Path) -> None:
+    """While the guard says a root is not proven on its pool, the worker writes nothing (no store opened or
+    created, no vector appended, no idmap row) and searches answer 503 with the reason; once it allows, the work
+    resumes from disk."""
+    import asyncio
+
+    from bitharbord.embed.minilm import MiniLMEmbedder
+    from tests.test_search_service import add_films as add_rows
+    from tests.test_search_service import running, until
+
+    emb = MiniLMEmbedder()
+    refused: dict[str, str] = {}
+
+    def guard(root: Path) -> str | None:
+        return refused.get(root.name)
+
+    async with running(tmp_path, lambda cfg: emb, write_guard=guard) as box:
+        ids = add_rows(box, films(3))
+        box.service.wake()
+        await until(lambda: box.service.index_stats().get("vectors") == 3, what="three films embedded")
+        store_dir = box.root / "index" / "vectors" / layout.slug(MINILM)
+        rows = json.loads((store_dir / "manifest.json").read_text())["rows"]
+        refused["index"] = "pool tank is not mounted at /box"
+        add_rows(box, films(2, start=3))
+        box.service.wake()
+        await until(lambda: str(box.service.index_stats().get("paused", "")).endswith("not mounted at /box"),
+                    what="the service paused")
+        await asyncio.sleep(1.0)
+        with pytest.raises(ApiError) as err:
+            await box.get("/v1/search?q=vampire")
+        assert err.value.status == 503 and "not mounted" in err.value.message
+        assert json.loads((store_dir / "manifest.json").read_text())["rows"] == rows
+        assert box.sql("SELECT count(*) FROM embed_queue")[0][0] == 2
+        refused.clear()
+        box.service.wake()
+        await until(lambda: box.service.index_stats().get("vectors") == 5, what="the work resumed")
+        data = await box.get("/v1/search?q=vampire&k=10")
+        assert set(ids) <= {r["id"] for r in data["results"]}

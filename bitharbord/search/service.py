@@ -504,10 +504,16 @@ class SearchService:
                 log.info("search.requeued_exhausted", embedder=writing, count=n)
 
     def _blocked_by_guard(self, where: _Where) -> str | None:
-        if self.write_guard is None:
+        """Why the worker must not write under the index or media root now (from the write guard given to the
+        service, or one a storage service lends through env.shared["write_guard"]), None when it may."""
+        guard = self.write_guard
+        if guard is None and self.env is not None:
+            shared = self.env.shared.get("write_guard")
+            guard = shared if callable(shared) else None
+        if guard is None:
             return None
         for root in (where.index_root, where.media_root):
-            why = self.write_guard(root)
+            why = guard(root)
             if why:
                 return why
         return None
