@@ -131,8 +131,12 @@ async def test_index_store_files(make_harbor: Make, ctx_for: Ctx) -> None:
     assert "minilm-l6-v2@384" in plan.actions[0].reason
 
 
-async def test_imagebind_stores_are_named_by_their_checkpoint(make_harbor: Make, ctx_for: Ctx,
-                                                              tmp_path: Path) -> None:
+async def test_imagebind_stores_are_named_by_their_checkpoint(make_harbor: Make, ctx_for: Ctx, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # the plan needs the imagebind package findable (not imported): a stand-in on sys.path where it is absent
+    (tmp_path / "site" / "imagebind").mkdir(parents=True)
+    (tmp_path / "site" / "imagebind" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
     harbor = make_harbor("")
     await converge(harbor, ctx_for(harbor))
     weights = tmp_path / "weights" / "imagebind_huge.pth"
@@ -146,8 +150,11 @@ async def test_imagebind_stores_are_named_by_their_checkpoint(make_harbor: Make,
 
     # there: the re-embed is planned into a store named by the weights' content
     weights.parent.mkdir()
+    import torch
+
     rng = np.random.default_rng(0)
-    weights.write_bytes(rng.bytes(9 << 20))  # bigger than the 4 MiB the fingerprint reads
+    # a real PyTorch archive, bigger than the 4 MiB the fingerprint reads
+    torch.save({"w": torch.from_numpy(rng.normal(size=9 << 18).astype(np.float32))}, weights)
     plan = await plan_of(with_weights, ctx_for(with_weights))
     [action] = plan.actions
     new_id = action.after["embedder"]
@@ -160,7 +167,7 @@ async def test_imagebind_stores_are_named_by_their_checkpoint(make_harbor: Make,
     copy.write_bytes(weights.read_bytes())
     assert layout.embedder_for(Embedding(backend="imagebind", checkpoint=str(copy)))[0] == new_id
     data = bytearray(weights.read_bytes())
-    data[:16] = bytes(16)  # e.g. a fine-tuned checkpoint: its first tensor differs
+    data[4096:4112] = bytes(16)  # e.g. a fine-tuned checkpoint: its first tensor differs
     weights.write_bytes(bytes(data))
     os.utime(weights, ns=(1, 1))
     other = layout.embedder_for(Embedding(backend="imagebind", checkpoint=str(weights)))[0]

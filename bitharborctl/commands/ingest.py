@@ -114,9 +114,12 @@ def render_queue(st: dict[str, Any]) -> str:
     lines.append(f"rate:      {st.get('rate_per_s', 0):.1f} files/s over the last minute"
                  + (f"; ETA {human_duration(eta)}" if eta is not None else ""))
     totals = st.get("totals") or {}
+    embed = st.get("embedding")
     lines.append(f"finished:  {totals.get('done', 0)} done, {totals.get('failed', 0)} failed, "
-                 f"{totals.get('gone', 0)} vanished before ingest; {st.get('pending_embed', 0)} item(s) pending "
-                 "embedding")
+                 f"{totals.get('gone', 0)} vanished before ingest"
+                 + ("" if isinstance(embed, dict) else f"; {st.get('pending_embed', 0)} item(s) pending embedding"))
+    if isinstance(embed, dict):
+        lines.append(render_embedding(embed))
     for folder, why in sorted((st.get("folders_not_ingested") or {}).items()):
         lines.append(f"not ingesting {folder}: {why}")
     failures = st.get("failures") or []
@@ -127,13 +130,37 @@ def render_queue(st: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_embedding(q: dict[str, Any]) -> str:
+    """The embedding worker's queue (GET /v1/index's `embed_queue`): what it will take, and why not otherwise."""
+    who = f" ({q['embedder']})" if q.get("embedder") else ""
+    if q.get("waiting_reason"):
+        line = f"embedding: {q.get('waiting', 0)} waiting: {q['waiting_reason']}"
+    else:
+        line = f"embedding: {q.get('takeable', 0)} item(s) queued for the worker{who}"
+    if q.get("attempts_ran_out"):
+        line += (f"; {q['attempts_ran_out']} failed every attempt (their errors: `bitharborctl index stats`; "
+                 "`queue --retry-failed` tries them again)")
+    if q.get("reembed_blocked"):
+        line += f"; not re-embedding: {q['reembed_blocked']}"
+    return line
+
+
 def cmd_queue(args: argparse.Namespace) -> int:
     client = _client(args)
     if args.retry_failed:
-        queued = client.request("POST", "/v1/ingest/retry", {}).get("queued", [])
+        answer = client.request("POST", "/v1/ingest/retry", {})
+        queued = answer.get("queued", [])
         if args.output != "json":
-            print(f"queued {len(queued)} failed job(s) again")
-    return emit(args, client.request("GET", f"/v1/ingest?failures={args.failures}"), render_queue)
+            print(f"queued {len(queued)} failed job(s) again, {answer.get('embed_requeued', 0)} item(s) for "
+                  "embedding")
+    doc = client.request("GET", f"/v1/ingest?failures={args.failures}")
+    try:
+        embed = client.request("GET", "/v1/index").get("embed_queue")
+    except ClientError:  # an older daemon, or no search service: the ingest document's count stands
+        embed = None
+    if isinstance(embed, dict) and args.output != "json":
+        doc = dict(doc, embedding=embed)
+    return emit(args, doc, render_queue)
 
 
 # ---------------------------------------------------------------------------- parser

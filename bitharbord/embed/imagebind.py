@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import warnings
+import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -138,6 +139,44 @@ class _ShortClipFilter(logging.Filter):
 
 
 _SHORT_CLIP_FILTER = _ShortClipFilter()
+
+
+_PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # torch's legacy (non-zip) format
+
+
+def check_loadable(checkpoint: Path | str) -> None:
+    """Cheap checks (no model load, milliseconds) that ImageBind can load here: the checkpoint is a PyTorch
+    archive and the optional packages are importable. EmbedError says everything that is wrong; passing does not
+    promise the weights fit (load() checks every tensor)."""
+    path = Path(checkpoint)
+    problems = []
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if head == b"PK\x03\x04":
+            with zipfile.ZipFile(path) as zf:
+                if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in zf.namelist()):
+                    problems.append(f"checkpoint {path} is a zip archive without data.pkl, not a PyTorch "
+                                    "checkpoint")
+        elif head[:2] not in _PICKLE_MAGIC:
+            problems.append(f"checkpoint {path} is not a PyTorch checkpoint (it starts with {head!r}; expected "
+                            "a torch.save archive)")
+    except OSError as exc:
+        problems.append(f"checkpoint {path}: {exc.strerror or exc}")
+    except zipfile.BadZipFile as exc:
+        problems.append(f"checkpoint {path} is a damaged archive: {exc}")
+    missing = []
+    for mod in ("imagebind", "torch"):  # their own imports (torchvision, pytorchvideo...) are load()'s to report
+        try:
+            if importlib.util.find_spec(mod) is None:
+                missing.append(mod)
+        except (ImportError, ValueError):
+            missing.append(mod)
+    if missing:
+        problems.append(f"the optional package(s) {', '.join(missing)} are not installed in this Python "
+                        "environment (imagebind-unofficial and its torch stack; see the README's ImageBind notes)")
+    if problems:
+        raise EmbedError("ImageBind cannot load: " + "; ".join(problems))
 
 
 def _import_imagebind() -> tuple[Any, Any]:

@@ -67,6 +67,12 @@ class EmbedderMismatch(VectorStoreError):
     """The store was written by another embedder or dimension; its vectors cannot be mixed with new ones."""
 
 
+class StoreChanged(VectorStoreError):
+    """The files under this open store are not the ones it opened (the file system under it changed: a disk was
+    unmounted or remounted, the directory replaced) or disagree with what it committed: it refuses to write.
+    Close it and open the store again from disk."""
+
+
 # ---------------------------------------------------------------------------------------------------------
 # canonical form and hashing
 
@@ -155,13 +161,28 @@ def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def _write_at(path: Path, offset: int, data: bytes) -> None:
-    """Write `data` at `offset`, cut anything after it, fsync. The file must exist."""
+    """Write `data` at `offset`, cut anything after it, fsync. The file must exist. When the write fails (a full
+    disk: ENOSPC), the file is cut back to `offset` before the error is raised, so nothing half-written stays."""
     with open(path, "r+b") as fh:
-        fh.seek(offset)
-        fh.write(data)
-        fh.truncate(offset + len(data))
-        fh.flush()
-        os.fsync(fh.fileno())
+        try:
+            fh.seek(offset)
+            fh.write(data)
+            fh.truncate(offset + len(data))
+            fh.flush()
+            os.fsync(fh.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                fh.truncate(offset)
+                os.fsync(fh.fileno())
+            raise
+
+
+def _truncate_back(path: Path, size: int) -> None:
+    """Cut a file back to `size` bytes (an uncommitted tail after a failed write); fsync."""
+    with open(path, "r+b") as fh:
+        if os.fstat(fh.fileno()).st_size > size:
+            fh.truncate(size)
+            os.fsync(fh.fileno())
 
 
 def _truncate_to(path: Path, size: int, what: str) -> None:
@@ -215,6 +236,7 @@ class VectorStore:
         if self._type_names and self._rows and int(self._types[: self._rows].max()) >= len(self._type_names):
             raise VectorStoreError(f"{root / TYPES}: a type code is not in the manifest's type list")
         self._map: F32Matrix | None = None
+        self._identity = self.disk_identity()
 
     # -- opening -------------------------------------------------------------------------------------------
 
@@ -294,6 +316,50 @@ class VectorStore:
         _truncate_to(root / TOMBSTONES, n_tomb * 8, "tombstones")
         manifest.setdefault("index", None)
         return dict(manifest)
+
+    # -- identity: is this still the store it opened? ----------------------------------------------------
+
+    def disk_identity(self) -> tuple[tuple[int, int], ...]:
+        """(device, inode) of the store's directory and data files as they are on disk now; OSError if one is
+        gone. Another file system mounted over (or removed from under) the index root changes it."""
+        return tuple((st.st_dev, st.st_ino) for st in
+                     (os.stat(self.root / name) for name in (".", LOCK, VECTORS, TYPES, TOMBSTONES)))
+
+    def changed_on_disk(self) -> str | None:
+        """None while the files under this open store are the ones it opened, else what changed."""
+        try:
+            now = self.disk_identity()
+        except OSError as exc:
+            return f"{exc.filename or self.root}: {exc.strerror or exc}"
+        if now != self._identity:
+            return f"{self.root}: its files are not the ones opened (another file system or directory is there now)"
+        return None
+
+    def _check_before_write(self, known_rows: int | None) -> None:
+        """Refuse to write unless the files are the ones opened and hold exactly the committed rows, and the
+        caller's idmap (`known_rows`: its highest row id + 1) knows no row this store has not committed."""
+        if self._lock_fd is None:
+            raise VectorStoreError(f"{self.root}: the store is closed")
+        changed = self.changed_on_disk()
+        if changed is not None:
+            raise StoreChanged(changed)
+        want = {VECTORS: self._rows * self._dim * 4, TYPES: self._rows * 2, TOMBSTONES: len(self._tomb) * 8}
+        for name, size in want.items():
+            have = (self.root / name).stat().st_size
+            if have != size:
+                raise StoreChanged(f"{self.root / name}: {have} bytes on disk, but this store committed {size}; "
+                                   "refusing to write (open the store again)")
+        try:
+            on_disk = json.loads((self.root / MANIFEST).read_text())
+        except (OSError, ValueError) as exc:
+            raise StoreChanged(f"{self.root / MANIFEST}: unreadable: {exc}") from None
+        if not isinstance(on_disk, dict) or on_disk.get("rows") != self._rows \
+                or on_disk.get("tombstones") != len(self._tomb) or on_disk.get("embedder") != self.embedder:
+            raise StoreChanged(f"{self.root / MANIFEST}: commits other rows than this open store "
+                               f"({self._rows} rows); refusing to write (open the store again)")
+        if known_rows is not None and known_rows > self._rows:
+            raise StoreChanged(f"{self.root}: the catalog's idmap knows rows up to {known_rows - 1} but the store "
+                               f"has only {self._rows}; refusing to write over rows that are recorded elsewhere")
 
     def close(self) -> None:
         self._map = None
@@ -400,14 +466,17 @@ class VectorStore:
         write_json_atomic(self.root / MANIFEST, new)
         self._manifest = new
 
-    def append(self, vectors: npt.ArrayLike, types: str | Sequence[str]) -> Appended:
+    def append(self, vectors: npt.ArrayLike, types: str | Sequence[str], *,
+               known_rows: int | None = None) -> Appended:
         """Canonicalise and durably append rows; returns their row ids and vector hashes.
 
         `types` is one media-type name for all rows or one per row (lower-case identifiers such as "movie").
-        Bad input raises ValueError and writes nothing.
+        Bad input raises ValueError and writes nothing. Before writing, the store checks that its files are the
+        ones it opened and hold exactly its committed rows, and that `known_rows` (the caller's idmap: highest row
+        id + 1) is not beyond them; otherwise StoreChanged, and nothing is written. A failed write (ENOSPC) leaves
+        the committed rows as they were.
         """
-        if self._lock_fd is None:
-            raise VectorStoreError(f"{self.root}: the store is closed")
+        self._check_before_write(known_rows)
         canon = canonicalize(vectors, self._dim)
         n = canon.shape[0]
         names = [types] * n if isinstance(types, str) else list(types)
@@ -425,9 +494,15 @@ class VectorStore:
         if n == 0:
             return Appended(np.zeros(0, dtype=np.int64), [])
         start = self._rows
-        _write_at(self.root / VECTORS, start * self._dim * 4, canon.tobytes())
-        _write_at(self.root / TYPES, start * 2, codes.tobytes())
-        self._commit(rows=start + n, types=all_names)  # the commit point
+        try:
+            _write_at(self.root / VECTORS, start * self._dim * 4, canon.tobytes())
+            _write_at(self.root / TYPES, start * 2, codes.tobytes())
+            self._commit(rows=start + n, types=all_names)  # the commit point
+        except BaseException:  # nothing committed: cut both files back to the committed rows
+            for name, size in ((VECTORS, start * self._dim * 4), (TYPES, start * 2)):
+                with contextlib.suppress(OSError):
+                    _truncate_back(self.root / name, size)
+            raise
         self._type_names, self._type_index = all_names, index
         self._rows = start + n
         if len(self._types) < self._rows:
@@ -442,8 +517,7 @@ class VectorStore:
 
     def delete(self, row_ids: npt.ArrayLike | Iterable[int]) -> int:
         """Tombstone rows (idempotent); returns how many were newly deleted. Unknown row ids raise ValueError."""
-        if self._lock_fd is None:
-            raise VectorStoreError(f"{self.root}: the store is closed")
+        self._check_before_write(None)
         if not isinstance(row_ids, np.ndarray) and isinstance(row_ids, Iterable):
             row_ids = np.asarray(list(row_ids), dtype=np.int64)
         ids = np.unique(self._check_ids(row_ids))
@@ -451,13 +525,30 @@ class VectorStore:
         if len(new) == 0:
             return 0
         start = len(self._tomb)
-        _write_at(self.root / TOMBSTONES, start * 8, new.astype("<i8").tobytes())
-        self._commit(tombstones=start + len(new))
+        try:
+            _write_at(self.root / TOMBSTONES, start * 8, new.astype("<i8").tobytes())
+            self._commit(tombstones=start + len(new))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                _truncate_back(self.root / TOMBSTONES, start * 8)
+            raise
         self._tomb = np.concatenate([self._tomb, new])
         self._alive[new] = False
         log.info("vectors.delete", root=str(self.root), count=len(new), tombstones=len(self._tomb))
         return len(new)
 
+    @property
+    def catalog(self) -> str | None:
+        """The catalog database this store's rows are recorded in (its idmap), once bound; None before."""
+        value = self._manifest.get("catalog")
+        return None if value is None else str(value)
+
+    def set_catalog(self, catalog: str) -> None:
+        """Bind the store to the catalog database whose idmap records its rows (a name that database keeps)."""
+        self._check_before_write(None)
+        self._commit(catalog=catalog)
+
     def set_index_info(self, info: Mapping[str, Any] | None) -> None:
         """Record the installed ANN index (written by the searcher's rebuild; the atomic swap point)."""
+        self._check_before_write(None)
         self._commit(index=None if info is None else json.loads(json.dumps(dict(info))))

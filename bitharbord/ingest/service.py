@@ -235,6 +235,7 @@ class UploadAnswer(BaseModel):
 
 class RetryAnswer(BaseModel):
     queued: list[int]
+    embed_requeued: int = Field(default=0, description="items whose embedding attempts ran out, queued again")
 
 
 class Failure(BaseModel):
@@ -649,14 +650,17 @@ class IngestService:
 
     @schemas.route(summary="Queue failed ingest jobs again", tags=["ingest"],
                    description="The latest failed job of each path (all of them, or those in `ids`) goes back to "
-                               "`queued`; a file fixed since is ingested, one still broken fails again.",
+                               "`queued`; a file fixed since is ingested, one still broken fails again. Without "
+                               "`ids`, items whose embedding attempts ran out are queued for embedding again too.",
                    body=RetryBody, body_required=False, responses={200: RetryAnswer}, errors=[503])
     async def _route_retry(self, request: web.Request) -> web.Response:
         body = await schemas.parse_body(request, RetryBody, required=False)
         session = self._live()
         queued = await session.store.retry_failed(body.ids)
         self._wake.set()
-        return web.json_response({"queued": queued})
+        search = self.env.shared.get("search") if self.env is not None and body.ids is None else None
+        requeued = await search.retry_failed() if search is not None else 0  # embedding rows that ran out
+        return web.json_response({"queued": queued, "embed_requeued": requeued})
 
     @schemas.route(summary="Ingest files that are on the server", tags=["ingest"],
                    description="Queues each file, or every file below each folder (hidden and partial names "

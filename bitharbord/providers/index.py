@@ -7,8 +7,10 @@ named by the `vectors/current` symlink (see bitharbord/search/layout.py). The ge
   "embedder A -> B: re-embed N items, rebuild index". Apply creates the new generation; the search service
   re-embeds every item into it in the background while the old one keeps serving, then swaps `current`.
   Until the swap the plan shows the same action with the progress (so the plan converges when it is done).
-- harbor.yaml's imagebind checkpoint is missing or unreadable: nothing is planned (a store for weights that
-  cannot embed would never fill); a note says why, and the serving generation keeps serving.
+- harbor.yaml's embedder cannot load here (imagebind: the checkpoint is missing, unreadable or not a PyTorch
+  checkpoint, its package is not installed, or the daemon's search service failed to load it): nothing is
+  planned (a store for weights that cannot embed would never fill); a note says why, and the serving generation
+  keeps serving.
 
 ImageBind's embedder id carries its checkpoint's fingerprint (`imagebind-huge-<12 hex>@1024`), so other
 weights at the same path are another embedder: re-embedded, never mixed into the old store."""
@@ -78,9 +80,13 @@ class IndexStore:
                 out[name] = {"root": str(root), "blocked": why}
                 continue
             serving = layout.current_dir(root)
-            if spec.get("unavailable"):  # nothing to plan; notes() says why
+            unavailable = spec.get("unavailable")
+            search = ctx.shared.get("search")
+            if not unavailable and spec.get("embedder") and search is not None:
+                unavailable = search.load_failure(str(spec["embedder"]))  # it failed to load in the daemon
+            if unavailable:  # nothing to plan; notes() says why
                 out[name] = {"root": str(root), "serving": serving.name if serving else None,
-                             "unavailable": spec["unavailable"]}
+                             "unavailable": unavailable}
                 continue
             if serving is None:
                 continue
@@ -96,7 +102,7 @@ class IndexStore:
     def diff(self, name: str, want: Spec | None, have: Observed | None) -> list[Action]:
         if have is not None and have.get("blocked"):
             return []  # its pool is missing: nothing on the bare mount point
-        if want is None or want.get("unavailable"):
+        if want is None or want.get("unavailable") or (have is not None and have.get("unavailable")):
             return []
         address = f"{self.kind}.{name}"
         after = {k: want[k] for k in ("root", "embedder", "dim", "ann")}

@@ -24,6 +24,7 @@ from bitharbord.index.vectors import MANIFEST, fsync_dir
 
 VECTORS_DIR = "vectors"
 CURRENT = "current"
+RETIRING = "retiring-for"  # in an old generation during a swap: the embedder id that replaces it
 # What each backend's vectors are called, known without loading a model (the embedders report the same ids).
 # ImageBind's id also carries its checkpoint's fingerprint: imagebind-huge-<12 hex>@1024.
 EMBEDDERS: dict[str, tuple[str, int]] = {"minilm": ("minilm-l6-v2@384", 384),
@@ -31,12 +32,14 @@ EMBEDDERS: dict[str, tuple[str, int]] = {"minilm": ("minilm-l6-v2@384", 384),
 
 
 class EmbedderUnavailable(Exception):
-    """harbor.yaml's embedder cannot be named (its checkpoint is missing or unreadable): the message says why."""
+    """harbor.yaml's embedder cannot be used here (its checkpoint is missing, unreadable or not a checkpoint, its
+    code is not installed, or it failed to load): the message says why."""
 
 
 def embedder_for(config: Embedding) -> tuple[str, int]:
     """(embedder id, dimension) harbor.yaml's `embedding` asks for; EmbedderUnavailable if its weights are not
-    there (nothing can be embedded with it, so nothing should be planned for it)."""
+    there or its code cannot be imported (nothing can be embedded with it, so nothing should be planned for it).
+    Cheap: no model is loaded (the search service reports a load that fails later the same way)."""
     eid, dim = EMBEDDERS[config.backend]
     if config.backend == "imagebind":
         try:
@@ -44,6 +47,13 @@ def embedder_for(config: Embedding) -> tuple[str, int]:
         except OSError as exc:
             raise EmbedderUnavailable(f"embedding.checkpoint {config.checkpoint}: {exc.strerror or exc} "
                                       "(ImageBind loads only a local checkpoint; nothing is downloaded)") from None
+        from bitharbord.embed.base import EmbedError
+        from bitharbord.embed.imagebind import check_loadable
+
+        try:
+            check_loadable(str(config.checkpoint))
+        except EmbedError as exc:
+            raise EmbedderUnavailable(str(exc)) from None
         name, _, rest = eid.partition("@")
         eid = f"{name}-{fp}@{rest}"
     return eid, dim
@@ -101,3 +111,25 @@ def set_current(index_root: Path | str, embedder_id: str) -> None:
     os.symlink(slug(embedder_id), tmp)
     os.replace(tmp, root / CURRENT)
     fsync_dir(root)
+
+
+def mark_retiring(store_dir: Path, successor: str) -> None:
+    """Before `current` moves away from `store_dir`: say which embedder replaces it, so that a start after a crash
+    between the swap and the old generation's removal finishes the removal (and one before the swap undoes it)."""
+    tmp = store_dir / f".{RETIRING}.{os.getpid()}.tmp"
+    tmp.write_text(successor + "\n")
+    os.replace(tmp, store_dir / RETIRING)
+    fsync_dir(store_dir)
+
+
+def retiring_for(store_dir: Path) -> str | None:
+    """The successor a generation was being retired for, None when it is not being retired."""
+    try:
+        return (store_dir / RETIRING).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def unmark_retiring(store_dir: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (store_dir / RETIRING).unlink()

@@ -30,7 +30,9 @@ import asyncio
 import contextlib
 import functools
 import io
+import os
 import shutil
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -38,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import aiosqlite
 import numpy as np
@@ -52,10 +55,9 @@ from bitharbord.config import Embedding, Harbor
 from bitharbord.embed.base import Embedder, EmbedError, UnsupportedModality, Vectors, l2_normalise, load_embedder
 from bitharbord.embed.document import build_document
 from bitharbord.index.search import Hit, SearchConfig, Searcher
-from bitharbord.index.vectors import VectorStore
+from bitharbord.index.vectors import StoreChanged, VectorStore, vector_hashes
 from bitharbord.search import layout
 from bitharbord.services import Condition, ServiceEnv, catalog_database
-from bitharbord.store import db
 from bitharbord.store import search as store
 
 log = structlog.get_logger("bitharbord.search")
@@ -63,6 +65,54 @@ T = TypeVar("T")
 
 MEDIA_TYPES = ("movie", "tv", "online_video", "personal", "music", "podcast", "other")
 REBUILD_RETRY_S = 60.0
+LOAD_RETRY_S = 300.0  # an embedder that failed to load is tried again after this (or at once on --retry-failed)
+
+WriteGuard = Callable[[Path], "str | None"]
+"""Whether the service may write under a root (the index root, the media root): None when it may, else why not
+(e.g. the pool's filesystem is not mounted there). Checked before each pass that writes."""
+
+
+PAUSE_AT_ENV = "BITHARBORD_TEST_PAUSE_AT"
+PAUSE_FILE_ENV = "BITHARBORD_TEST_PAUSE_FILE"
+
+
+async def _fault_point(name: str) -> None:
+    """Fault-injection seam for the test suite: when BITHARBORD_TEST_PAUSE_AT names this point, the daemon writes
+    the name to BITHARBORD_TEST_PAUSE_FILE and stops here for good, so a test SIGKILLs it at exactly this step
+    (points: swap.before_current, swap.after_current, rebuild.before_install). Unset, it does nothing."""
+    if os.environ.get(PAUSE_AT_ENV) != name:
+        return
+    marker = os.environ.get(PAUSE_FILE_ENV)
+    if marker:
+        Path(marker).write_text(name)
+    log.warning("search.paused_for_fault_injection", point=name)
+    await asyncio.Event().wait()
+
+
+class IndexMismatch(RuntimeError):
+    """The vector store and the catalog database are not each other's (another database or store is there)."""
+
+
+def _file_ident(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+async def _connect(path: Path, *, readonly: bool = False) -> aiosqlite.Connection:
+    """A connection to the catalog database that never creates it (a missing file is an error, not a new empty
+    database beside the real one)."""
+    conn = await aiosqlite.connect(f"file:{quote(str(path))}?mode={'ro' if readonly else 'rw'}", uri=True,
+                                   isolation_level=None)
+    try:
+        await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute("PRAGMA busy_timeout=5000")
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
 MAX_IMAGE_BYTES = 32 * 1024 * 1024
 
 
@@ -156,8 +206,10 @@ class SearchService:
     name = "search"
 
     def __init__(self, *, poll_interval: float = 2.0, batch_size: int = 64,
-                 embedder_factory: Callable[[Embedding], Embedder] = load_embedder) -> None:
+                 embedder_factory: Callable[[Embedding], Embedder] = load_embedder,
+                 write_guard: WriteGuard | None = None) -> None:
         self.poll_interval = poll_interval
+        self.write_guard = write_guard
         self.batch_size = batch_size
         self.embedder_factory = embedder_factory
         self.env: ServiceEnv | None = None
@@ -172,7 +224,7 @@ class SearchService:
         self._rebuild_error: tuple[str, float] | None = None
         self._rebuild_retry_at = 0.0
         self._last_rebuild: dict[str, Any] | None = None
-        self._read: tuple[Path, aiosqlite.Connection] | None = None
+        self._read: tuple[Path, tuple[int, int] | None, aiosqlite.Connection] | None = None
         self._recent: deque[tuple[float, int]] = deque(maxlen=256)
         self._stats: dict[str, Any] = {}
         self._queue_depth: int | None = None
@@ -181,7 +233,12 @@ class SearchService:
         self._failures: list[tuple[int, str]] = []
         self.phase = "not started"
         self.last_error = ""
-        self._unavailable: tuple[str, float] | None = None  # (why harbor.yaml's embedder cannot be named, since)
+        self._unavailable: tuple[str, float] | None = None  # (why harbor.yaml's embedder cannot be used, since)
+        self._load_failed: dict[str, tuple[str, float]] = {}  # embedder id -> (why it failed to load, retry at)
+        self._db_ident: tuple[int, int] | None = None  # the catalog database file the open stores were checked with
+        self._writing_for: str | None = None  # the embedder the worker last wrote for (a change re-queues)
+        self._queue_counts: tuple[int, int] | None = None  # (takeable, attempts ran out)
+        self._blocked: str | None = None  # why the worker writes nothing now (paused, mismatch), None when it may
 
     # ------------------------------------------------------------------ hosting
 
@@ -227,7 +284,7 @@ class SearchService:
             with contextlib.suppress(Exception):
                 await self._rebuild_task  # a rebuild thread cannot be interrupted; its result is kept
         if self._read is not None:
-            await self._read[1].close()
+            await self._read[2].close()
             self._read = None
         for gen in (self._building, self._serving):
             if gen is not None:
@@ -284,8 +341,32 @@ class SearchService:
             raise
 
     async def _reconcile_rows(self, gen: _Gen, conn: aiosqlite.Connection) -> None:
-        """Make the store and idmap agree: rows a crash left without an idmap row are tombstoned; idmap rows whose
-        vector is gone are retired (so their items are embedded again)."""
+        """Check the store belongs to this catalog database, then make the two agree: rows a crash left without an
+        idmap row are tombstoned; idmap rows whose vector is gone are retired (so their items are embedded again).
+
+        A store is bound to the database whose idmap records its rows (`store.catalog_id`, kept in its manifest):
+        a store opened against another database (created again, empty, at the same path; another disk mounted)
+        raises IndexMismatch and nothing is changed on either side."""
+        cid = await store.catalog_id(conn)
+        bound = gen.store.catalog
+        if cid is None:
+            raise IndexMismatch(f"the catalog database has no migration record; not touching {gen.directory}")
+        if bound is not None and bound != cid:
+            raise IndexMismatch(
+                f"{gen.directory} belongs to another catalog database (made {bound.partition('@')[2]}; this one "
+                f"{cid.partition('@')[2]}): the database was replaced or another disk is mounted; searching and "
+                "embedding pause until the database the vectors were recorded in is back")
+        sample = [(r, h) for r, h in await store.sample_hashes(conn, gen.embedder) if r < gen.store.rows]
+        if sample:
+            have = await self._call(lambda: vector_hashes(gen.store.get([r for r, _ in sample])))
+            wrong = [r for (r, h), got in zip(sample, have, strict=True) if h != got]
+            if wrong:
+                raise IndexMismatch(
+                    f"{gen.directory} holds other vectors than the catalog recorded (rows {wrong[:5]} of "
+                    f"{len(sample)} checked): another store, or one written while a disk was missing; searching "
+                    "and embedding pause (move the store away to re-embed from the catalog)")
+        if bound is None:
+            await self._call(gen.store.set_catalog, cid)
         live = np.asarray(await store.live_rows(conn, gen.embedder), dtype=np.int64)
         alive = await self._call(lambda: gen.store.alive().copy())
         known = np.zeros(len(alive), dtype=bool)
@@ -299,21 +380,63 @@ class SearchService:
         if len(lost):
             await store.mark_deleted(conn, gen.embedder, (int(x) for x in lost))
             log.warning("search.idmap_rows_without_vectors", embedder=gen.embedder, count=len(lost))
+        purged = await store.purge_retired_beyond(conn, gen.embedder, gen.store.rows)
+        if purged:
+            log.warning("search.retired_rows_purged", embedder=gen.embedder, count=purged, rows=gen.store.rows)
+
+    async def _finish_swap(self, where: _Where, conn: aiosqlite.Connection) -> None:
+        """After (re)opening the serving generation: a swap a crash interrupted is finished (the old generation,
+        marked as retiring for the one now serving, and its idmap rows go) or, if `current` never moved, undone."""
+        serving = self._serving
+        assert serving is not None
+        if layout.retiring_for(serving.directory) is not None:
+            await asyncio.to_thread(layout.unmark_retiring, serving.directory)  # the swap never happened
+        root = layout.vectors_root(where.index_root)
+        for d in sorted(root.iterdir()) if root.is_dir() else []:
+            if d.is_symlink() or not d.is_dir() or d == serving.directory:
+                continue
+            if layout.retiring_for(d) != serving.embedder:
+                continue
+            manifest = layout.read_manifest(d) or {}
+            old = manifest.get("embedder")
+            if isinstance(old, str) and old != serving.embedder:
+                await store.retire_embedder(conn, old)
+            await asyncio.to_thread(shutil.rmtree, d, True)
+            log.info("search.swap_finished", old=old, new=serving.embedder, removed=str(d))
+
+    def _target(self, harbor: Harbor) -> tuple[str, int] | str:
+        """(embedder id, dimension) harbor.yaml asks for, or why it cannot be used: its code or checkpoint is not
+        there (cheap checks), or it failed to load here (until LOAD_RETRY_S later)."""
+        try:
+            target, dim = layout.embedder_for(harbor.embedding)
+        except layout.EmbedderUnavailable as exc:
+            return str(exc)
+        failed = self._load_failed.get(target)
+        if failed is not None and time.monotonic() < failed[1]:
+            return failed[0]
+        return target, dim
+
+    def load_failure(self, embedder_id: str) -> str | None:
+        """Why `embedder_id` failed to load in this daemon (shown by the index provider's plan notes), or None."""
+        failed = self._load_failed.get(embedder_id)
+        return failed[0] if failed is not None and time.monotonic() < failed[1] else None
 
     async def _ensure_open(self, where: _Where, conn: aiosqlite.Connection) -> None:
         harbor = where.harbor
         self._embedding_cfg = harbor.embedding
-        try:
-            target, dim = layout.embedder_for(harbor.embedding)
-            self._unavailable = None
-        except layout.EmbedderUnavailable as exc:  # keep serving what serves; start nothing new
-            if self._unavailable is None or self._unavailable[0] != str(exc):
-                self._unavailable = (str(exc), time.time())
+        wanted = self._target(harbor)
+        if isinstance(wanted, str):  # keep serving what serves; start nothing new
+            if self._unavailable is None or self._unavailable[0] != wanted:
+                self._unavailable = (wanted, time.time())
+                log.warning("search.embedder_unavailable", backend=harbor.embedding.backend, reason=wanted)
             serving = layout.current_dir(where.index_root)
             manifest = layout.read_manifest(serving) if serving is not None else None
             if not manifest or "embedder" not in manifest:
-                raise
+                raise layout.EmbedderUnavailable(wanted)
             target, dim = str(manifest["embedder"]), int(manifest["dim"])
+        else:
+            target, dim = wanted
+            self._unavailable = None
         try:
             config = SearchConfig.from_settings(harbor.index)
         except ValueError as exc:  # fp16 with hnsw: say so, search with fp32
@@ -324,9 +447,13 @@ class SearchService:
         if serving_dir is None:
             directory = layout.generation_dir(where.index_root, target)
             gen = await self._call(self._open_gen, directory, target, dim, config)
+            try:
+                await self._reconcile_rows(gen, conn)
+            except BaseException:
+                await self._call(gen.store.close)
+                raise
             await asyncio.to_thread(layout.set_current, where.index_root, target)
             self._serving = gen
-            await self._reconcile_rows(gen, conn)
             log.info("search.store_created", embedder=target, dir=str(directory))
         elif self._serving is None or self._serving.directory != serving_dir:
             if self._serving is not None:
@@ -338,9 +465,15 @@ class SearchService:
             if self._building is not None and self._building.directory == serving_dir:
                 self._serving, self._building = self._building, None
             else:
-                self._serving = await self._call(self._open_gen, serving_dir, str(manifest["embedder"]),
-                                                 int(manifest["dim"]), config)
-                await self._reconcile_rows(self._serving, conn)
+                gen = await self._call(self._open_gen, serving_dir, str(manifest["embedder"]),
+                                       int(manifest["dim"]), config)
+                try:
+                    await self._reconcile_rows(gen, conn)
+                except BaseException:
+                    await self._call(gen.store.close)
+                    raise
+                self._serving = gen
+            await self._finish_swap(where, conn)
         assert self._serving is not None
         for g in (self._serving, self._building):
             if g is not None and g.searcher.config != config:
@@ -352,10 +485,65 @@ class SearchService:
         elif self._building is None or self._building.embedder != target:
             if self._building is not None:
                 await self._call(self._building.store.close)
+                self._building = None
             directory = layout.generation_dir(where.index_root, target)
-            self._building = await self._call(self._open_gen, directory, target, dim, config)
-            await self._reconcile_rows(self._building, conn)
+            gen = await self._call(self._open_gen, directory, target, dim, config)
+            try:
+                await self._reconcile_rows(gen, conn)
+            except BaseException:
+                await self._call(gen.store.close)
+                raise
+            self._building = gen
             log.info("search.reembed_started", old=self._serving.embedder, new=target)
+        self._db_ident = _file_ident(where.db_path)
+        writing = (self._building or self._serving).embedder
+        if writing != self._writing_for:  # an embedder change (or a start): rows that ran out are tried again
+            self._writing_for = writing
+            n = await store.requeue_exhausted(conn)
+            if n:
+                log.info("search.requeued_exhausted", embedder=writing, count=n)
+
+    def _blocked_by_guard(self, where: _Where) -> str | None:
+        """Why the worker must not write under the index or media root now (from the write guard given to the
+        service, or one a storage service lends through env.shared["write_guard"]), None when it may."""
+        guard = self.write_guard
+        if guard is None and self.env is not None:
+            shared = self.env.shared.get("write_guard")
+            guard = shared if callable(shared) else None
+        if guard is None:
+            return None
+        for root in (where.index_root, where.media_root):
+            why = guard(root)
+            if why:
+                return why
+        return None
+
+    def _changed_under(self, where: _Where) -> str | None:
+        """Why the open stores must be opened again from disk (the file system under them changed), or None."""
+        if self._serving is None and self._building is None:
+            return None
+        if _file_ident(where.db_path) != self._db_ident:
+            return f"{where.db_path}: not the database file the open stores were checked against"
+        for gen in (self._serving, self._building):
+            if gen is not None:
+                why = gen.store.changed_on_disk()
+                if why is not None:
+                    return why
+        return None
+
+    async def _drop_gens(self, why: str) -> None:
+        """Forget the open stores and everything cached of them (row counts, liveness, the ANN index); the next
+        pass opens them again from disk."""
+        for gen in (self._building, self._serving):
+            if gen is not None:
+                gen.retired = True
+                with contextlib.suppress(Exception):
+                    await self._call(gen.store.close)
+        if self._serving is not None or self._building is not None:
+            log.warning("search.stores_dropped", reason=why)
+        self._serving = self._building = None
+        self._db_ident = None
+        self._stats = {}
 
     # ------------------------------------------------------------------ one pass
 
@@ -365,23 +553,51 @@ class SearchService:
         where = self._where()
         if where is None:
             return False
-        conn = await db.connect(where.db_path)
         try:
-            missing = await store.ready(conn)
+            conn = await _connect(where.db_path)
+        except (sqlite3.Error, aiosqlite.Error) as exc:
+            self.phase = f"the catalog database cannot be opened: {exc}"
+            return False
+        try:
+            try:
+                missing = await store.ready(conn)
+            except sqlite3.DatabaseError as exc:  # truncated or overwritten under us
+                self.phase = f"the catalog database {where.db_path} is unreadable: {exc}"
+                self._blocked = self.phase
+                return False
             if missing:
                 self.phase = missing
                 return False
+            guard = self._blocked_by_guard(where)
+            if guard is not None:
+                self._blocked = self.phase = f"paused: {guard}"
+                await self._drop_gens(guard)
+                return False
+            changed = self._changed_under(where)
+            if changed is not None:
+                await self._drop_gens(changed)
             try:
                 await self._ensure_open(where, conn)
             except layout.EmbedderUnavailable as exc:
                 self.phase = f"waiting for the embedder: {exc}"
                 return False
+            except IndexMismatch as exc:
+                self._blocked = self.phase = f"paused: {exc}"
+                self.last_error = str(exc)
+                await self._drop_gens(str(exc))
+                return False
+            self._blocked = None
             self.phase = "running"
             gen_ = self._building or self._serving
             assert gen_ is not None
             gen: _Gen = gen_
-            more = await self._embed_batch(gen, where, conn)
+            try:
+                more = await self._embed_batch(gen, where, conn)
+            except StoreChanged as exc:
+                await self._drop_gens(str(exc))
+                return True
             self._queue_depth = await store.queue_depth(conn)
+            self._queue_counts = await store.queue_counts(conn)
             self._pending_target = await store.pending_count(conn, gen.embedder)
             self._failures = await store.failed(conn)
             if self._metrics:
@@ -404,7 +620,23 @@ class SearchService:
                 vecs[which] = l2_normalise(vecs[which] + img)
         return vecs
 
+    async def _embedder_failed(self, gen: _Gen, exc: BaseException) -> None:
+        """The embedder itself cannot work here (its code or weights do not load): not the items' fault, so no
+        attempt is counted. A generation being filled for it is closed (the serving one keeps serving) and
+        EmbedderUnavailable says why; it is tried again after LOAD_RETRY_S or on `queue --retry-failed`."""
+        reason = f"embedder {gen.embedder} cannot load: {type(exc).__name__}: {exc}"
+        self._load_failed[gen.embedder] = (reason, time.monotonic() + LOAD_RETRY_S)
+        self._embedders.pop(gen.embedder, None)
+        self._unavailable = (reason, time.time())
+        self.last_error = reason
+        log.error("search.embedder_unavailable", embedder=gen.embedder, reason=reason)
+        if gen is self._building:
+            self._building = None
+            await self._call(gen.store.close)
+
     async def _embed_batch(self, gen: _Gen, where: _Where, conn: aiosqlite.Connection) -> bool:
+        if self.load_failure(gen.embedder) is not None:
+            return False
         embedder = self._embedder(gen.embedder)
         if embedder is None:
             if await store.pending_count(conn, gen.embedder):
@@ -413,6 +645,11 @@ class SearchService:
         batch = await store.next_batch(conn, gen.embedder, self.batch_size,
                                        wait_for_previews="image" in embedder.modalities)
         if not batch:
+            return False
+        try:
+            await asyncio.to_thread(embedder.load)  # loads once; an embedder that cannot load fails no item
+        except Exception as exc:
+            await self._embedder_failed(gen, exc)
             return False
         texts = [build_document(store.document_meta(p)) or f"{p.type} item {p.media_id}" for p in batch]
         images: list[Path | None] = []
@@ -429,16 +666,27 @@ class SearchService:
                 try:
                     parts.append(await asyncio.to_thread(self._encode_batch, embedder, [text], [image]))
                     ok.append(p)
+                except ImportError as exc:  # the embedder's code, not the item
+                    await self._embedder_failed(gen, exc)
+                    return False
                 except Exception as exc:
                     await store.record_failure(conn, p.media_id, f"{type(exc).__name__}: {exc}")
                     log.error("search.embed_failed", media_id=p.media_id, error=str(exc))
             if not ok:
                 return True
             vecs = np.concatenate(parts)
-        appended = await self._call(gen.store.append, vecs, [p.type for p in ok])
+        if self._changed_under(where) is not None:  # the disk changed while the batch was encoded
+            raise StoreChanged(str(self._changed_under(where)))
+        known = await store.max_row(conn, gen.embedder) + 1
+        appended = await self._call(gen.store.append, vecs, [p.type for p in ok], known_rows=known)
         items = [store.Embedded(p.media_id, int(r), p.type, h)
                  for p, r, h in zip(ok, appended.row_ids, appended.hashes, strict=True)]
-        retired = await store.record_embedded(conn, gen.embedder, items, set_vector_row=gen is self._serving)
+        try:
+            retired = await store.record_embedded(conn, gen.embedder, items, set_vector_row=gen is self._serving)
+        except BaseException:  # the rows were appended but not recorded: take them out of answers at once
+            with contextlib.suppress(Exception):
+                await self._call(gen.searcher.delete, appended.row_ids)
+            raise
         if retired:
             await self._call(gen.searcher.delete, retired)
         took = time.monotonic() - t0
@@ -452,15 +700,26 @@ class SearchService:
         return len(batch) == self.batch_size
 
     async def _maybe_swap(self, where: _Where, conn: aiosqlite.Connection) -> None:
+        """`vectors/current` moves to the new generation only when every item has its vector there (an item whose
+        attempts ran out holds the swap back: `queue --retry-failed`), the store and idmap agree, and its ANN
+        index is built; until then the old generation serves."""
         new, old = self._building, self._serving
         assert new is not None and old is not None
-        if await store.pending_count(conn, new.embedder):
+        if await store.unembedded(conn, new.embedder):
             return
         if self._rebuild_task is not None and not self._rebuild_task.done():
             return
+        live = await store.live_rows(conn, new.embedder)
+        if len(live) != new.store.live_rows:
+            await self._reconcile_rows(new, conn)
+            log.warning("search.swap_deferred", new=new.embedder, idmap=len(live), vectors=new.store.live_rows)
+            return
         if new.searcher.needs_rebuild() and new.store.live_rows >= new.searcher.config.rebuild_min_rows:
             await self._rebuild(new)  # the new generation's ANN index first: it serves at full speed at once
+        await asyncio.to_thread(layout.mark_retiring, old.directory, new.embedder)
+        await _fault_point("swap.before_current")
         await asyncio.to_thread(layout.set_current, where.index_root, new.embedder)
+        await _fault_point("swap.after_current")
         self._serving, self._building = new, None
         old.retired = True  # before the close is queued: a search that saw it serving was queued first
         await self._call(old.store.close)
@@ -495,6 +754,10 @@ class SearchService:
         log.info("search.rebuild_start", embedder=gen.embedder, reason=reason)
         job = await self._call(gen.searcher.prepare_rebuild)
         built = await asyncio.to_thread(job.run)  # searches and appends go on meanwhile
+        if gen.retired:  # the store was dropped meanwhile (its disk changed): the next pass starts afresh
+            log.warning("search.rebuild_discarded", embedder=gen.embedder)
+            return
+        await _fault_point("rebuild.before_install")
         info = await self._call(gen.searcher.install, built)
         self._rebuild_error = None
         self._last_rebuild = {"embedder": gen.embedder, "generation": info.get("generation"),
@@ -561,8 +824,40 @@ class SearchService:
                    rebuilding=self._rebuild_task is not None and not self._rebuild_task.done(),
                    rebuild_error=self._rebuild_error[0] if self._rebuild_error else None,
                    embed_failures=[{"media_id": m, "error": e} for m, e in self._failures],
+                   embed_queue=self._embed_queue(), paused=self._blocked,
                    last_error=self.last_error or None)
         return out
+
+    def _embed_queue(self) -> dict[str, Any]:
+        """What the embedding worker will take, what it will not and why (for `bitharborctl queue`)."""
+        takeable, exhausted = self._queue_counts or (0, 0)
+        unavailable = None
+        if self._unavailable:
+            backend = self._embedding_cfg.backend if self._embedding_cfg is not None else "harbor.yaml's"
+            unavailable = f"embedder {backend} unavailable: {self._unavailable[0]}"
+        return {"embedder": self._writing_for, "takeable": 0 if self._blocked else takeable,
+                "waiting": takeable if self._blocked else 0, "waiting_reason": self._blocked,
+                "attempts_ran_out": exhausted, "reembed_blocked": unavailable}
+
+    async def retry_failed(self) -> int:
+        """Queue rows whose attempts ran out are taken again, and an embedder that failed to load is tried again
+        at once (`bitharborctl queue --retry-failed`). Returns how many rows were re-queued."""
+        self._load_failed.clear()
+        where = self._where()
+        n = 0
+        if where is not None:
+            try:
+                conn = await _connect(where.db_path)
+            except (sqlite3.Error, aiosqlite.Error):
+                conn = None
+            if conn is not None:
+                try:
+                    n = await store.requeue_exhausted(conn)
+                finally:
+                    await conn.close()
+        log.info("search.retry_failed", requeued=n)
+        self.wake()
+        return n
 
     def status(self) -> dict[str, Any]:
         stats = self.index_stats()
@@ -575,24 +870,32 @@ class SearchService:
         if self._unavailable:
             out.append(Condition("EmbedderUnavailable", True, self._unavailable[0], self._unavailable[1]))
         else:
-            out.append(Condition("EmbedderUnavailable", False, "harbor.yaml's embedder has its weights"))
+            out.append(Condition("EmbedderUnavailable", False, "harbor.yaml's embedder has its code and weights"))
         return out
 
     # ------------------------------------------------------------------ searching
 
     async def _read_conn(self, path: Path) -> aiosqlite.Connection:
-        if self._read is None or self._read[0] != path:
+        """The read-only connection for hydrating hits, opened again whenever the file at `path` is another one
+        (replaced, restored, another disk mounted); 503 catalog_unavailable while there is none."""
+        ident = _file_ident(path)
+        if self._read is None or self._read[0] != path or self._read[1] != ident:
             if self._read is not None:
-                await self._read[1].close()
-            conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True)
-            await conn.execute("PRAGMA busy_timeout=5000")
-            self._read = (path, conn)
-        return self._read[1]
+                await self._read[2].close()
+                self._read = None
+            if ident is None:
+                raise ApiError(503, "catalog_unavailable", f"the catalog database {path} is missing")
+            try:
+                conn = await _connect(path, readonly=True)
+            except (sqlite3.Error, aiosqlite.Error) as exc:
+                raise ApiError(503, "catalog_unavailable", f"the catalog database {path}: {exc}") from None
+            self._read = (path, ident, conn)
+        return self._read[2]
 
     def _ready_gen(self) -> tuple[_Gen, Embedder]:
         gen = self._serving
         if gen is None:
-            raise ApiError(503, "index_not_ready", f"the index is not open yet: {self.phase}")
+            raise ApiError(503, "index_not_ready", f"the index is not open: {self.phase}")
         embedder = self._embedder(gen.embedder)
         if embedder is None:
             raise ApiError(503, "index_not_ready", f"no embedder available for the serving index {gen.embedder}")
@@ -605,9 +908,13 @@ class SearchService:
             return []
         where = self._where()
         if where is None:
-            return []
+            raise ApiError(503, "catalog_unavailable", f"the catalog database is not there: {self.phase}")
         conn = await self._read_conn(where.db_path)
-        facts = await store.hydrate(conn, gen.embedder, [h.row_id for h in hits])
+        try:
+            facts = await store.hydrate(conn, gen.embedder, [h.row_id for h in hits])
+        except sqlite3.DatabaseError as exc:  # truncated or overwritten under the daemon
+            raise ApiError(503, "catalog_unavailable", f"the catalog database {where.db_path} is unreadable: "
+                                                       f"{exc}") from None
         out = []
         for h in hits:
             f = facts.get(h.row_id)
@@ -629,8 +936,8 @@ class SearchService:
             gen, embedder = self._ready_gen()
             try:
                 vec = await asyncio.to_thread(encode, embedder)
-            except EmbedError as exc:
-                raise ApiError(503, "embedder_unavailable", str(exc)) from exc
+            except (EmbedError, ImportError, OSError) as exc:  # the model's code or weights do not load
+                raise ApiError(503, "embedder_unavailable", f"{gen.embedder}: {type(exc).__name__}: {exc}") from exc
             if gen.retired:
                 continue
             results = await self.search_vector(gen, vec, types, k, min_score)
@@ -712,6 +1019,9 @@ def summary(stats: dict[str, Any]) -> str:
         line += f"; re-embedding into {reembed['to']}: {reembed.get('embedded')} done"
         if reembed.get("pending") is not None:
             line += f", {reembed['pending']} to go"
+    blocked = (stats.get("embed_queue") or {}).get("reembed_blocked")
+    if blocked:
+        line += f"; not re-embedding: {blocked}"
     if stats.get("rebuilding"):
         line += "; rebuilding the index"
     if stats.get("phase") not in (None, "running"):

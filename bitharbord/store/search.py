@@ -84,6 +84,73 @@ async def pending_count(conn: aiosqlite.Connection, embedder: str) -> int:
     return int(row[0]) if row else 0
 
 
+async def unembedded(conn: aiosqlite.Connection, embedder: str) -> int:
+    """Items a generation of `embedder` does not hold yet: no live vector of it, or a queue row the worker will
+    take. Unlike `pending_count`, an item whose attempts ran out counts too: a generation is complete only when
+    every item has its vector."""
+    row = await (await conn.execute(
+        "SELECT count(*) FROM media_core m WHERE "
+        "EXISTS (SELECT 1 FROM embed_queue q WHERE q.media_id = m.id AND q.attempts < ?) OR "
+        "NOT EXISTS (SELECT 1 FROM idmap i WHERE i.media_id = m.id AND i.embedder = ? AND i.deleted = 0)",
+        (MAX_ATTEMPTS, embedder))).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def queue_counts(conn: aiosqlite.Connection) -> tuple[int, int]:
+    """(queue rows the worker will take, queue rows whose attempts ran out)."""
+    row = await (await conn.execute(
+        "SELECT coalesce(sum(attempts < ?), 0), coalesce(sum(attempts >= ?), 0) FROM embed_queue",
+        (MAX_ATTEMPTS, MAX_ATTEMPTS))).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+async def requeue_exhausted(conn: aiosqlite.Connection) -> int:
+    """Queue rows whose attempts ran out are taken again (attempts back to 0, their last error kept until the
+    next attempt): after `queue --retry-failed` and an embedder change. Returns how many."""
+    cur = await conn.execute("UPDATE embed_queue SET attempts = 0 WHERE attempts >= ?", (MAX_ATTEMPTS,))
+    return int(cur.rowcount or 0)
+
+
+async def catalog_id(conn: aiosqlite.Connection) -> str | None:
+    """Names this catalog database for good: its first migration and when it was applied (a database created
+    again, even empty and at the same path, has another; a restored copy the same). None when unknown."""
+    row = await (await conn.execute(
+        "SELECT name, applied_at FROM _migrations ORDER BY rowid LIMIT 1")).fetchone()
+    return f"{row[0]}@{row[1]}" if row else None
+
+
+async def max_row(conn: aiosqlite.Connection, embedder: str) -> int:
+    """The highest row id idmap records for `embedder` (live or retired), -1 when none."""
+    row = await (await conn.execute("SELECT max(row_id) FROM idmap WHERE embedder = ?", (embedder,))).fetchone()
+    return -1 if row is None or row[0] is None else int(row[0])
+
+
+async def known_rows(conn: aiosqlite.Connection, embedder: str) -> list[int]:
+    """Every row id idmap records for `embedder`, live or retired."""
+    rows = await (await conn.execute("SELECT row_id FROM idmap WHERE embedder = ?", (embedder,))).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+async def sample_hashes(conn: aiosqlite.Connection, embedder: str, limit: int = 128) -> list[tuple[int, str]]:
+    """(row id, vector hash) of up to `limit` live idmap rows of `embedder`: the newest half and a spread of the
+    rest, to check the vector store holds the vectors the catalog recorded."""
+    newest = await (await conn.execute(
+        "SELECT row_id, vector_hash FROM idmap WHERE embedder = ? AND deleted = 0 ORDER BY row_id DESC LIMIT ?",
+        (embedder, limit // 2))).fetchall()
+    spread = await (await conn.execute(
+        "SELECT row_id, vector_hash FROM idmap WHERE embedder = ? AND deleted = 0 AND row_id % 97 = 0 "
+        "ORDER BY row_id LIMIT ?", (embedder, limit - limit // 2))).fetchall()
+    return sorted({(int(r[0]), str(r[1])) for r in [*newest, *spread]})
+
+
+async def purge_retired_beyond(conn: aiosqlite.Connection, embedder: str, rows: int) -> int:
+    """Retired idmap rows of `embedder` naming rows a (new) vector store does not have: records of vectors that
+    are gone, whose row ids the store will hand out again. Returns how many were deleted."""
+    cur = await conn.execute("DELETE FROM idmap WHERE embedder = ? AND deleted = 1 AND row_id >= ?",
+                             (embedder, rows))
+    return int(cur.rowcount or 0)
+
+
 async def failed(conn: aiosqlite.Connection, limit: int = 5) -> list[tuple[int, str]]:
     rows = await (await conn.execute(
         "SELECT media_id, last_error FROM embed_queue WHERE attempts >= ? ORDER BY media_id LIMIT ?",
