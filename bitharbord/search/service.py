@@ -58,6 +58,7 @@ from bitharbord.index.search import Hit, SearchConfig, Searcher
 from bitharbord.index.vectors import StoreChanged, VectorStore, vector_hashes
 from bitharbord.search import layout
 from bitharbord.services import Condition, ServiceEnv, catalog_database
+from bitharbord.storage.proof import root_ready
 from bitharbord.store import search as store
 
 log = structlog.get_logger("bitharbord.search")
@@ -504,14 +505,18 @@ class SearchService:
                 log.info("search.requeued_exhausted", embedder=writing, count=n)
 
     def _blocked_by_guard(self, where: _Where) -> str | None:
-        """Why the worker must not write under the index or media root now (from the write guard given to the
-        service, or one a storage service lends through env.shared["write_guard"]), None when it may."""
+        """Why the worker must not write under the index or media root now, None when it may: the write guard
+        given to the service, else the storage service's proof that each root is on its pool's own filesystem
+        (`storage.proof.root_ready`; every root may be written when no storage service runs)."""
         guard = self.write_guard
-        if guard is None and self.env is not None:
-            shared = self.env.shared.get("write_guard")
-            guard = shared if callable(shared) else None
         if guard is None:
-            return None
+            env = self.env
+            if env is None:
+                return None
+
+            def guard(root: Path) -> str | None:
+                ok, reason = root_ready(env.shared, str(root))
+                return None if ok else reason
         for root in (where.index_root, where.media_root):
             why = guard(root)
             if why:
