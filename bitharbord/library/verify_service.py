@@ -3,7 +3,7 @@ the scheduled scrub (harbor.yaml `library.verify`: every `interval` seconds, sta
 at `rate` MB/s, checks only), the condition `LibraryDamaged` and the bitharbor_verify_* metrics.
 
 The work is library/verify.py's; this module only hosts it. Repairs that touch the open vector stores go through
-the search service (`env.shared["search"]`, see `_SearchOwner`)."""
+the search service (`env.shared["search"]`: its `tombstone`, `rebuild` and `wake`)."""
 
 from __future__ import annotations
 
@@ -62,43 +62,6 @@ class _Metrics:
             self.runs.labels(result=r)
         for c in CHECK_KINDS:
             self.problems.labels(check=c)
-
-
-class _SearchOwner:
-    """The repairs' view of the search service (which owns the open vector stores and their ANN indexes).
-
-    Uses SearchService internals (`_serving`, `_building`, `_call`, `_rebuild`) until it offers
-    `tombstone(embedder, rows)` and `rebuild(embedder)` itself."""
-
-    def __init__(self, search: Any) -> None:
-        self.search = search
-
-    def _gen(self, embedder: str) -> Any:
-        for gen in (getattr(self.search, "_serving", None), getattr(self.search, "_building", None)):
-            if gen is not None and gen.embedder == embedder and not gen.retired:
-                return gen
-        return None
-
-    async def tombstone(self, embedder: str, row_ids: Sequence[int]) -> int:
-        gen = self._gen(embedder)
-        if gen is None:
-            return 0
-        n: int = await self.search._call(gen.searcher.delete, list(row_ids))
-        return n
-
-    async def rebuild(self, embedder: str) -> bool:
-        gen = self._gen(embedder)
-        if gen is None:
-            return False
-        running = getattr(self.search, "_rebuild_task", None)
-        if running is not None and not running.done():  # one rebuild at a time: let the background one finish
-            with contextlib.suppress(Exception):
-                await asyncio.shield(running)
-        await self.search._rebuild(gen)
-        return True
-
-    def wake(self) -> None:
-        self.search.wake()
 
 
 def in_window(window: str, now: datetime) -> bool:
@@ -186,10 +149,8 @@ class VerifyService:
             if not ok:
                 raise domain.NotReady(f"the media root is not available: {reason}")
         progress = domain.Progress()
-        owner = None
         search = self.env.shared.get("search") if self.env is not None else None
-        if search is not None:
-            owner = _SearchOwner(search)
+        owner: domain.IndexOwner | None = search  # the search service owns the open vector stores
         stop = self.env.stop if self.env is not None else asyncio.Event()
         self._progress = progress
         self._task = asyncio.create_task(self._guarded(lib, options, owner, progress, stop), name="verify.run")

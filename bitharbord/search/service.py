@@ -772,6 +772,35 @@ class SearchService:
             self._metrics.rebuild_duration.observe(float(info.get("duration_s") or 0.0))
         await self._refresh_stats()
 
+    # ------------------------------------------------------------------ what the scrub's repairs call
+
+    def _open_generation(self, embedder: str) -> _Gen | None:
+        for gen in (self._serving, self._building):
+            if gen is not None and gen.embedder == embedder and not gen.retired:
+                return gen
+        return None
+
+    async def tombstone(self, embedder: str, row_ids: Sequence[int]) -> int:
+        """Tombstone vector rows of that generation that nothing points to; 0 when it is not open here."""
+        gen = self._open_generation(embedder)
+        if gen is None:
+            return 0
+        n: int = await self._call(gen.searcher.delete, list(row_ids))
+        return n
+
+    async def rebuild(self, embedder: str) -> bool:
+        """Rebuild that generation's ANN index now (after a rebuild already under way); False when it is not
+        open here."""
+        gen = self._open_generation(embedder)
+        if gen is None:
+            return False
+        running = self._rebuild_task
+        if running is not None and not running.done():  # one rebuild at a time: let the background one finish
+            with contextlib.suppress(Exception):
+                await asyncio.shield(running)
+        await self._rebuild(gen)
+        return True
+
     async def rebuild_now(self) -> dict[str, Any] | None:
         """Rebuild the serving index at once (tests, benchmarks); None when nothing is open."""
         if self._serving is None:
