@@ -17,6 +17,7 @@ from aiohttp import web
 from bitharbord.config import Harbor
 from bitharbord.metrics import Metrics
 from bitharbord.reconcile.loop import Desired
+from bitharbord.store import db as store_db
 from bitharbord.store.db import DB_NAME
 from bitharbord.system.runner import Runner
 
@@ -67,9 +68,36 @@ def catalog_database(env: ServiceEnv | None) -> tuple[Harbor, Path] | str:
         return "no configuration applied yet"
     harbor = desired.effective
     path = Path(harbor.paths.media_root) / DB_NAME
+    fault = database_fault(harbor)
+    if fault is not None:
+        return fault[1]
     if not path.exists():
         return "waiting for the database (the reconcile loop creates it)"
     return harbor, path
+
+
+DATABASE_MISSING = "DatabaseMissing"
+DATABASE_DAMAGED = "LibraryDamaged"  # the condition verify raises for a database SQLite cannot read: one name
+
+
+def database_fault(harbor: Harbor) -> tuple[str, str] | None:
+    """(condition type, reason) when the catalog database is missing beside an existing library (blob files or
+    vector stores) or is a file SQLite cannot read; None when it is fine or simply not made yet (a fresh install,
+    which the reconcile loop creates). Every service pauses with this reason; nothing creates a database then."""
+    from bitharbord.search.layout import vectors_root
+
+    path = Path(harbor.paths.media_root) / DB_NAME
+    if path.exists():
+        why = store_db.unreadable(path)
+        if why is None:
+            return None
+        return DATABASE_DAMAGED, (f"the catalog database {why}; restore {DB_NAME} from a backup (services pause "
+                                  "until it reads again; nothing is written meanwhile)")
+    traces = store_db.library_traces(Path(harbor.paths.media_root), vectors_root(harbor.paths.index_root),
+                                     first_only=True)
+    if not traces:
+        return None
+    return DATABASE_MISSING, store_db.missing_reason(path, traces)
 
 
 def registered() -> list[Service]:
