@@ -64,7 +64,7 @@ from bitharbord.ingest.pipeline import JobResult, Pipeline, uploads_dir
 from bitharbord.ingest.scan import Fingerprint, is_skipped_name, media_type_for, scan_folder
 from bitharbord.providers.library import is_sidecar
 from bitharbord.reconcile.render import human_duration
-from bitharbord.services import Condition, ServiceEnv
+from bitharbord.services import Condition, ServiceEnv, database_fault
 from bitharbord.storage.proof import FsIdentity, filesystem_identity, root_ready
 from bitharbord.store import db
 from bitharbord.store.blobs import StorageChangedError
@@ -273,6 +273,7 @@ class IngestService:
         self.env: ServiceEnv | None = None
         self.metrics: IngestMetrics | None = None
         self.session: _Session | None = None
+        self._fault_checked_at = 0.0  # when _session_current last asked services.database_fault
         self.paused = ""  # why nothing is ingested (no config, no database, media storage not ready); "" = not paused
         self.worker_error = ""
         self._wake = asyncio.Event()  # the front worker: new jobs
@@ -489,6 +490,11 @@ class IngestService:
                 self.paused = f"media storage not ready: {reason}"
                 await self._sleep(env, 2)
                 continue
+            fault = database_fault(harbor)  # missing beside a library, or unreadable: wait, never create one
+            if fault is not None:
+                self.paused = fault[1]
+                await self._sleep(env, 2)
+                continue
             identity = _identity(harbor, path)
             try:
                 store = await IngestStore.open(path)
@@ -540,6 +546,12 @@ class IngestService:
         if now != session.identity:
             log.warning("ingest.storage_changed", db=str(session.db_path), was=str(session.identity), now=str(now))
             return False
+        if time.monotonic() >= self._fault_checked_at + 1.0:  # the file replaced in place (truncated, garbage)
+            self._fault_checked_at = time.monotonic()
+            fault = database_fault(session.harbor)
+            if fault is not None:
+                log.warning("ingest.database_fault", db=str(session.db_path), condition=fault[0], reason=fault[1])
+                return False
         return True
 
     async def _work_loop(self, env: ServiceEnv, session: _Session, step_name: str) -> None:
@@ -632,7 +644,11 @@ class IngestService:
         params = schemas.parse_query(request, StatusQuery)
         session = self.session
         if session is not None:
-            await self._refresh_facts(session)
+            try:
+                await self._refresh_facts(session)
+            except sqlite3.Error as exc:  # the file went bad under the session: the last facts, the reason
+                log.warning("ingest.status_failed", error=str(exc))
+                return web.json_response(self.status())
             body = self.status()
             body["failures"] = [_failure(j) for j in await session.store.failures(params.failures)]
             return web.json_response(body)
