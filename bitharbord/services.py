@@ -76,8 +76,8 @@ def catalog_database(env: ServiceEnv | None) -> tuple[Harbor, Path] | str:
     return harbor, path
 
 
-DATABASE_MISSING = "DatabaseMissing"
-DATABASE_DAMAGED = "LibraryDamaged"  # the condition verify raises for a database SQLite cannot read: one name
+DATABASE_MISSING = store_db.DATABASE_MISSING
+DATABASE_DAMAGED = store_db.DATABASE_DAMAGED
 
 
 def database_fault(harbor: Harbor) -> tuple[str, str] | None:
@@ -86,18 +86,7 @@ def database_fault(harbor: Harbor) -> tuple[str, str] | None:
     which the reconcile loop creates). Every service pauses with this reason; nothing creates a database then."""
     from bitharbord.search.layout import vectors_root
 
-    path = Path(harbor.paths.media_root) / DB_NAME
-    if path.exists():
-        why = store_db.unreadable(path)
-        if why is None:
-            return None
-        return DATABASE_DAMAGED, (f"the catalog database {why}; restore {DB_NAME} from a backup (services pause "
-                                  "until it reads again; nothing is written meanwhile)")
-    traces = store_db.library_traces(Path(harbor.paths.media_root), vectors_root(harbor.paths.index_root),
-                                     first_only=True)
-    if not traces:
-        return None
-    return DATABASE_MISSING, store_db.missing_reason(path, traces)
+    return store_db.fault(Path(harbor.paths.media_root) / DB_NAME, vectors_root(harbor.paths.index_root))
 
 
 def registered() -> list[Service]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -136,9 +137,20 @@ class Traces:
         return " and ".join(parts) or "nothing"
 
 
+def _holds_vectors(manifest: Path) -> bool:
+    """A vector store that is part of a library: it holds rows or is bound to a catalog database (an empty,
+    unbound store, as a fresh install makes before its database, is not)."""
+    try:
+        data = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return manifest.is_file()  # there but unreadable: someone's data, not nothing
+    return isinstance(data, dict) and (bool(data.get("catalog")) or int(data.get("rows") or 0) > 0)
+
+
 def library_traces(media_root: Path, vectors_root: Path, *, first_only: bool = False) -> Traces:
-    """Read-only: the blob files under media_root (`<type>/<h[:2]>/<h>.<ext>`) and the vector stores (directories
-    with a manifest) under vectors_root. `first_only` stops at the first one found (a cheap "is there a library")."""
+    """Read-only: the blob files under media_root (`<type>/<h[:2]>/<h>.<ext>`) and the vector stores holding rows
+    or bound to a catalog (directories with such a manifest) under vectors_root. `first_only` stops at the first
+    one found (a cheap "is there a library")."""
     blobs = 0
     stores: list[str] = []
     try:
@@ -146,7 +158,7 @@ def library_traces(media_root: Path, vectors_root: Path, *, first_only: bool = F
     except OSError:
         generations = []
     for d in generations:
-        if not d.is_symlink() and (d / "manifest.json").is_file():
+        if not d.is_symlink() and _holds_vectors(d / "manifest.json"):
             stores.append(str(d))
             if first_only:
                 return Traces(0, tuple(stores), partial=True)
@@ -197,3 +209,23 @@ def missing_reason(path: Path, traces: Traces) -> str:
             f"restore {DB_NAME} from a backup and everything resumes, or start a new catalog over the old blobs "
             "with `library.new_catalog: true` in harbor.yaml and `bitharborctl apply --allow-destroy`; until then "
             "nothing is ingested, embedded or created")
+
+
+DATABASE_MISSING = "DatabaseMissing"
+DATABASE_DAMAGED = "LibraryDamaged"  # the condition verify raises for a database SQLite cannot read: one name
+
+
+def fault(path: Path, vectors_root: Path) -> tuple[str, str] | None:
+    """(condition type, reason) when the catalog database at `path` is missing beside an existing library (blob
+    files under its folder, vector stores under `vectors_root`) or is a file SQLite cannot read; None when it is
+    fine or simply not made yet (a fresh install, created by the reconcile loop). Read-only."""
+    if path.exists():
+        why = unreadable(path)
+        if why is None:
+            return None
+        return DATABASE_DAMAGED, (f"the catalog database {why}; restore {DB_NAME} from a backup (services pause "
+                                  "until it reads again; nothing is written meanwhile)")
+    traces = library_traces(path.parent, vectors_root, first_only=True)
+    if not traces:
+        return None
+    return DATABASE_MISSING, missing_reason(path, traces)
