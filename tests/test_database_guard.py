@@ -207,13 +207,13 @@ def no_crashes(h: Harbord) -> None:
 def missing_holds(h: Harbord, rows: tuple[int, int]) -> None:
     """The database stays missing: no file, DatabaseMissing with what is there and what to do, a plan note,
     every service paused, nothing written into the vector store."""
+    seen = watch_the_fault(h, 5)
+    assert not h.db.exists(), "a new database was created beside the library"
+    assert 500 not in seen and seen <= {503}, seen
     h.until(lambda: h.condition("DatabaseMissing")["status"] is True, "DatabaseMissing", 30)
     reason = h.condition("DatabaseMissing")["reason"]
     assert "missing beside an existing library" in reason and "restore bitharbor.db" in reason, reason
     h.until(lambda: "missing beside an existing library" in ingest_paused(h), "ingest paused", 30)
-    seen = watch_the_fault(h, 5)
-    assert not h.db.exists(), "a new database was created beside the library"
-    assert 500 not in seen and seen <= {503}, seen
     notes = h.client().request("POST", "/v1/plan", {})["plan"]["notes"]
     assert any(n.startswith("database.catalog:") and "missing beside" in n for n in notes), notes
     verify = h.client().request("GET", "/v1/verify")
@@ -319,4 +319,48 @@ def test_a_new_catalog_over_the_old_blobs_on_request(harbord: Harbord) -> None:
     assert all(not v for v in h.answers().values())  # a new, empty catalog
     h.until(lambda: not ingest_paused(h), "ingest running", 30)
     no_crashes(h)
+    h.stop()
+
+
+# ------------------------------------------------------------------ "N pending embed" counts what a worker will take
+
+
+async def test_pending_embed_counts_only_what_the_embedding_worker_takes(tmp_path: Path) -> None:
+    from bitharbord.store import db
+    from bitharbord.store import search as search_store
+    from bitharbord.store.ingest import IngestStore
+
+    path = tmp_path / "bitharbor.db"
+    await db.migrate(path)
+    conn = sqlite3.connect(path)
+    with conn:
+        for i, attempts in enumerate((0, 1, 3, 3, 3)):
+            mid = conn.execute("INSERT INTO media_core (type, title, file_hash, kind, file_name) VALUES "
+                               "('movie', ?, ?, 'video', ?)", (f"f{i}", f"h{i}", f"f{i}.mp4")).lastrowid
+            conn.execute("INSERT INTO embed_queue (media_id, attempts) VALUES (?, ?)", (mid, attempts))
+    conn.close()
+    store = await IngestStore.open(path)
+    try:
+        facts = await store.queue()
+        takeable, ran_out = await search_store.queue_counts(store.conn)
+    finally:
+        await store.close()
+    assert (takeable, ran_out) == (2, 3)
+    assert facts.pending_embed == takeable  # the same store query as GET /v1/index's embed_queue.takeable
+
+
+def test_the_status_line_counts_what_the_embedding_worker_takes(harbord: Harbord) -> None:
+    h = harbord
+    library(h)
+    h.add_films([{"title": f"Stuck {i}", "year": 1920 + i, "synopsis": "a ship at sea", "director": "x",
+                  "cast": [], "genres": []} for i in range(2)], attempts=3)
+    h.until(lambda: h.stats().get("embed_queue", {}).get("attempts_ran_out") == 2, "the stuck rows counted")
+
+    def line() -> tuple[int, str]:
+        ingest = h.get("/v1/status")["services"]["ingest"]
+        return int(ingest["pending_embed"]), str(ingest["summary"])
+
+    h.until(lambda: line()[0] == 0 and "2 failed every attempt" in line()[1], "pending embed without stuck rows", 30)
+    assert h.stats()["embed_queue"]["takeable"] == 0
+    assert "0 pending embed (2 failed every attempt (queue --retry-failed))" in line()[1], line()
     h.stop()

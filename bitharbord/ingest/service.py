@@ -351,7 +351,7 @@ class IngestService:
             "rate_per_s": rate,
             "eta_s": eta,
             "totals": facts.totals if facts else {},
-            "pending_embed": facts.pending_embed if facts else 0,
+            "pending_embed": self._pending_embed(facts)[0],
             "failed_last_10_minutes": facts.failed_last_10_minutes if facts else 0,
             "failures": [_failure(j) for j in self._failures],
             "folders_not_ingested": folders,
@@ -369,12 +369,28 @@ class IngestService:
         else:
             head = "idle"
         if facts is not None:
+            pending, waiting = self._pending_embed(facts)
             head += (f"; {facts.totals.get('done', 0)} done, {facts.totals.get('failed', 0)} failed, "
-                     f"{facts.pending_embed} pending embed")
+                     f"{pending} pending embed" + (f" ({waiting})" if waiting else ""))
         if self._failures:
             latest = self._failures[0]
             head += f"; latest failure: {latest.source_path}: {latest.error}"
         return head
+
+    def _pending_embed(self, facts: QueueFacts | None) -> tuple[int, str]:
+        """(items the embedding worker will take, what else waits and why): the search service's `embed_queue`
+        facts (GET /v1/index) while it runs, else the same store query (`store.search.queue_counts`)."""
+        search = self.env.shared.get("search") if self.env is not None else None
+        facts_of = getattr(search, "embed_queue_facts", None)
+        q = facts_of() if callable(facts_of) else None
+        if not q or q.get("embedder") is None:
+            return (facts.pending_embed if facts else 0), ""
+        why = []
+        if q.get("waiting"):
+            why.append(f"{q['waiting']} waiting: {q.get('waiting_reason')}")
+        if q.get("attempts_ran_out"):
+            why.append(f"{q['attempts_ran_out']} failed every attempt (queue --retry-failed)")
+        return int(q.get("takeable") or 0), "; ".join(why)
 
     def conditions(self) -> Sequence[Condition]:
         facts = self._facts
