@@ -200,6 +200,8 @@ class Daemon:
         for service in self.services:
             found += [c.to_dict() for c in service.conditions()]
         found.append(self._database_missing())
+        if found[-1]["status"]:  # no catalog database beside a library: not ready, whatever the loop says
+            found[0].update(status=False, reason=f"DatabaseMissing: {found[-1]['reason']}")
         missing = [c for c in found if c["type"] in POOL_MISSING and c["status"]]
         if any(c["type"] == "MountMissing" for c in missing):  # a pool is not there: not ready, whatever the loop says
             found[0].update(status=False, reason="; ".join(f"{c['type']}: {c['reason']}" for c in missing))

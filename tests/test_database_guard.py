@@ -214,6 +214,7 @@ def missing_holds(h: Harbord, rows: tuple[int, int]) -> None:
     reason = h.condition("DatabaseMissing")["reason"]
     assert "missing beside an existing library" in reason and "restore bitharbor.db" in reason, reason
     h.until(lambda: "missing beside an existing library" in ingest_paused(h), "ingest paused", 30)
+    assert h.condition("Ready")["status"] is False
     notes = h.client().request("POST", "/v1/plan", {})["plan"]["notes"]
     assert any(n.startswith("database.catalog:") and "missing beside" in n for n in notes), notes
     verify = h.client().request("GET", "/v1/verify")
