@@ -179,6 +179,10 @@ class Library(Model):
     """Folders besides the watch folders from which POST /v1/ingest/local (`bitharborctl ingest PATH`) may
     add files; anything else on the server is refused (403)."""
     verify: Verify = Field(default_factory=Verify)
+    new_catalog: bool = False
+    """Start a new, empty catalog database when bitharbor.db is missing beside an existing library (blob files,
+    vector stores): a destructive action that also needs `bitharborctl apply --allow-destroy`. Off by default: a
+    missing database pauses every service until it is restored from a backup."""
 
 
 class WantedTitle(Model):

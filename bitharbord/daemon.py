@@ -28,6 +28,7 @@ from bitharbord.providers.base import Context
 from bitharbord.reconcile import executor
 from bitharbord.reconcile.loop import Desired, Loop, Reconciler
 from bitharbord.reconcile.plan import Plan
+from bitharbord.storage.proof import root_ready
 from bitharbord.store import db
 from bitharbord.system.atomic import write_atomic
 from bitharbord.system.runner import ProcessRunner, Runner
@@ -198,6 +199,9 @@ class Daemon:
         found.append({"type": "ConfigInvalid", "status": bool(self.config_error), "reason": self.config_error})
         for service in self.services:
             found += [c.to_dict() for c in service.conditions()]
+        found.append(self._database_missing())
+        if found[-1]["status"]:  # no catalog database beside a library: not ready, whatever the loop says
+            found[0].update(status=False, reason=f"DatabaseMissing: {found[-1]['reason']}")
         missing = [c for c in found if c["type"] in POOL_MISSING and c["status"]]
         if any(c["type"] == "MountMissing" for c in missing):  # a pool is not there: not ready, whatever the loop says
             found[0].update(status=False, reason="; ".join(f"{c['type']}: {c['reason']}" for c in missing))
@@ -215,6 +219,19 @@ class Daemon:
             c["since"] = c.get("since") or self._conditions[kind][1]
             self.metrics.condition.labels(type=kind).set(1 if status else 0)
         return found
+
+    def _database_missing(self) -> dict[str, Any]:
+        """DatabaseMissing: bitharbor.db is gone beside an existing library (services pause, nothing creates one)."""
+        d = self.current_desired()
+        if d is None:
+            return {"type": services_mod.DATABASE_MISSING, "status": False, "reason": "no configuration applied yet"}
+        ok, why = root_ready(self.env.shared, d.effective.paths.media_root)
+        if not ok:
+            return {"type": services_mod.DATABASE_MISSING, "status": False, "reason": f"media storage not ready: {why}"}
+        fault = services_mod.database_fault(d.effective)
+        missing = fault is not None and fault[0] == services_mod.DATABASE_MISSING
+        return {"type": services_mod.DATABASE_MISSING, "status": missing,
+                "reason": fault[1] if fault is not None else "the catalog database is there"}
 
     async def _watch_conditions(self) -> None:
         while not self.stop.is_set():

@@ -17,6 +17,7 @@ from aiohttp import web
 from bitharbord.config import Harbor
 from bitharbord.metrics import Metrics
 from bitharbord.reconcile.loop import Desired
+from bitharbord.store import db as store_db
 from bitharbord.store.db import DB_NAME
 from bitharbord.system.runner import Runner
 
@@ -67,9 +68,25 @@ def catalog_database(env: ServiceEnv | None) -> tuple[Harbor, Path] | str:
         return "no configuration applied yet"
     harbor = desired.effective
     path = Path(harbor.paths.media_root) / DB_NAME
+    fault = database_fault(harbor)
+    if fault is not None:
+        return fault[1]
     if not path.exists():
         return "waiting for the database (the reconcile loop creates it)"
     return harbor, path
+
+
+DATABASE_MISSING = store_db.DATABASE_MISSING
+DATABASE_DAMAGED = store_db.DATABASE_DAMAGED
+
+
+def database_fault(harbor: Harbor) -> tuple[str, str] | None:
+    """(condition type, reason) when the catalog database is missing beside an existing library (blob files or
+    vector stores) or is a file SQLite cannot read; None when it is fine or simply not made yet (a fresh install,
+    which the reconcile loop creates). Every service pauses with this reason; nothing creates a database then."""
+    from bitharbord.search.layout import vectors_root
+
+    return store_db.fault(Path(harbor.paths.media_root) / DB_NAME, vectors_root(harbor.paths.index_root))
 
 
 def registered() -> list[Service]:

@@ -64,7 +64,7 @@ from bitharbord.ingest.pipeline import JobResult, Pipeline, uploads_dir
 from bitharbord.ingest.scan import Fingerprint, is_skipped_name, media_type_for, scan_folder
 from bitharbord.providers.library import is_sidecar
 from bitharbord.reconcile.render import human_duration
-from bitharbord.services import Condition, ServiceEnv
+from bitharbord.services import Condition, ServiceEnv, database_fault
 from bitharbord.storage.proof import FsIdentity, filesystem_identity, root_ready
 from bitharbord.store import db
 from bitharbord.store.blobs import StorageChangedError
@@ -273,6 +273,7 @@ class IngestService:
         self.env: ServiceEnv | None = None
         self.metrics: IngestMetrics | None = None
         self.session: _Session | None = None
+        self._fault_checked_at = 0.0  # when _session_current last asked services.database_fault
         self.paused = ""  # why nothing is ingested (no config, no database, media storage not ready); "" = not paused
         self.worker_error = ""
         self._wake = asyncio.Event()  # the front worker: new jobs
@@ -350,7 +351,7 @@ class IngestService:
             "rate_per_s": rate,
             "eta_s": eta,
             "totals": facts.totals if facts else {},
-            "pending_embed": facts.pending_embed if facts else 0,
+            "pending_embed": self._pending_embed(facts)[0],
             "failed_last_10_minutes": facts.failed_last_10_minutes if facts else 0,
             "failures": [_failure(j) for j in self._failures],
             "folders_not_ingested": folders,
@@ -368,12 +369,28 @@ class IngestService:
         else:
             head = "idle"
         if facts is not None:
+            pending, waiting = self._pending_embed(facts)
             head += (f"; {facts.totals.get('done', 0)} done, {facts.totals.get('failed', 0)} failed, "
-                     f"{facts.pending_embed} pending embed")
+                     f"{pending} pending embed" + (f" ({waiting})" if waiting else ""))
         if self._failures:
             latest = self._failures[0]
             head += f"; latest failure: {latest.source_path}: {latest.error}"
         return head
+
+    def _pending_embed(self, facts: QueueFacts | None) -> tuple[int, str]:
+        """(items the embedding worker will take, what else waits and why): the search service's `embed_queue`
+        facts (GET /v1/index) while it runs, else the same store query (`store.search.queue_counts`)."""
+        search = self.env.shared.get("search") if self.env is not None else None
+        facts_of = getattr(search, "embed_queue_facts", None)
+        q = facts_of() if callable(facts_of) else None
+        if not q or q.get("embedder") is None:
+            return (facts.pending_embed if facts else 0), ""
+        why = []
+        if q.get("waiting"):
+            why.append(f"{q['waiting']} waiting: {q.get('waiting_reason')}")
+        if q.get("attempts_ran_out"):
+            why.append(f"{q['attempts_ran_out']} failed every attempt (queue --retry-failed)")
+        return int(q.get("takeable") or 0), "; ".join(why)
 
     def conditions(self) -> Sequence[Condition]:
         facts = self._facts
@@ -489,6 +506,11 @@ class IngestService:
                 self.paused = f"media storage not ready: {reason}"
                 await self._sleep(env, 2)
                 continue
+            fault = database_fault(harbor)  # missing beside a library, or unreadable: wait, never create one
+            if fault is not None:
+                self.paused = fault[1]
+                await self._sleep(env, 2)
+                continue
             identity = _identity(harbor, path)
             try:
                 store = await IngestStore.open(path)
@@ -540,6 +562,12 @@ class IngestService:
         if now != session.identity:
             log.warning("ingest.storage_changed", db=str(session.db_path), was=str(session.identity), now=str(now))
             return False
+        if time.monotonic() >= self._fault_checked_at + 1.0:  # the file replaced in place (truncated, garbage)
+            self._fault_checked_at = time.monotonic()
+            fault = database_fault(session.harbor)
+            if fault is not None:
+                log.warning("ingest.database_fault", db=str(session.db_path), condition=fault[0], reason=fault[1])
+                return False
         return True
 
     async def _work_loop(self, env: ServiceEnv, session: _Session, step_name: str) -> None:
@@ -632,7 +660,11 @@ class IngestService:
         params = schemas.parse_query(request, StatusQuery)
         session = self.session
         if session is not None:
-            await self._refresh_facts(session)
+            try:
+                await self._refresh_facts(session)
+            except sqlite3.Error as exc:  # the file went bad under the session: the last facts, the reason
+                log.warning("ingest.status_failed", error=str(exc))
+                return web.json_response(self.status())
             body = self.status()
             body["failures"] = [_failure(j) for j in await session.store.failures(params.failures)]
             return web.json_response(body)

@@ -24,7 +24,7 @@ from bitharbord.api import schemas
 from bitharbord.api.errors import ApiError
 from bitharbord.config import Verify
 from bitharbord.library import verify as domain
-from bitharbord.services import Condition, ServiceEnv
+from bitharbord.services import DATABASE_DAMAGED, DATABASE_MISSING, Condition, ServiceEnv, database_fault
 
 log = structlog.get_logger("bitharbord.library.verify")
 
@@ -100,6 +100,9 @@ class VerifyService:
         if desired is None:
             raise domain.NotReady("no harbor.yaml is in force yet")
         h = desired.effective
+        fault = database_fault(h)  # missing beside a library: pause with the reason (a 503); unreadable: verify says
+        if fault is not None and fault[0] == DATABASE_MISSING:
+            raise domain.NotReady(fault[1])
         return domain.Library(Path(h.paths.media_root), Path(h.paths.index_root)), h.library.verify
 
     async def run(self, env: ServiceEnv) -> None:
@@ -228,6 +231,10 @@ class VerifyService:
         return {**st, "last": _brief(self._last), "summary": summary(st)}
 
     def conditions(self) -> Sequence[Condition]:
+        desired = self.env.desired() if self.env is not None else None
+        fault = database_fault(desired.effective) if desired is not None else None
+        if fault is not None and fault[0] == DATABASE_DAMAGED:  # SQLite cannot read it now, verify or not
+            return [Condition("LibraryDamaged", True, fault[1])]
         if self._db_damaged is not None:
             return [Condition("LibraryDamaged", True, self._db_damaged[0], self._db_damaged[1])]
         last = self._last or {}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,8 +38,10 @@ from bitharbord.ingest.scan import Fingerprint, ScanResult, diff_scan, scan_fold
 from bitharbord.providers.base import Context, Observed, Spec
 from bitharbord.providers.database import db_path
 from bitharbord.reconcile.plan import Action, Verb
+from bitharbord.search.layout import vectors_root
 from bitharbord.storage import state
 from bitharbord.storage.proof import FsIdentity, filesystem_identity
+from bitharbord.store import db as store_db
 from bitharbord.store.ingest import (
     IngestStore,
     NewJob,
@@ -248,6 +251,8 @@ class Library:
                     known[folder] = await read_fingerprints(conn, folder)
             self._cache[db] = (ident, version, known)
             return {f: known[f] for f in folders}
+        except sqlite3.Error:  # not a database (garbage, truncated): the database provider's note says so
+            return None
         finally:
             await conn.close()
 
@@ -270,6 +275,9 @@ class Library:
                 continue  # the dir provider creates it (or waits for its mount); nothing to ingest yet
             link = ingest_for(ctx, spec["db"])
             problem = self._not_ready(spec, link)
+            fault = None if problem else await asyncio.to_thread(
+                store_db.fault, Path(spec["db"]), vectors_root(ctx.harbor.paths.index_root))
+            problem = problem or (fault[1] if fault else "")  # no database beside a library: nothing is new
             if problem:
                 out[name] = {"folder": folder, "type": spec["type"], "ready": False, "reason": problem}
                 if link is not None:

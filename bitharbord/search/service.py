@@ -862,6 +862,10 @@ class SearchService:
                    last_error=self.last_error or None)
         return out
 
+    def embed_queue_facts(self) -> dict[str, Any]:
+        """The `embed_queue` facts of GET /v1/index, for the ingest status line."""
+        return self._embed_queue()
+
     def _embed_queue(self) -> dict[str, Any]:
         """What the embedding worker will take, what it will not and why (for `bitharborctl queue`)."""
         takeable, exhausted = self._queue_counts or (0, 0)

@@ -165,7 +165,7 @@ async def read_entries(path: Path, keys: Collection[str] | None = None) -> list[
             if not await ready(conn):
                 return None
             return await rows(conn, keys)
-    except sqlite3.OperationalError:
+    except sqlite3.DatabaseError:  # locked, or not a database at all (garbage, truncated): unknown
         return None
 
 

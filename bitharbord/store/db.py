@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -114,3 +115,117 @@ def read_schema_version(path: Path) -> str | None:
     finally:
         conn.close()
     return schema_version([str(r[0]) for r in rows])
+
+
+@dataclass(frozen=True)
+class Traces:
+    """What of a library exists on disk besides its database: blob files and vector stores (by directory)."""
+
+    blobs: int
+    stores: tuple[str, ...]
+    partial: bool = False  # counting stopped at the first trace found
+
+    def __bool__(self) -> bool:
+        return bool(self.blobs or self.stores)
+
+    def describe(self) -> str:
+        parts = []
+        if self.blobs:
+            parts.append("blob files" if self.partial else f"{self.blobs} blob file(s)")
+        if self.stores:
+            parts.append("vector store(s) " + ", ".join(self.stores))
+        return " and ".join(parts) or "nothing"
+
+
+def _holds_vectors(manifest: Path) -> bool:
+    """A vector store that is part of a library: it holds rows or is bound to a catalog database (an empty,
+    unbound store, as a fresh install makes before its database, is not)."""
+    try:
+        data = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return manifest.is_file()  # there but unreadable: someone's data, not nothing
+    return isinstance(data, dict) and (bool(data.get("catalog")) or int(data.get("rows") or 0) > 0)
+
+
+def library_traces(media_root: Path, vectors_root: Path, *, first_only: bool = False) -> Traces:
+    """Read-only: the blob files under media_root (`<type>/<h[:2]>/<h>.<ext>`) and the vector stores holding rows
+    or bound to a catalog (directories with such a manifest) under vectors_root. `first_only` stops at the first
+    one found (a cheap "is there a library")."""
+    blobs = 0
+    stores: list[str] = []
+    try:
+        generations = sorted(vectors_root.iterdir()) if vectors_root.is_dir() else []
+    except OSError:
+        generations = []
+    for d in generations:
+        if not d.is_symlink() and _holds_vectors(d / "manifest.json"):
+            stores.append(str(d))
+            if first_only:
+                return Traces(0, tuple(stores), partial=True)
+    try:
+        kinds = sorted(media_root.iterdir()) if media_root.is_dir() else []
+    except OSError:
+        kinds = []
+    for kind in kinds:
+        if kind.is_symlink() or not kind.is_dir():
+            continue
+        try:
+            shards = [s for s in kind.iterdir() if len(s.name) == 2 and s.is_dir() and not s.is_symlink()]
+        except OSError:
+            continue
+        for shard in shards:
+            try:
+                names = [f for f in shard.iterdir() if f.name.startswith(shard.name) and not f.name.endswith(".tmp")]
+            except OSError:
+                continue
+            blobs += sum(1 for f in names if f.is_file())
+            if first_only and blobs:
+                return Traces(blobs, tuple(stores), partial=True)
+    return Traces(blobs, tuple(stores))
+
+
+def unreadable(path: Path) -> str | None:
+    """Synchronous, read-only: why SQLite cannot use the database file at `path` (garbage, truncated, not a catalog
+    database), None when it reads its migration record. Call only for a file that exists."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error as exc:
+        return f"{path}: SQLite cannot open it: {exc}"
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()
+        has = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='_migrations'").fetchone()
+        row = conn.execute("SELECT count(*) FROM _migrations").fetchone() if has else None
+        if not row or not row[0]:
+            return f"{path}: holds no migration record (an empty or foreign file, not a catalog database)"
+    except sqlite3.Error as exc:
+        return f"{path}: SQLite cannot read it: {exc}"
+    finally:
+        conn.close()
+    return None
+
+
+def missing_reason(path: Path, traces: Traces) -> str:
+    return (f"the catalog database {path} is missing beside an existing library ({traces.describe()}); "
+            f"restore {DB_NAME} from a backup and everything resumes, or start a new catalog over the old blobs "
+            "with `library.new_catalog: true` in harbor.yaml and `bitharborctl apply --allow-destroy`; until then "
+            "nothing is ingested, embedded or created")
+
+
+DATABASE_MISSING = "DatabaseMissing"
+DATABASE_DAMAGED = "LibraryDamaged"  # the condition verify raises for a database SQLite cannot read: one name
+
+
+def fault(path: Path, vectors_root: Path) -> tuple[str, str] | None:
+    """(condition type, reason) when the catalog database at `path` is missing beside an existing library (blob
+    files under its folder, vector stores under `vectors_root`) or is a file SQLite cannot read; None when it is
+    fine or simply not made yet (a fresh install, created by the reconcile loop). Read-only."""
+    if path.exists():
+        why = unreadable(path)
+        if why is None:
+            return None
+        return DATABASE_DAMAGED, (f"the catalog database {why}; restore {DB_NAME} from a backup (services pause "
+                                  "until it reads again; nothing is written meanwhile)")
+    traces = library_traces(path.parent, vectors_root, first_only=True)
+    if not traces:
+        return None
+    return DATABASE_MISSING, missing_reason(path, traces)

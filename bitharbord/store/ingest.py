@@ -33,6 +33,7 @@ import aiosqlite
 
 from bitharbord.ingest.scan import Fingerprint
 from bitharbord.store import db
+from bitharbord.store import search as search_store
 
 ACTIVE_STAGES: Final = ("queued", "hashed", "probed", "stored", "cataloged")
 PIPELINE_STAGES: Final = ("queued", "hashed", "probed", "stored")  # before the catalog transaction
@@ -734,9 +735,9 @@ class IngestStore:
                 (t - 60,))
             failed_recent = await self._rows(
                 "SELECT count(*) FROM ingest_jobs WHERE finished_at > ? AND stage='failed'", (t - 600,))
-            pending = await self._rows("SELECT count(*) FROM embed_queue")
+            takeable, _ = await search_store.queue_counts(self.conn)  # what the embedding worker will take
         by_stage = {s: totals.get(s, 0) for s in ACTIVE_STAGES}
-        return QueueFacts(by_stage, totals, int(last_minute[0][0]), int(failed_recent[0][0]), int(pending[0][0]))
+        return QueueFacts(by_stage, totals, int(last_minute[0][0]), int(failed_recent[0][0]), takeable)
 
     async def failures(self, limit: int = 20) -> list[Job]:
         async with self.lock:
