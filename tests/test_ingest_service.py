@@ -202,7 +202,7 @@ async def test_status_conditions_and_metrics(harbor: Running, tmp_path: Path) ->
     # fixed by the owner, then retried
     make_jpeg(bad, color=(5, 5, 5))
     retried = await harbor.call("POST", "/v1/ingest/retry", {})
-    assert retried == {"queued": [st["failures"][0]["id"]]}
+    assert retried == {"queued": [st["failures"][0]["id"]], "embed_requeued": 0}  # no embedding row ran out
     await until(lambda: harbor.sql("SELECT count(*) FROM media_core") == [(2,)])
 
 
