@@ -20,6 +20,7 @@ import pytest
 from blake3 import blake3
 
 from bitharbord.store.blobs import TEMP_PREFIX, stored_digests
+from tests.daemon import verify_clean
 from tests.storage.loops import Loops, sh
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,6 +29,7 @@ paths: {media_root: /box/media, index_root: /box/index, config_root: /box/config
 library:
   watch:
     - {path: /box/inbox, type: personal}
+  verify: {interval: 0}  # no scheduled scrub in the middle of a fault: the test runs its own at the end
 reconcile: {interval: 2}
 """
 
@@ -151,6 +153,7 @@ def test_disk_full_while_storing_a_blob_then_space_freed(tmp_path: Path, loops: 
         until(lambda: d.sql(f"SELECT 1 FROM media_core WHERE file_hash = '{digest}'"), 90,
               "the photo ingested once space was freed", d)
         assert check_blobs(d) and temp_files(d.media) == []
+        verify_clean(d.socket)
         assert d.stop() == 0
     finally:
         d.stop(signal.SIGKILL)
@@ -177,6 +180,7 @@ def test_sigkill_while_storing_a_blob_then_restart(tmp_path: Path) -> None:
               "the file ingested after the restart", d)
         assert temp_files(d.media) == [] and not any(p.exists() for p in left)
         assert check_blobs(d)
+        verify_clean(d.socket)
         assert d.stop() == 0
     finally:
         d.stop(signal.SIGKILL)
@@ -225,6 +229,7 @@ def test_media_root_out_of_inodes_pauses_ingest_then_resumes(tmp_path: Path, loo
         until(lambda: d.sql(f"SELECT 1 FROM media_core WHERE file_hash = '{digest}'"), 120,
               "the photo ingested once inodes were free", d)
         assert check_blobs(d)
+        verify_clean(d.socket)
         assert d.stop() == 0
     finally:
         d.stop(signal.SIGKILL)
