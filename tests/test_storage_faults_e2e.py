@@ -23,9 +23,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from tests.daemon import Harbord, verify_clean
 from tests.storage.loops import Loops, run, sh
-from tests.daemon import verify_clean
-from tests.test_e2e import Harbord
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for loop devices")]
 

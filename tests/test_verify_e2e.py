@@ -19,8 +19,8 @@ import pytest
 
 from bitharborctl.client import ApiError, Client
 from bitharbord.index.vectors import canonicalize
+from tests.daemon import Harbord
 from tests.media import make_jpeg
-from tests.test_e2e import Harbord
 
 CONFIG = """apiVersion: bitharbor/v1
 paths: {media_root: /box/media, index_root: /box/index, config_root: /box/config}
