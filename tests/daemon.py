@@ -64,6 +64,17 @@ def verify_clean(socket: Path, *, expect: dict[str, dict[str, int]] | None = Non
     return report
 
 
+def answers(socket: Path, queries: tuple[str, ...], k: int = 100) -> dict[str, list[tuple[int, float]]]:
+    """`bitharborctl search Q -k K -o json` for each query: {query: [(item id, score to 4 places)]}."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for q in queries:
+        res = ctl(socket, "search", q, "-k", str(k), "-o", "json")
+        assert res.returncode == 0, res.stdout + res.stderr
+        data = json.loads(res.stdout[res.stdout.index("{"):])
+        out[q] = [(int(r["id"]), round(float(r["score"]), 4)) for r in data["results"]]
+    return out
+
+
 # ------------------------------------------------------------------ the daemon (was tests/test_e2e.py's)
 
 
@@ -97,11 +108,21 @@ class Harbord:
             time.sleep(0.05)
         return self
 
-    def stop(self) -> int:
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """SIGTERM (or `sig`, e.g. SIGKILL) unless it exited already; its exit code."""
         assert self.proc is not None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
         return self.proc.wait(timeout=60)
+
+    def json(self, *args: str) -> Any:
+        """`bitharborctl ARGS -o json`: the parsed answer, or None when it failed."""
+        res = self.ctl(*args, "-o", "json")
+        return json.loads(res.stdout) if res.returncode == 0 else None
+
+    def verify(self, *, expect: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
+        """The scrub at the end of a scenario: `verify_clean` over this daemon's socket."""
+        return verify_clean(self.socket, expect=expect)
 
     def ctl(self, *args: str, user: int | None = None) -> subprocess.CompletedProcess[str]:
         argv = ["--socket", str(self.socket), *args]
