@@ -5,107 +5,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bitharborctl.cli import main as ctl_main
 from bitharbord.store.migrations import names
 from tests.conftest import harbor_text
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Harbord:
-    def __init__(self, tmp: Path, env: dict[str, str] | None = None, http: bool = True,
-                 socket_path: Path | None = None) -> None:
-        self.tmp = tmp
-        self.state = tmp / "state"
-        self.socket = socket_path or self.state / "bitharbord.sock"
-        self.port = free_port() if http else None
-        self.log = tmp / "daemon.log"
-        self.env = {**os.environ, **(env or {})}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Harbord:
-        args = [sys.executable, "-m", "bitharbord", "--state-dir", str(self.state), "--socket", str(self.socket),
-                "--http", f"127.0.0.1:{self.port}" if self.port else "off"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"), env=self.env)
-        deadline = time.monotonic() + 60
-        while not self.socket.exists():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"bitharbord exited {self.proc.returncode}:\n{self.log.read_text()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"bitharbord did not start:\n{self.log.read_text()}")
-            time.sleep(0.05)
-        return self
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
-
-    def ctl(self, *args: str, user: int | None = None) -> subprocess.CompletedProcess[str]:
-        argv = ["--socket", str(self.socket), *args]
-        if user is not None:
-            return ctl_as(user, argv)
-        return subprocess.run([sys.executable, "-m", "bitharborctl", *argv], capture_output=True, text=True,
-                              timeout=120, cwd=self.tmp,
-                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
-
-
-    def http(self, method: str, path: str, body: dict[str, object] | None = None,
-             token: str | None = None) -> tuple[int, str]:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method,
-                                     data=json.dumps(body).encode() if body is not None else None)
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return resp.status, resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-
-def ctl_as(user: int, argv: list[str]) -> subprocess.CompletedProcess[str]:
-    """bitharborctl as another (unprivileged) user: a fork of this process drops to `user` and runs the CLI
-    it already has in memory, so the checkout and the venv need not be readable by that user."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        pid = os.fork()
-        if pid == 0:  # the child: never returns into pytest
-            code = 99
-            try:
-                os.dup2(out.fileno(), 1)
-                os.dup2(err.fileno(), 2)
-                sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - pytest's capture is not fd 1/2
-                sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
-                os.setgroups([])
-                os.setgid(user)
-                os.setuid(user)
-                code = ctl_main(argv)
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        out.seek(0)
-        err.seek(0)
-        return subprocess.CompletedProcess(argv, os.waitstatus_to_exitcode(status), out.read().decode(),
-                                           err.read().decode())
+from tests.daemon import Harbord, ctl_as, free_port  # noqa: F401 - other test files import them from here
 
 
 @pytest.fixture

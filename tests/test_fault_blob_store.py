@@ -5,12 +5,9 @@ ingested, and its blob's BLAKE3 is its name."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,53 +17,41 @@ import pytest
 from blake3 import blake3
 
 from bitharbord.store.blobs import TEMP_PREFIX, stored_digests
+from tests import daemon
 from tests.storage.loops import Loops, sh
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIG = """apiVersion: bitharbor/v1
 paths: {media_root: /box/media, index_root: /box/index, config_root: /box/config}
 library:
   watch:
     - {path: /box/inbox, type: personal}
+  verify: {interval: 0}  # no scheduled scrub in the middle of a fault: the test runs its own at the end
 reconcile: {interval: 2}
 """
 
 
-class Harbord:
+class Harbord(daemon.Harbord):
+    """tests/daemon.py's daemon on the box's paths (CONFIG), a log per start, waiting for the catalog on start."""
+
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.state = tmp / "state"
+        super().__init__(tmp, http=False)
         self.state.mkdir(exist_ok=True)
         (self.state / "harbor.yaml").write_text(CONFIG)
         self.box = self.state / "root" / "box"
         self.media, self.inbox = self.box / "media", self.box / "inbox"
         self.db = self.media / "bitharbor.db"
-        self.socket = self.state / "bitharbord.sock"
-        self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     def start(self) -> Harbord:
         self.starts += 1
-        log = (self.tmp / f"daemon{self.starts}.log").open("wb")
-        self.socket.unlink(missing_ok=True)
-        self.proc = subprocess.Popen([sys.executable, "-m", "bitharbord", "--state-dir", str(self.state),
-                                      "--http", "off"], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-        until(lambda: self.socket.exists() and self.db.exists(), 60, "the daemon and its catalog", self)
+        self.log = self.tmp / f"daemon{self.starts}.log"
+        self.socket.unlink(missing_ok=True)  # a killed daemon leaves its socket behind
+        super().start()
+        until(lambda: self.db.exists(), 60, "the daemon and its catalog", self)
         return self
 
-    def log(self) -> str:
+    def logs(self) -> str:
         return "".join(p.read_text(errors="replace") for p in sorted(self.tmp.glob("daemon*.log")))[-4000:]
-
-    def ctl(self, *args: str) -> Any:
-        res = subprocess.run([sys.executable, "-m", "bitharborctl", "--socket", str(self.socket), *args, "-o",
-                              "json"], capture_output=True, text=True, timeout=120, cwd=self.tmp)
-        return json.loads(res.stdout) if res.returncode == 0 else None
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout=60)
 
     def sql(self, query: str) -> list[tuple[Any, ...]]:
         conn = sqlite3.connect(self.db)
@@ -82,7 +67,7 @@ def until(check: Callable[[], object], timeout: float, what: str, d: Harbord) ->
         value = check()
         if value:
             return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{d.log()}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{d.logs()}"
         time.sleep(0.2)
 
 
@@ -136,7 +121,7 @@ def test_disk_full_while_storing_a_blob_then_space_freed(tmp_path: Path, loops: 
         photo = photo.rename(d.inbox / "big.jpg")
 
         def failing() -> str:
-            status = d.ctl("status") or {}
+            status = d.json("status") or {}
             cond = {c["type"]: c for c in status.get("conditions", [])}
             reason = str(cond.get("IngestFailing", {}).get("reason", "")) if cond.get(
                 "IngestFailing", {}).get("status") else ""
@@ -151,6 +136,7 @@ def test_disk_full_while_storing_a_blob_then_space_freed(tmp_path: Path, loops: 
         until(lambda: d.sql(f"SELECT 1 FROM media_core WHERE file_hash = '{digest}'"), 90,
               "the photo ingested once space was freed", d)
         assert check_blobs(d) and temp_files(d.media) == []
+        d.verify()
         assert d.stop() == 0
     finally:
         d.stop(signal.SIGKILL)
@@ -165,7 +151,7 @@ def test_sigkill_while_storing_a_blob_then_restart(tmp_path: Path) -> None:
         deadline = time.monotonic() + 120
         while not temp_files(d.media):  # the copy is under way: kill it there
             assert d.sql("SELECT count(*) FROM media_core") == [(0,)], "stored before the kill could land"
-            assert time.monotonic() < deadline, d.log()
+            assert time.monotonic() < deadline, d.logs()
             time.sleep(0.001)
         d.stop(signal.SIGKILL)
         left = temp_files(d.media)
@@ -177,6 +163,7 @@ def test_sigkill_while_storing_a_blob_then_restart(tmp_path: Path) -> None:
               "the file ingested after the restart", d)
         assert temp_files(d.media) == [] and not any(p.exists() for p in left)
         assert check_blobs(d)
+        d.verify()
         assert d.stop() == 0
     finally:
         d.stop(signal.SIGKILL)
@@ -194,7 +181,7 @@ def test_media_root_out_of_inodes_pauses_ingest_then_resumes(tmp_path: Path, loo
     sh("mount", dev, str(d.media))
     d.start()
     try:
-        until(lambda: (d.ctl("status") or {}).get("services", {}).get("ingest", {}).get("running"), 60,
+        until(lambda: (d.json("status") or {}).get("services", {}).get("ingest", {}).get("running"), 60,
               "ingest running", d)
         assert d.stop() == 0  # a clean stop removes the -wal and -shm files: the next open must create them
         fillers = d.media / "fillers"
@@ -209,13 +196,13 @@ def test_media_root_out_of_inodes_pauses_ingest_then_resumes(tmp_path: Path, loo
         d.start()
 
         def paused() -> str:
-            ingest = (d.ctl("status") or {}).get("services", {}).get("ingest", {})
+            ingest = (d.json("status") or {}).get("services", {}).get("ingest", {})
             return str(ingest.get("paused") or "") if "cannot open the catalog database" in str(
                 ingest.get("paused")) else ""
 
         assert "bitharbor.db" in until(paused, 60, "ingest paused: cannot open the catalog database", d)
         time.sleep(3)
-        crashes = [line for line in d.log().splitlines() if '"task.crashed"' in line and "service.ingest" in line]
+        crashes = [line for line in d.logs().splitlines() if '"task.crashed"' in line and "service.ingest" in line]
         assert crashes == [], crashes
 
         for f in fillers.iterdir():
@@ -225,6 +212,7 @@ def test_media_root_out_of_inodes_pauses_ingest_then_resumes(tmp_path: Path, loo
         until(lambda: d.sql(f"SELECT 1 FROM media_core WHERE file_hash = '{digest}'"), 120,
               "the photo ingested once inodes were free", d)
         assert check_blobs(d)
+        d.verify()
         assert d.stop() == 0
     finally:
         d.stop(signal.SIGKILL)

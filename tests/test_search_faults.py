@@ -31,6 +31,7 @@ import pytest
 
 from bitharborctl.client import ApiError, Client
 from bitharbord.search import layout
+from tests.daemon import verify_clean
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(__file__).with_name("corpus") / "films.json"
@@ -38,6 +39,7 @@ MINILM = layout.EMBEDDERS["minilm"][0]
 BASE = """apiVersion: bitharbor/v1
 paths: {{media_root: /box/media, index_root: /box/index, config_root: /box/config}}
 reconcile: {{interval: 1}}
+library: {{verify: {{interval: 0}}}}
 index: {{rebuild_threshold: {threshold}}}
 """
 QUERIES = ("a vampire in a ship", "space travel to the moon", "a robot in a city of the future",
@@ -309,6 +311,7 @@ def test_an_embedder_that_cannot_load_leaves_the_library_searchable(tmp_path: Pa
         assert h.stats()["embedded_total"] == embedded
         now = (layout.current_dir(h.root / "index") / "vectors.fp32").read_bytes()  # type: ignore[operator]
         assert now[:len(vectors_bytes)] == vectors_bytes and len(now) == len(vectors_bytes) * 11 // 10
+        verify_clean(h.socket)
         h.stop()
         h.invariants(11)
     finally:
@@ -340,6 +343,7 @@ def test_embedding_rows_whose_attempts_ran_out_are_not_stranded(harbord: Harbord
     h.stop()
     h.start()
     h.until(h.ready_with(13), "the stuck row embedded after a restart")
+    verify_clean(h.socket)
     h.stop()
     h.invariants(13)
 
@@ -380,6 +384,7 @@ def test_sigkill_during_a_generation_swap(harbord: Harbord, tmp_path: Path, poin
     assert h.answers() == before
     assert h.sql("SELECT count(*) FROM idmap WHERE embedder=?", (old,))[0][0] == 0
     assert sorted(p.name for p in h.vectors.iterdir()) == ["current", layout.slug(MINILM)]
+    verify_clean(h.socket)
     h.stop()
     h.invariants(10)
 
@@ -401,6 +406,7 @@ def test_sigkill_during_an_ann_rebuild(tmp_path: Path) -> None:
         assert h.answers() == before
         info = json.loads((ann.parent / "manifest.json").read_text())["index"]
         assert sorted(p.name for p in ann.iterdir()) == [info["dir"]]  # the killed build's files are gone
+        verify_clean(h.socket)
         h.stop()
         h.invariants(10)
     finally:
@@ -467,6 +473,7 @@ def test_the_database_deleted_or_truncated_under_the_daemon(harbord: Harbord, tm
     h.start()
     h.until(lambda: h.ready_with(10)(), "the restarted daemon")
     assert h.answers() == before
+    verify_clean(h.socket)
     h.stop()
     h.invariants(10)
     manifest = json.loads((layout.current_dir(h.root / "index") / "manifest.json").read_text())  # type: ignore[operator]
@@ -554,6 +561,7 @@ def test_enospc_while_appending_vectors(harbord: Harbord, small_fs: Callable[[Pa
     filler.unlink()
     h.until(h.ready_with(20), "the worker to retry once space is free", 120)
     assert same(before, h.answers())
+    verify_clean(h.socket)
     h.stop()
     h.invariants(20)
 
@@ -592,6 +600,7 @@ def test_the_index_disk_missing_at_start_then_mounted_again(harbord: Harbord,
     assert all(rows[m] >= real["rows"] for m in added)
     assert same(before, h.answers())
     assert "UNIQUE constraint" not in h.log.read_text()
+    verify_clean(h.socket)
     h.stop()
     h.invariants(12)
 

@@ -301,6 +301,36 @@ async def test_a_crash_between_append_and_commit_is_undone(tmp_path: Path, minil
         assert [m for (m,) in live] == ids + more
 
 
+async def test_vectors_overwritten_in_place_are_embedded_again_not_paused(
+        tmp_path: Path, minilm: MiniLMEmbedder, factory: Callable[[Embedding], Embedder]) -> None:
+    """The store of this very catalog with its vectors overwritten while the daemon was down (what `verify` calls
+    vector_wrong): the service keeps running, takes the wrong rows out and embeds their items again. It paused
+    for good ("holds other vectors than the catalog recorded"), stranding the re-embedding `verify --repair`
+    had queued."""
+    from bitharbord.index.vectors import canonicalize
+
+    async with running(tmp_path, factory) as box:
+        ids = add_films(box, films()[:3])
+        box.service.wake()
+        await until(lambda: box.service.index_stats().get("vectors") == 3, what="3 vectors")
+        data = await box.get("/v1/search?q=vampire&k=10")
+        before = [(r["id"], round(r["score"], 4)) for r in data["results"]]
+    gen = layout.current_dir(box.root / "index")
+    assert gen is not None
+    vectors = gen / "vectors.fp32"
+    one = canonicalize(np.ones(minilm.dim))[0].tobytes()
+    vectors.write_bytes(one * (vectors.stat().st_size // len(one)))
+    async with running(tmp_path, factory) as box:
+        box.service.wake()
+        await until(lambda: box.service.index_stats().get("vectors") == 3
+                    and box.service.index_stats().get("rows") == 6, what="the items embedded again")
+        assert not box.service.index_stats().get("paused")
+        live = box.sql("SELECT media_id, row_id FROM idmap WHERE deleted=0 ORDER BY media_id")
+        assert [m for m, _ in live] == ids and all(r >= 3 for _, r in live)
+        data = await box.get("/v1/search?q=vampire&k=10")
+        assert [(r["id"], round(r["score"], 4)) for r in data["results"]] == before
+
+
 async def test_service_starts_without_loading_the_model(tmp_path: Path) -> None:
     made: list[str] = []
 

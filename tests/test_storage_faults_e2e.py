@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from tests.daemon import Harbord, verify_clean
 from tests.storage.loops import Loops, run, sh
-from tests.test_e2e import Harbord
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for loop devices")]
 
@@ -42,6 +42,7 @@ def config(tmp: Path, disk: str, *, systemd: bool = False, interval: int = 1) ->
         + ("  mount_with: systemd\n" if systemd else "")
         + "paths: {media_root: /srv/harbor/media, index_root: /srv/harbor/index, config_root: /etc/bh}\n"
         "library:\n  scan_interval: 3600\n  watch:\n    - {path: /inbox, type: personal}\n"
+        "  verify: {interval: 0}\n"  # no scheduled scrub during the fault: each test runs its own at the end
         f"reconcile: {{interval: {interval}}}\n")
     return path
 
@@ -190,6 +191,7 @@ def test_disk_missing_at_start(tmp_path: Path, loops: Loops, systemd: bool) -> N
         until("the pool back and ready", lambda: ready(status(d)) and indexed(d, len(PHOTOS)), d)
         assert library(mount / "media") == rows
         assert answers(d) == before
+        verify_clean(d.socket)
     finally:
         assert stop(d) == 0
 
@@ -236,5 +238,6 @@ def test_media_pulled_while_ingesting(tmp_path: Path, loops: Loops) -> None:
         after = library(mount / "media")
         assert len(after) == len(PHOTOS) + more and {i: after[i] for i in first} == rows
         assert answers(d, first) == before
+        verify_clean(d.socket)
     finally:
         assert stop(d) == 0

@@ -19,8 +19,8 @@ import pytest
 
 from bitharborctl.client import ApiError, Client
 from bitharbord.index.vectors import canonicalize
+from tests.daemon import Harbord, answers
 from tests.media import make_jpeg
-from tests.test_e2e import Harbord
 
 CONFIG = """apiVersion: bitharbor/v1
 paths: {media_root: /box/media, index_root: /box/index, config_root: /box/config}
@@ -32,6 +32,7 @@ index: {rebuild_threshold: 1}
 reconcile: {interval: 2}
 """
 N = 5
+QUERIES = ("beach", "a red photo")
 
 
 def wait(what: str, predicate: Any, timeout: float = 180) -> Any:
@@ -182,6 +183,7 @@ def test_sigkill_during_repair_loses_nothing(tmp_path: Path) -> None:
     try:
         files = blobs(d)
         before = {p.name: p.read_bytes() for p in files}
+        searched = answers(d.socket, QUERIES)
         for p in (files[0], files[-1]):
             p.write_bytes(p.read_bytes()[:-1] + bytes([p.read_bytes()[-1] ^ 1]))
         vectors = next((d.state / "root" / "box" / "index" / "vectors").glob("minilm*/vectors.fp32"))
@@ -206,6 +208,7 @@ def test_sigkill_during_repair_loses_nothing(tmp_path: Path) -> None:
         kept = {p.name for p in blobs(d)} | {p.name for p in (media(d) / ".quarantine").rglob("*") if p.is_file()}
         assert kept == set(before)  # every blob is still somewhere
         assert sum(1 for _ in blobs(d)) == N - 2
+        assert answers(d.socket, QUERIES) == searched  # the damaged items are still found, by the same vectors
     finally:
         d.stop()
 

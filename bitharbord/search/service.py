@@ -361,7 +361,15 @@ class SearchService:
         if sample:
             have = await self._call(lambda: vector_hashes(gen.store.get([r for r, _ in sample])))
             wrong = [r for (r, h), got in zip(sample, have, strict=True) if h != got]
-            if wrong:
+            if wrong and bound is not None and bound == cid:
+                # This database's own store, damaged in place (an overwrite, bit rot), not another store: pausing
+                # would strand the re-embedding that repairs it (`verify --repair` queues it). The wrong rows leave
+                # the answers and their items are embedded again; `verify` finds any the sample missed.
+                await self._call(gen.searcher.delete, wrong)
+                await store.mark_deleted(conn, gen.embedder, wrong)
+                log.warning("search.wrong_vectors_retired", embedder=gen.embedder, count=len(wrong),
+                            checked=len(sample), rows=wrong[:5])
+            elif wrong:
                 raise IndexMismatch(
                     f"{gen.directory} holds other vectors than the catalog recorded (rows {wrong[:5]} of "
                     f"{len(sample)} checked): another store, or one written while a disk was missing; searching "
