@@ -5,14 +5,15 @@ progress line and report render what the API answers."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from bitharborctl.commands.verify import progress_line, render_report
-from bitharbord.config import parse
+from bitharbord.config import Harbor, parse
 from bitharbord.library.verify import DatabaseDamaged, Options
 from bitharbord.library.verify_service import VerifyService
 from bitharbord.metrics import Metrics
@@ -36,8 +37,45 @@ async def wait_for(predicate: Callable[[], object], timeout: float = 60) -> None
         await asyncio.sleep(0.05)
 
 
+def age_catalog(db_path: Path, by: timedelta) -> None:
+    """Pretend the catalog database was created `by` ago (its first migration's time)."""
+    when = (datetime.now(UTC) - by).strftime("%Y-%m-%dT%H:%M:%SZ")
+    conn = sqlite3.connect(db_path)
+    try:
+        conn.execute("UPDATE _migrations SET applied_at = ?", (when,))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def service_env(harbor: Harbor, metrics: Metrics | None = None) -> ServiceEnv:
+    return ServiceEnv(desired=lambda: Desired(harbor, harbor, "", "harbor.yaml"), stop=asyncio.Event(),
+                      metrics=metrics or Metrics(), runner=ProcessRunner(), wake_reconcile=lambda: None)
+
+
+async def test_a_new_library_is_first_scrubbed_an_interval_after_it_was_created(tmp_path: Path) -> None:
+    """A daemon started for the first time inside the window does not scrub at once (a user's own `verify`
+    would find one running); the first scheduled scrub is due an interval after the catalog was created."""
+    box = await make_box(tmp_path)
+    harbor = parse(harbor_text(tmp_path, f"  verify: {{interval: 3600, window: '{window_around_now()}'}}\n"),
+                   "harbor.yaml")
+    env = service_env(harbor)
+    svc = VerifyService(tick=0.05)
+    task = asyncio.create_task(svc.run(env))
+    try:
+        await asyncio.sleep(0.5)  # many ticks inside the window
+        assert svc.state()["last"] is None and svc.state()["running"] is None
+        age_catalog(box.lib.db_path, timedelta(hours=2))
+        svc._last = None
+        await wait_for(lambda: (svc.state()["last"] or {}).get("trigger") == "schedule")
+    finally:
+        env.stop.set()
+        await task
+
+
 async def test_schedule_metrics_and_condition(tmp_path: Path) -> None:
     box = await make_box(tmp_path)
+    age_catalog(box.lib.db_path, timedelta(hours=2))  # the first scheduled scrub is due an interval after this
     harbor = parse(harbor_text(tmp_path, f"  verify: {{interval: 3600, window: '{window_around_now()}', rate: 500}}\n"),
                    "harbor.yaml")
     assert Path(harbor.paths.media_root) == box.lib.media_root

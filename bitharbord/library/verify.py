@@ -293,6 +293,18 @@ async def verify(lib: Library, options: Options, *, owner: IndexOwner | None = N
         await conn.close()
 
 
+async def catalog_created(lib: Library) -> float | None:
+    """When the library's catalog database was created: the schedule's first scrub is due an interval after it
+    (not the moment a new daemon starts inside its window). None without a readable database."""
+    if not lib.db_path.exists():
+        return None
+    conn = await db.connect(lib.db_path)
+    try:
+        return await sql.created_at(conn)
+    finally:
+        await conn.close()
+
+
 async def last_report(lib: Library) -> dict[str, Any] | None:
     """The latest run's report ({"result": "interrupted"} for one that never finished), None before any."""
     if not lib.db_path.exists():

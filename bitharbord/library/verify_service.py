@@ -80,6 +80,7 @@ class VerifyService:
         self._task: asyncio.Task[domain.Report] | None = None
         self._progress: domain.Progress | None = None
         self._last: dict[str, Any] | None = None
+        self._created: float | None = None  # when the catalog database was created (the first scrub is due after)
         self._last_error: str = ""
         self._db_damaged: tuple[str, float] | None = None  # the database cannot be read at all
         self._wake = asyncio.Event()
@@ -125,6 +126,7 @@ class VerifyService:
     async def _load_last(self, lib: domain.Library) -> None:
         try:
             self._last = await domain.last_report(lib)
+            self._created = await domain.catalog_created(lib)
         except Exception as exc:  # a damaged database: the scrub itself will say so
             self._last_error = f"{type(exc).__name__}: {exc}"
         self._publish()
@@ -134,7 +136,8 @@ class VerifyService:
             return False
         last = (self._last or {}).get("started_at")
         interrupted = (self._last or {}).get("result") == "interrupted"  # tried again in the next window
-        if last is not None and not interrupted and time.time() - float(last) < cfg.interval:
+        since = last if last is not None else self._created  # a new library: one interval after it was created
+        if since is None or (not interrupted and time.time() - float(since) < cfg.interval):
             return False
         return in_window(cfg.window, datetime.now())
 

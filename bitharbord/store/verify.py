@@ -10,6 +10,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiosqlite
@@ -265,3 +266,14 @@ async def last_finished_at(conn: aiosqlite.Connection, trigger: str | None = Non
         params = (trigger,)
     row = await (await conn.execute(sql, params)).fetchone()
     return None if row is None or row[0] is None else float(row[0])
+
+
+async def created_at(conn: aiosqlite.Connection) -> float | None:
+    """When this catalog database was created (its first migration), as a Unix time; None when unknown."""
+    row = await (await conn.execute("SELECT applied_at FROM _migrations ORDER BY rowid LIMIT 1")).fetchone()
+    if row is None or not row[0]:
+        return None
+    try:
+        return datetime.strptime(str(row[0]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
