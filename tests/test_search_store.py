@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import aiosqlite
+import pytest
 
 from bitharbord.store import db
 from bitharbord.store import search as store
@@ -50,3 +51,24 @@ async def test_an_image_embedder_waits_for_previews_still_being_made(tmp_path: P
         # still counted as pending meanwhile (the re-embed progress and the queue depth include it)
         assert await store.pending_count(aconn, EMBEDDER) == 6
     conn.close()
+
+
+async def test_connect_never_creates_and_takes_any_file_name(tmp_path: Path) -> None:
+    """Only migrate creates the database; every other connection fails on a missing file (a service must not make
+    an empty database on a bare mount point), and a '?', '#' or '%' in the path is part of the name."""
+    odd = tmp_path / "a?b#c%20d"
+    odd.mkdir()
+    path = odd / db.DB_NAME
+    with pytest.raises(aiosqlite.OperationalError):
+        await db.connect(path)
+    with pytest.raises(aiosqlite.OperationalError):
+        await db.connect(path, readonly=True)
+    assert not path.exists() and sorted(p.name for p in odd.iterdir()) == []
+    await db.migrate(path)
+    conn = await db.connect(path, readonly=True)
+    try:
+        assert (await (await conn.execute("SELECT count(*) FROM _migrations")).fetchone())[0] >= 1
+        with pytest.raises(aiosqlite.OperationalError):
+            await conn.execute("DELETE FROM _migrations")
+    finally:
+        await conn.close()

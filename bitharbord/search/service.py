@@ -40,7 +40,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import aiosqlite
 import numpy as np
@@ -59,6 +58,7 @@ from bitharbord.index.vectors import StoreChanged, VectorStore, vector_hashes
 from bitharbord.search import layout
 from bitharbord.services import Condition, ServiceEnv, catalog_database
 from bitharbord.storage.proof import root_ready
+from bitharbord.store import db
 from bitharbord.store import search as store
 
 log = structlog.get_logger("bitharbord.search")
@@ -102,18 +102,6 @@ def _file_ident(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-async def _connect(path: Path, *, readonly: bool = False) -> aiosqlite.Connection:
-    """A connection to the catalog database that never creates it (a missing file is an error, not a new empty
-    database beside the real one)."""
-    conn = await aiosqlite.connect(f"file:{quote(str(path))}?mode={'ro' if readonly else 'rw'}", uri=True,
-                                   isolation_level=None)
-    try:
-        await conn.execute("PRAGMA foreign_keys=ON")
-        await conn.execute("PRAGMA busy_timeout=5000")
-    except BaseException:
-        await conn.close()
-        raise
-    return conn
 MAX_IMAGE_BYTES = 32 * 1024 * 1024
 
 
@@ -567,7 +555,7 @@ class SearchService:
         if where is None:
             return False
         try:
-            conn = await _connect(where.db_path)
+            conn = await db.connect(where.db_path)
         except (sqlite3.Error, aiosqlite.Error) as exc:
             self.phase = f"the catalog database cannot be opened: {exc}"
             return False
@@ -893,7 +881,7 @@ class SearchService:
         n = 0
         if where is not None:
             try:
-                conn = await _connect(where.db_path)
+                conn = await db.connect(where.db_path)
             except (sqlite3.Error, aiosqlite.Error):
                 conn = None
             if conn is not None:
@@ -932,7 +920,7 @@ class SearchService:
             if ident is None:
                 raise ApiError(503, "catalog_unavailable", f"the catalog database {path} is missing")
             try:
-                conn = await _connect(path, readonly=True)
+                conn = await db.connect(path, readonly=True)
             except (sqlite3.Error, aiosqlite.Error) as exc:
                 raise ApiError(503, "catalog_unavailable", f"the catalog database {path}: {exc}") from None
             self._read = (path, ident, conn)

@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import aiosqlite
 
@@ -52,12 +53,13 @@ def pending(applied: Sequence[str], migrations: Sequence[Migration] = MIGRATIONS
     return [m.name for m in migrations if m.name not in set(applied)]
 
 
-async def connect(path: Path, *, create: bool = False) -> aiosqlite.Connection:
-    """A read-write connection to an existing database (only `migrate` creates one: a service connecting as
-    the pool under it is pulled must fail, not make an empty database on the bare mount point). The
-    connection is closed again if setting it up fails: aiosqlite runs each connection on a non-daemon thread,
-    and one left open keeps the process from exiting."""
-    target = f"file:{path}?mode={'rwc' if create else 'rw'}"
+async def connect(path: Path, *, create: bool = False, readonly: bool = False) -> aiosqlite.Connection:
+    """A connection to an existing database, read-write or `readonly` (only `migrate` creates one: a service
+    connecting as the pool under it is pulled must fail, not make an empty database on the bare mount point).
+    The connection is closed again if setting it up fails: aiosqlite runs each connection on a non-daemon
+    thread, and one left open keeps the process from exiting."""
+    mode = "ro" if readonly else "rwc" if create else "rw"
+    target = f"file:{quote(str(path))}?mode={mode}"  # quoted: a '?' or '#' in the path is part of the name
     conn = await aiosqlite.connect(target, uri=True, isolation_level=None)  # we issue BEGIN/COMMIT ourselves
     try:
         await conn.execute("PRAGMA foreign_keys=ON")
