@@ -98,7 +98,7 @@ async def _connect(media_root: Path) -> aiosqlite.Connection | None:
     path = media_root / db.DB_NAME
     if not path.exists():
         return None
-    conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True)
+    conn = await aiosqlite.connect(db.uri(path), uri=True)
     conn.row_factory = sqlite3.Row
     await conn.execute("PRAGMA busy_timeout=5000")
     return conn

@@ -28,6 +28,7 @@ from bitharbord.providers.base import Context, Observed, Spec
 from bitharbord.reconcile.plan import Action, Verb
 from bitharbord.search import layout
 from bitharbord.storage import state
+from bitharbord.store import db
 from bitharbord.store.db import DB_NAME
 
 
@@ -45,7 +46,7 @@ def _count(db_path: Path, embedder: str) -> tuple[int | None, int | None]:
     if not db_path.exists():
         return None, None
     try:
-        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+        conn = sqlite3.connect(db.uri(db_path), uri=True, timeout=5)
     except sqlite3.Error:
         return None, None
     try:

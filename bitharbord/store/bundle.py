@@ -31,6 +31,7 @@ from typing import Any
 import structlog
 
 from bitharbord.store.blobs import BlobError, BlobStore, HashMismatchError, SourceUnreadableError
+from bitharbord.store.db import uri as db_uri
 from bitharbord.system.atomic import write_atomic
 
 log = structlog.get_logger("bitharbord.store.bundle")
@@ -121,7 +122,7 @@ class Report:
 
 
 def _connect(db: Path, readonly: bool) -> sqlite3.Connection:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True) if readonly else sqlite3.connect(db, timeout=30)
+    conn = sqlite3.connect(db_uri(db), uri=True) if readonly else sqlite3.connect(db, timeout=30)
     conn.row_factory = sqlite3.Row
     if not readonly:
         conn.execute("PRAGMA foreign_keys=ON")

@@ -32,6 +32,7 @@ from bitharbord.catalog.entries import (
     backoff_after_miss,
     backoff_after_temporary,
 )
+from bitharbord.store import db
 
 TABLE = "catalog_entries"
 _COLUMNS = ("key", "kind", "spec_json", "origin", "state", "title", "year", "tmdb_id", "source", "identifier",
@@ -153,7 +154,7 @@ async def transfers(conn: aiosqlite.Connection, keys: Collection[str], now: floa
 
 
 def _ro(path: Path) -> str:
-    return f"file:{path}?mode=ro"
+    return db.uri(path)
 
 
 async def read_entries(path: Path, keys: Collection[str] | None = None) -> list[EntryRow] | None:

@@ -28,11 +28,16 @@ class DbFacts:
     applied: tuple[str, ...]
 
 
+def uri(path: Path | str, mode: str = "ro") -> str:
+    """The SQLite URI of a database file (`uri=True`), quoted: a '?', '#' or '%' in a path is part of its name."""
+    return f"file:{quote(str(path))}?mode={mode}"
+
+
 async def inspect(path: Path) -> DbFacts | None:
     """Read-only: None when there is no database file; never creates one."""
     if not path.exists():
         return None
-    async with aiosqlite.connect(f"file:{path}?mode=ro", uri=True) as conn:
+    async with aiosqlite.connect(uri(path), uri=True) as conn:
         mode = (await (await conn.execute("PRAGMA journal_mode")).fetchone() or ("unknown",))[0]
         has_table = await (
             await conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='_migrations'")
@@ -59,7 +64,7 @@ async def connect(path: Path, *, create: bool = False, readonly: bool = False) -
     The connection is closed again if setting it up fails: aiosqlite runs each connection on a non-daemon
     thread, and one left open keeps the process from exiting."""
     mode = "ro" if readonly else "rwc" if create else "rw"
-    target = f"file:{quote(str(path))}?mode={mode}"  # quoted: a '?' or '#' in the path is part of the name
+    target = uri(path, mode)
     conn = await aiosqlite.connect(target, uri=True, isolation_level=None)  # we issue BEGIN/COMMIT ourselves
     try:
         await conn.execute("PRAGMA foreign_keys=ON")
@@ -109,7 +114,7 @@ def read_schema_version(path: Path) -> str | None:
     """Synchronous read-only peek for status pages: the last applied migration, None without a database."""
     if not path.exists():
         return None
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(uri(path), uri=True)
     try:
         rows = conn.execute("SELECT name FROM _migrations ORDER BY name").fetchall()
     except sqlite3.Error:
@@ -190,7 +195,7 @@ def unreadable(path: Path) -> str | None:
     """Synchronous, read-only: why SQLite cannot use the database file at `path` (garbage, truncated, not a catalog
     database), None when it reads its migration record. Call only for a file that exists."""
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        conn = sqlite3.connect(uri(path), uri=True, timeout=5)
     except sqlite3.Error as exc:
         return f"{path}: SQLite cannot open it: {exc}"
     try:

@@ -768,7 +768,7 @@ async def open_readonly(path: Path) -> aiosqlite.Connection | None:
     """A read-only connection for observers (never creates the file); None without a database."""
     if not path.exists():
         return None
-    conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True)
+    conn = await aiosqlite.connect(db.uri(path), uri=True)
     await conn.execute("PRAGMA busy_timeout=5000")
     return conn
 
