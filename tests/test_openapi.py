@@ -4,6 +4,8 @@ checks that no answer is a 5xx and every answer conforms (status, content type, 
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -198,3 +200,15 @@ def test_a_service_route_with_models_and_literal_schemas(tmp_path: Path) -> None
     assert renamed == "Kind_2" and comps[renamed]["properties"]["name"]["type"] == "integer"
     assert comps["Kind"]["properties"]["name"]["enum"] == ["a", "b"]
     assert set(post["responses"]) == {"201", "400", "401", "403", "409", "413", "415"}
+
+
+def test_document_is_the_committed_copy(tmp_path: Path) -> None:
+    """The API as documented is a contract: any change to a route, a model or an error code shows up here as a
+    diff of tests/golden/openapi.json (regenerate with UPDATE_GOLDEN=1 and read the diff before committing)."""
+    app = init_app(Daemon(Settings.sandboxed(tmp_path / "state", http=None)))
+    actual = json.dumps(openapi.build(app), indent=2, sort_keys=True) + "\n"
+    path = Path(__file__).parent / "golden" / "openapi.json"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(actual)
+    assert path.exists(), f"{path} is missing: run with UPDATE_GOLDEN=1 and review it"
+    assert actual == path.read_text(), "the API changed: UPDATE_GOLDEN=1 regenerates the copy; review its diff"
