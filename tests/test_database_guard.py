@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from bitharborctl.client import ApiError
 from bitharbord.config import Harbor
@@ -301,7 +302,9 @@ def test_a_new_catalog_over_the_old_blobs_on_request(harbord: Harbord) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{h.db}{suffix}").unlink(missing_ok=True)
     config = h.state / "harbor.yaml"
-    config.write_text(config.read_text() + "library: {new_catalog: true}\n")
+    data = yaml.safe_load(config.read_text())
+    data.setdefault("library", {})["new_catalog"] = True  # beside whatever library settings the harness has
+    config.write_text(yaml.safe_dump(data))
     start_bare(h)
     h.until(lambda: h.condition("DatabaseMissing")["status"] is True, "DatabaseMissing", 30)
     time.sleep(3)  # reconcile passes: the loop never takes a destructive action
