@@ -380,17 +380,19 @@ class IngestService:
     def _pending_embed(self, facts: QueueFacts | None) -> tuple[int, str]:
         """(items the embedding worker will take, what else waits and why): the search service's `embed_queue`
         facts (GET /v1/index) while it runs, else the same store query (`store.search.queue_counts`)."""
+        pending = facts.pending_embed if facts else 0  # counted now, in the store (the worker's counts lag)
         search = self.env.shared.get("search") if self.env is not None else None
         facts_of = getattr(search, "embed_queue_facts", None)
         q = facts_of() if callable(facts_of) else None
         if not q or q.get("embedder") is None:
-            return (facts.pending_embed if facts else 0), ""
+            return pending, ""
         why = []
-        if q.get("waiting"):
-            why.append(f"{q['waiting']} waiting: {q.get('waiting_reason')}")
+        if q.get("waiting_reason") and pending:  # the worker is blocked: nothing is taken until that clears
+            why.append(f"{pending} waiting: {q['waiting_reason']}")
+            pending = 0
         if q.get("attempts_ran_out"):
             why.append(f"{q['attempts_ran_out']} failed every attempt (queue --retry-failed)")
-        return int(q.get("takeable") or 0), "; ".join(why)
+        return pending, "; ".join(why)
 
     def conditions(self) -> Sequence[Condition]:
         facts = self._facts
