@@ -191,13 +191,23 @@ def library_traces(media_root: Path, vectors_root: Path, *, first_only: bool = F
     return Traces(blobs, tuple(stores))
 
 
+_DAMAGE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def _is_damage(exc: sqlite3.Error) -> bool:
+    """The file itself is bad (garbage, truncated), not the box around it: out of inodes or space for the -wal and
+    -shm files, an I/O error, a lock are not a reason to restore a database from a backup."""
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _DAMAGE_CODES
+
+
 def unreadable(path: Path) -> str | None:
     """Synchronous, read-only: why SQLite cannot use the database file at `path` (garbage, truncated, not a catalog
-    database), None when it reads its migration record. Call only for a file that exists."""
+    database), None when it reads its migration record, or when it cannot be opened for a reason that is not the
+    file's (each service then says why it waits). Call only for a file that exists."""
     try:
         conn = sqlite3.connect(uri(path), uri=True, timeout=5)
     except sqlite3.Error as exc:
-        return f"{path}: SQLite cannot open it: {exc}"
+        return f"{path}: SQLite cannot open it: {exc}" if _is_damage(exc) else None
     try:
         conn.execute("PRAGMA schema_version").fetchone()
         has = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='_migrations'").fetchone()
@@ -205,7 +215,7 @@ def unreadable(path: Path) -> str | None:
         if not row or not row[0]:
             return f"{path}: holds no migration record (an empty or foreign file, not a catalog database)"
     except sqlite3.Error as exc:
-        return f"{path}: SQLite cannot read it: {exc}"
+        return f"{path}: SQLite cannot read it: {exc}" if _is_damage(exc) else None
     finally:
         conn.close()
     return None
