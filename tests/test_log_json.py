@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.media import make_jpeg
 
@@ -89,6 +90,30 @@ def test_daemon_output_is_only_json_lines(tmp_path: Path) -> None:
 
 
 def test_library_logging_is_json_and_watchfiles_chatter_is_debug() -> None:
+    import logging
+
+
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    # Libraries imported by earlier tests in this process may have quietened these loggers (a level, propagate):
+    # what is under test is our handler, so they start as a fresh daemon has them.
+    names = ("urllib3", "urllib3.connectionpool", "watchfiles", "watchfiles.main")
+    saved = {n: (logging.getLogger(n).level, logging.getLogger(n).propagate, logging.getLogger(n).disabled)
+             for n in names}
+    for n in names:
+        lg = logging.getLogger(n)
+        lg.setLevel(logging.NOTSET)
+        lg.propagate, lg.disabled = True, False
+    try:
+        _check_library_logging(root, before)
+    finally:
+        for n, (lvl, prop, dis) in saved.items():
+            lg = logging.getLogger(n)
+            lg.setLevel(lvl)
+            lg.propagate, lg.disabled = prop, dis
+
+
+def _check_library_logging(root: Any, before: Any) -> None:
     import io
     import logging
 
@@ -96,8 +121,6 @@ def test_library_logging_is_json_and_watchfiles_chatter_is_debug() -> None:
 
     from bitharbord import log
 
-    root = logging.getLogger()
-    before = (list(root.handlers), root.level)
     for level, shown in (("info", False), ("debug", True)):
         out = io.StringIO()
         log.configure(level, stream=out)
