@@ -329,6 +329,17 @@ class SearchService:
             st.close()
             raise
 
+    async def _open_checked(self, directory: Path, embedder: str, dim: int, config: SearchConfig,
+                            conn: aiosqlite.Connection) -> _Gen:
+        """A generation opened and made to agree with the catalog (`_reconcile_rows`), or closed again."""
+        gen = await self._call(self._open_gen, directory, embedder, dim, config)
+        try:
+            await self._reconcile_rows(gen, conn)
+        except BaseException:
+            await self._call(gen.store.close)
+            raise
+        return gen
+
     async def _reconcile_rows(self, gen: _Gen, conn: aiosqlite.Connection) -> None:
         """Check the store belongs to this catalog database, then make the two agree: rows a crash left without an
         idmap row are tombstoned; idmap rows whose vector is gone are retired (so their items are embedded again).
@@ -462,14 +473,8 @@ class SearchService:
             if self._building is not None and self._building.directory == serving_dir:
                 self._serving, self._building = self._building, None
             else:
-                gen = await self._call(self._open_gen, serving_dir, str(manifest["embedder"]),
-                                       int(manifest["dim"]), config)
-                try:
-                    await self._reconcile_rows(gen, conn)
-                except BaseException:
-                    await self._call(gen.store.close)
-                    raise
-                self._serving = gen
+                self._serving = await self._open_checked(serving_dir, str(manifest["embedder"]),
+                                                         int(manifest["dim"]), config, conn)
             await self._finish_swap(where, conn)
         assert self._serving is not None
         for g in (self._serving, self._building):
@@ -484,13 +489,7 @@ class SearchService:
                 await self._call(self._building.store.close)
                 self._building = None
             directory = layout.generation_dir(where.index_root, target)
-            gen = await self._call(self._open_gen, directory, target, dim, config)
-            try:
-                await self._reconcile_rows(gen, conn)
-            except BaseException:
-                await self._call(gen.store.close)
-                raise
-            self._building = gen
+            self._building = await self._open_checked(directory, target, dim, config, conn)
             log.info("search.reembed_started", old=self._serving.embedder, new=target)
         self._db_ident = _file_ident(where.db_path)
         writing = (self._building or self._serving).embedder
