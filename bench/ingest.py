@@ -54,7 +54,7 @@ from bitharbord.config import Harbor, parse
 from bitharbord.ingest.hash import hash_file
 from bitharbord.ingest.pipeline import Pipeline
 from bitharbord.ingest.scan import diff_scan, scan_folder
-from bitharbord.providers.base import Context
+from bitharbord.reconcile.provider import Context
 from bitharbord.providers.library import Library
 from bitharbord.store import db
 from bitharbord.store.blobs import BlobStore, StoredBlob

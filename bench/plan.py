@@ -26,7 +26,7 @@ import contextlib
 
 from bitharbord.config import Harbor, parse
 from bitharbord.providers import registry
-from bitharbord.providers.base import Context
+from bitharbord.reconcile.provider import Context
 from bitharbord.providers.directories import Directories
 from bitharbord.reconcile.planner import Snapshot, make_plan, observe
 from bitharbord.system.runner import RecordingRunner

@@ -32,7 +32,7 @@ from bitharbord.index.search import SearchConfig, Searcher
 from bitharbord.index.vectors import VectorStore
 from bitharbord.metrics import Metrics
 from bitharbord.reconcile.loop import Desired
-from bitharbord.search import layout
+from bitharbord.index import layout
 from bitharbord.search.service import SearchService
 from bitharbord.services import ServiceEnv
 from bitharbord.store import db

@@ -11,7 +11,7 @@ import re
 import sysconfig
 from pathlib import Path
 
-from bitharbord.system.atomic import write_atomic
+from bitharbord.system.fsio import write_atomic
 
 UNIT_NAME = "bitharbord.service"
 DEFAULT_EXEC_START = "/usr/local/bin/bitharbord"

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from bitharbord.reconcile.plan import digest
+from bitharbord.system.canonical import digest
 
 API_VERSION = "bitharbor/v1"
 

@@ -20,17 +20,17 @@ from aiohttp import web
 
 from bitharbord import __version__
 from bitharbord import services as services_mod
-from bitharbord.api.app import init_app
+from bitharbord.api.app import Handles, init_app
 from bitharbord.config import ConfigError, Harbor, load, parse
+from bitharbord.links import Links
 from bitharbord.metrics import Metrics
 from bitharbord.providers import registry
-from bitharbord.providers.base import Context
 from bitharbord.reconcile import executor
 from bitharbord.reconcile.loop import Desired, Loop, Reconciler
 from bitharbord.reconcile.plan import Plan
-from bitharbord.storage.proof import root_ready
+from bitharbord.reconcile.provider import Context
 from bitharbord.store import db
-from bitharbord.system.atomic import write_atomic
+from bitharbord.system.fsio import write_atomic
 from bitharbord.system.runner import ProcessRunner, Runner
 
 log = structlog.get_logger("bitharbord")
@@ -76,15 +76,16 @@ class Daemon:
             journal=executor.Journal(settings.state_dir / "journal.jsonl"), metrics=self.metrics,
         )
         self.loop = Loop(self.reconciler, self.current_desired, stop=self.stop, on_pass=self._on_pass)
-        self.services = services_mod.registered() if services is None else services
+        self.services = registered() if services is None else services
+        self.links = Links()  # each service sets its own field when it starts
         self.env = services_mod.ServiceEnv(desired=self.current_desired, stop=self.stop, metrics=self.metrics,
-                                           runner=self.runner, wake_reconcile=self.loop.wake.set)
+                                           runner=self.runner, wake_reconcile=self.loop.wake.set, links=self.links)
 
     # ------------------------------------------------------------------ desired state
 
     def _context(self, harbor: Harbor) -> Context:
         return Context(runner=self.runner, harbor=harbor, state_dir=self.settings.state_dir,
-                       privileged=os.geteuid() == 0 and self.settings.sandbox is None, shared=self.env.shared)
+                       privileged=os.geteuid() == 0 and self.settings.sandbox is None, links=self.links)
 
     def _make_desired(self, harbor: Harbor, source: str, path: str) -> Desired:
         effective = harbor.rebased(self.settings.sandbox) if self.settings.sandbox else harbor
@@ -153,6 +154,10 @@ class Daemon:
         self.loop.wake.set()
         self._wake_services()
         return plan, report
+
+    def handles(self) -> Handles:
+        """What the API is given: this daemon's control surface (plan, apply, status) and its services."""
+        return Handles.of(self, self.services)
 
     # ------------------------------------------------------------------ status
 
@@ -225,7 +230,7 @@ class Daemon:
         d = self.current_desired()
         if d is None:
             return {"type": services_mod.DATABASE_MISSING, "status": False, "reason": "no configuration applied yet"}
-        ok, why = root_ready(self.env.shared, d.effective.paths.media_root)
+        ok, why = self.links.root_is_ready(d.effective.paths.media_root)
         if not ok:
             return {"type": services_mod.DATABASE_MISSING, "status": False, "reason": f"media storage not ready: {why}"}
         fault = services_mod.database_fault(d.effective)
@@ -268,7 +273,7 @@ class Daemon:
         if self.settings.once:
             await self.loop.run_once()
             return 0 if self.loop.status.last_result in ("converged", "no configuration applied yet") else 1
-        runner = web.AppRunner(init_app(self), handle_signals=False, access_log=None)
+        runner = web.AppRunner(init_app(self.handles()), handle_signals=False, access_log=None)
         await runner.setup()
         try:
             await self._serve(runner)
@@ -387,6 +392,18 @@ class Daemon:
             self.notify("WATCHDOG=1")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), timeout=interval)
+
+
+def registered() -> list[services_mod.Service]:
+    """The services a real daemon runs, in start order."""
+    from bitharbord.catalog.service import CatalogService
+    from bitharbord.ingest.service import IngestService
+    from bitharbord.library.verify_service import VerifyService
+    from bitharbord.ops.bundles import BundleService
+    from bitharbord.pools.service import StorageService
+    from bitharbord.search.service import SearchService
+
+    return [StorageService(), IngestService(), SearchService(), CatalogService(), BundleService(), VerifyService()]
 
 
 def _problem(file: str, message: str) -> Any:

@@ -1,8 +1,9 @@
-"""Long-running parts of the daemon beside the reconcile loop (ingest worker, embedder, catalog, ...).
+"""The service contract: what the daemon lends a long-running service (ServiceEnv), what a service offers
+(Service); how services reach each other is `bitharbord.links.Links`.
 
-Each service owns its routes, its status section and its conditions; the daemon hosts them: starts `run` as a
-named, guarded task, adds `routes()` to the app and merges `status()` into /v1/status. Services register in
-`registered()`; nothing else in the daemon needs to change for a new one."""
+A service (ingest worker, embedding worker, catalog, ...) exposes plain async methods and raises domain errors
+(`bitharbord.errors`); it knows nothing of HTTP: `bitharbord/api/` owns the routes. The daemon starts `run` as
+a named, guarded task and merges `status()` into /v1/status and `conditions()` into the conditions."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from aiohttp import web
-
 from bitharbord.config import Harbor
+from bitharbord.links import Links
 from bitharbord.metrics import Metrics
 from bitharbord.reconcile.loop import Desired
 from bitharbord.store import db as store_db
@@ -44,13 +44,11 @@ class ServiceEnv:
     metrics: Metrics
     runner: Runner
     wake_reconcile: Callable[[], None]
-    shared: dict[str, Any] = field(default_factory=dict)  # services hand each other queues/handles here
+    links: Links = field(default_factory=Links)
 
 
 class Service(Protocol):
     name: str
-
-    def routes(self) -> Sequence[web.RouteDef]: ...
 
     async def run(self, env: ServiceEnv) -> None:
         """Work until env.stop is set, then return (finishing the item in flight)."""
@@ -84,18 +82,6 @@ def database_fault(harbor: Harbor) -> tuple[str, str] | None:
     """(condition type, reason) when the catalog database is missing beside an existing library (blob files or
     vector stores) or is a file SQLite cannot read; None when it is fine or simply not made yet (a fresh install,
     which the reconcile loop creates). Every service pauses with this reason; nothing creates a database then."""
-    from bitharbord.search.layout import vectors_root
+    from bitharbord.index.layout import vectors_root
 
     return store_db.fault(Path(harbor.paths.media_root) / DB_NAME, vectors_root(harbor.paths.index_root))
-
-
-def registered() -> list[Service]:
-    """The services a real daemon runs, in start order."""
-    from bitharbord.catalog.service import CatalogService
-    from bitharbord.ingest.service import IngestService
-    from bitharbord.library.verify_service import VerifyService
-    from bitharbord.ops.bundles import BundleService
-    from bitharbord.search.service import SearchService
-    from bitharbord.storage.service import StorageService
-
-    return [StorageService(), IngestService(), SearchService(), CatalogService(), BundleService(), VerifyService()]

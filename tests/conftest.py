@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bitharbord.config import Harbor, parse
-from bitharbord.providers.base import Context
+from bitharbord.reconcile.provider import Context
 from bitharbord.system.runner import ProcessRunner
 from tests.storage.loops import Loops
 

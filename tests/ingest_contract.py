@@ -1,4 +1,4 @@
-"""A minimal real implementation of the ingest contract the catalog codes against (env.shared["ingest"]):
+"""A minimal real implementation of the ingest contract the catalog codes against (env.links.ingest):
 
     async def submit(path, *, media_type, origin, metadata=None) -> int      (a journal id)
     async def wait(job_id, timeout=None) -> JobResult(stage, media_id, error)

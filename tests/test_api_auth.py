@@ -60,7 +60,7 @@ async def box(tmp_path: Path) -> Box:
 
 @pytest.fixture
 async def client(box: Box, aiohttp_client: ClientMaker) -> TestClient[Any, Any]:
-    return await aiohttp_client(init_app(box.daemon))
+    return await aiohttp_client(init_app(box.daemon.handles()))
 
 
 async def login(client: TestClient[Any, Any], name: str = "alice", password: str = ALICE_PASSWORD) -> str:
@@ -145,7 +145,7 @@ async def test_open_routes_and_web_ui_need_no_token(client: TestClient[Any, Any]
 
 async def test_metrics_can_require_a_token(tmp_path: Path, aiohttp_client: ClientMaker) -> None:
     box = await make_box(tmp_path, extra_http="    metrics_public: false\n")
-    client = await aiohttp_client(init_app(box.daemon))
+    client = await aiohttp_client(init_app(box.daemon.handles()))
     r = await client.get("/metrics")
     assert r.status == 401 and await error_code(r) == "unauthorized"
     r = await client.get("/metrics", headers=bearer(MACHINE_TOKEN))
@@ -162,7 +162,7 @@ def test_config_metrics_public(tmp_path: Path) -> None:
 
 
 async def test_unix_socket_peers_need_no_token(box: Box, tmp_path: Path) -> None:
-    runner = web.AppRunner(init_app(box.daemon))
+    runner = web.AppRunner(init_app(box.daemon.handles()))
     await runner.setup()
     sock = tmp_path / "api.sock"
     await web.UnixSite(runner, str(sock)).start()
@@ -278,11 +278,11 @@ async def test_signing_key_file(box: Box, aiohttp_client: ClientMaker, client: T
     assert not [p for p in key.parent.iterdir() if p.name.endswith(".tmp")]
     token = await login(client)
     # A second app (a restart) uses the same key: the token still works.
-    other = await aiohttp_client(init_app(box.daemon))
+    other = await aiohttp_client(init_app(box.daemon.handles()))
     assert (await other.get("/v1/status", headers=bearer(token))).status == 200
     # A new key (deleted, then made again) voids every token.
     key.unlink()
-    third = await aiohttp_client(init_app(box.daemon))
+    third = await aiohttp_client(init_app(box.daemon.handles()))
     r = await third.get("/v1/status", headers=bearer(token))
     assert r.status == 401 and await error_code(r) == "invalid_token"
     assert key.is_file() and stat.S_IMODE(key.stat().st_mode) == 0o600
@@ -413,8 +413,11 @@ async def test_admin_accounts_added_changed_removed(client: TestClient[Any, Any]
 
 
 async def test_errors_are_json_with_stable_codes(tmp_path: Path, aiohttp_client: ClientMaker) -> None:
-    box = await make_box(tmp_path, services=[Buggy()])
-    client = await aiohttp_client(init_app(box.daemon))
+    buggy = Buggy()
+    box = await make_box(tmp_path, services=[buggy])
+    app = init_app(box.daemon.handles())
+    app.router.add_routes(buggy.routes())  # a route with a bug, behind the real middlewares
+    client = await aiohttp_client(app)
     h = bearer(MACHINE_TOKEN)
     r = await client.post("/v1/plan", data=b"{not json", headers={**h, "Content-Type": "application/json"})
     assert r.status == 400 and await error_code(r) == "bad_json"

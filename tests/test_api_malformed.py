@@ -49,7 +49,7 @@ async def client(box: Box, aiohttp_client: ClientMaker) -> AsyncIterator[TestCli
     bundles = next(s for s in box.daemon.services if s.name == "bundles")
     task = asyncio.create_task(bundles.run(box.daemon.env))
     await asyncio.sleep(0)
-    yield await aiohttp_client(init_app(box.daemon))
+    yield await aiohttp_client(init_app(box.daemon.handles()))
     task.cancel()
 
 

@@ -21,7 +21,7 @@ from bitharbord.catalog.archive import (
 )
 from bitharbord.catalog.match import Want, rank_candidates
 from bitharbord.config import Archive
-from bitharbord.providers.base import TemporaryError
+from bitharbord.reconcile.provider import TemporaryError
 from tests.fakes.archive import FakeArchive, FakeFile, FakeItem, blob
 
 Server = Callable[..., Awaitable[TestServer]]

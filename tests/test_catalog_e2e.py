@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestServer
 
-from bitharbord.services import registered
+from bitharbord.daemon import registered
 from tests.conftest import harbor_text
 from tests.fakes.archive import FakeArchive
 from tests.fakes.tmdb import FakeTmdb

@@ -116,7 +116,7 @@ class Box:
 
     def use_ingest(self, **kwargs: Any) -> LocalIngest:
         ingest = LocalIngest(self.media_root, self.db_path, **kwargs)
-        self.daemon.env.shared["ingest"] = ingest
+        self.daemon.env.links.ingest = ingest
         return ingest
 
     def network_requests(self) -> int:
@@ -572,7 +572,7 @@ async def test_the_running_daemon_acquires_a_wanted_title_on_its_own(box: Box, t
                          tmdb_options={"retries": 1, "backoff": 0.0, "sleep": _no_sleep}, ingest_timeout=30)
     daemon = Daemon(Settings.sandboxed(state, http=None), services=[svc])
     media_root = state / "root" / "box" / "media"
-    daemon.env.shared["ingest"] = LocalIngest(media_root, media_root / "bitharbor.db")
+    daemon.env.links.ingest = LocalIngest(media_root, media_root / "bitharbor.db")
     task = asyncio.create_task(daemon.run())
     seen: list[str] = []
     try:

@@ -100,7 +100,7 @@ async def box(tmp_path: Path) -> Box:
 
 @pytest.fixture
 async def client(box: Box, aiohttp_client: ClientMaker) -> TestClient[Any, Any]:
-    return await aiohttp_client(init_app(box.daemon))
+    return await aiohttp_client(init_app(box.daemon.handles()))
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))

@@ -24,13 +24,13 @@ import yaml
 
 from bitharborctl.client import ApiError
 from bitharbord.config import Harbor
+from bitharbord.index import layout
 from bitharbord.providers import registry
-from bitharbord.providers.base import Context
 from bitharbord.providers.database import db_path
 from bitharbord.reconcile import executor
 from bitharbord.reconcile.plan import Plan, Verb
 from bitharbord.reconcile.planner import make_plan, observe
-from bitharbord.search import layout
+from bitharbord.reconcile.provider import Context
 from tests.test_search_faults import REPO, Harbord, library, search_status
 
 Make = Callable[[str], Harbor]

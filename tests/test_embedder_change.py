@@ -36,13 +36,12 @@ from PIL import Image
 from bitharborctl.cli import main as ctl
 from bitharborctl.client import ApiError, Client
 from bitharbord import log
-from bitharbord import services as services_mod
 from bitharbord.config import Embedding
-from bitharbord.daemon import Daemon, Settings
+from bitharbord.daemon import Daemon, Settings, registered
 from bitharbord.embed.base import Embedder
 from bitharbord.embed.imagebind import ImageBindEmbedder
 from bitharbord.embed.minilm import MiniLMEmbedder
-from bitharbord.search import layout
+from bitharbord.index import layout
 from bitharbord.search.service import SearchService
 from tests.imagebind_tiny import TINY, save_tiny
 
@@ -114,7 +113,7 @@ async def until(check: Callable[[], bool], what: str, timeout: float = 240) -> N
 @contextlib.asynccontextmanager
 async def running(state: Path, factory: Callable[[Embedding], Embedder]) -> AsyncIterator[Box]:
     services = [SearchService(embedder_factory=factory, poll_interval=0.2) if s.name == "search" else s
-                for s in services_mod.registered()]
+                for s in registered()]
     log.configure("info", json=False)  # the daemon's logs on stderr (structlog's default is stdout)
     daemon = Daemon(Settings.sandboxed(state, http=None), services=services)
     task = asyncio.create_task(daemon.run())

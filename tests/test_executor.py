@@ -12,11 +12,11 @@ import pytest
 from bitharbord.config import Harbor
 from bitharbord.metrics import Metrics
 from bitharbord.providers import registry
-from bitharbord.providers.base import Context
 from bitharbord.reconcile import executor
 from bitharbord.reconcile.executor import DestroyNotAllowed, Outcome, StalePlan
 from bitharbord.reconcile.plan import Action, Plan, Verb
 from bitharbord.reconcile.planner import make_plan, observe
+from bitharbord.reconcile.provider import Context
 
 Make = Callable[[str], Harbor]
 Ctx = Callable[[Harbor], Context]

@@ -16,8 +16,8 @@ from blake3 import blake3
 
 from bitharbord.config import Harbor, parse
 from bitharbord.ingest.pipeline import Pipeline
+from bitharbord.links import Links
 from bitharbord.providers import library as library_mod
-from bitharbord.providers.base import Context, Provider
 from bitharbord.providers.database import Database, db_path
 from bitharbord.providers.directories import Directories
 from bitharbord.providers.index import IndexStore
@@ -25,6 +25,7 @@ from bitharbord.providers.library import Library
 from bitharbord.reconcile import executor
 from bitharbord.reconcile.plan import Plan, Verb
 from bitharbord.reconcile.planner import make_plan, observe
+from bitharbord.reconcile.provider import Context, Provider
 from bitharbord.reconcile.render import render
 from bitharbord.store.blobs import stored_digests
 from bitharbord.store.ingest import IngestStore
@@ -253,7 +254,7 @@ async def test_unmounted_pool_plans_nothing_and_marks_nothing_vanished(
 
 
 class FakeIngest:
-    """Stands in for the running ingest service as the provider sees it through Context.shared["ingest"]."""
+    """Stands in for the running ingest service as the provider sees it through Context.links.ingest."""
 
     def __init__(self, db: Path) -> None:
         self.db, self.ready = db, (False, "pool tank is not mounted")
@@ -279,7 +280,7 @@ class FakeIngest:
 async def test_media_storage_not_ready_plans_nothing(world: World) -> None:
     age(make_jpeg(world.inbox / "a.jpg"))
     ingest = FakeIngest(db_path(world.harbor))
-    world.ctx.shared = {"ingest": ingest}
+    world.ctx.links = Links(ingest=ingest)  # type: ignore[arg-type]
     assert library_actions(await world.plan()) == []
     assert ingest.folders == {str(world.inbox): "media storage not ready: pool tank is not mounted"}
     ingest.ready = (True, "")
@@ -287,7 +288,7 @@ async def test_media_storage_not_ready_plans_nothing(world: World) -> None:
     assert ingest.woken and ingest.folders == {}  # the ingest workers were woken
     # an ingest service of another database is not asked
     other = FakeIngest(world.inbox.parent / "elsewhere.db")
-    world.ctx.shared = {"ingest": other}
+    world.ctx.links = Links(ingest=other)  # type: ignore[arg-type]
     age(make_jpeg(world.inbox / "b.jpg", color=(1, 2, 3)))
     await world.apply()
     assert other.woken == 0 and other.folders == {}

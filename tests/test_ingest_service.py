@@ -74,14 +74,13 @@ async def until(check: Callable[[], bool], timeout: float = 60) -> None:
         await asyncio.sleep(0.05)
 
 
-async def start(tmp_path: Path, service: IngestService, shared: dict[str, Any] | None = None) -> Running:
+async def start(tmp_path: Path, service: IngestService) -> Running:
     state = tmp_path / "state"
     state.mkdir()
     # files under tmp_path/camera may be ingested from the server (library.import_roots)
     (state / "harbor.yaml").write_text(CONFIG.replace("reconcile:", f"  import_roots: [{tmp_path / 'camera'}]\n"
                                                                     "reconcile:"))
     daemon = Daemon(Settings.sandboxed(state, http=None), services=[service])
-    daemon.env.shared.update(shared or {})
     task = asyncio.create_task(daemon.run())
     running = Running(daemon, service, state, task)
     await until(lambda: (state / "bitharbord.sock").exists() and service.session is not None)
@@ -97,7 +96,7 @@ async def harbor(tmp_path: Path) -> AsyncIterator[Running]:
 
 
 async def test_catalog_contract_submit_and_wait(harbor: Running, tmp_path: Path) -> None:
-    ingest = harbor.daemon.env.shared["ingest"]
+    ingest = harbor.daemon.env.links.ingest
     assert ingest is harbor.service
     film = make_video(harbor.root / "media" / ".incoming" / "nosferatu" / "Nosferatu.mp4", seconds=1, audio=False)
     meta = {"title": "Nosferatu", "tmdb_id": 653, "year": 1922, "cast": ["Max Schreck"], "genres": ["Horror"]}
@@ -225,7 +224,7 @@ async def test_paused_while_media_storage_is_not_ready(tmp_path: Path) -> None:
     (state / "harbor.yaml").write_text(CONFIG.replace("reconcile:", f"  import_roots: [{tmp_path / 'camera'}]\n"
                                                                     "reconcile:"))
     daemon = Daemon(Settings.sandboxed(state, http=None), services=[service])
-    daemon.env.shared["storage.media_ready"] = media_ready
+    daemon.env.links.media_ready = media_ready
     task = asyncio.create_task(daemon.run())
     try:
         await until(lambda: (state / "root" / "box" / "media" / "bitharbor.db").exists())

@@ -39,7 +39,7 @@ EXAMPLES = 25  # per operation and mode; derandomized, so a run is repeatable
 
 def test_every_route_is_documented(tmp_path: Path) -> None:
     """Walks the router of the app a real daemon serves (all registered services): none undocumented."""
-    app = init_app(Daemon(Settings.sandboxed(tmp_path / "state", http=None)))
+    app = init_app(Daemon(Settings.sandboxed(tmp_path / "state", http=None)).handles())
     routes = openapi.api_routes(app)
     assert len(routes) >= 15
     assert openapi.undocumented(app) == [], "add @schemas.route(...) to these handlers (see bitharbord/api/schemas.py)"
@@ -58,7 +58,7 @@ def test_every_route_is_documented(tmp_path: Path) -> None:
 
 def test_document_resolves(tmp_path: Path) -> None:
     """Every $ref points at a component that exists."""
-    app = init_app(Daemon(Settings.sandboxed(tmp_path / "state", http=None)))
+    app = init_app(Daemon(Settings.sandboxed(tmp_path / "state", http=None)).handles())
     doc = openapi.build(app)
     components = doc["components"]["schemas"]
     refs: list[str] = []
@@ -96,7 +96,7 @@ def api_schema(live: Live) -> Any:
 def _operations() -> list[tuple[str, str, GenerationMode]]:
     """The routes a real daemon serves (every registered service), known without starting one; invalid input is
     generated for those that take any (parameters or a body)."""
-    app = init_app(Daemon(Settings.sandboxed(Path("/nonexistent/bitharbor-state"), http=None)))
+    app = init_app(Daemon(Settings.sandboxed(Path("/nonexistent/bitharbor-state"), http=None)).handles())
     doc = openapi.build(app)
     out = []
     for method, path, _ in openapi.api_routes(app):
@@ -185,8 +185,10 @@ def test_a_service_route_with_models_and_literal_schemas(tmp_path: Path) -> None
 
             return [web.get("/v1/svc/search", search), web.post("/v1/svc", add)]
 
-    daemon = Daemon(Settings.sandboxed(tmp_path / "state", http=None), services=[Svc()])  # type: ignore[list-item]
-    doc = openapi.build(init_app(daemon))
+    daemon = Daemon(Settings.sandboxed(tmp_path / "state", http=None))
+    app = init_app(daemon.handles())
+    app.router.add_routes(Svc().routes())
+    doc = openapi.build(app)
     comps = doc["components"]["schemas"]
     get = doc["paths"]["/v1/svc/search"]["get"]
     params = {p["name"]: p for p in get["parameters"]}
@@ -205,7 +207,7 @@ def test_a_service_route_with_models_and_literal_schemas(tmp_path: Path) -> None
 def test_document_is_the_committed_copy(tmp_path: Path) -> None:
     """The API as documented is a contract: any change to a route, a model or an error code shows up here as a
     diff of tests/golden/openapi.json (regenerate with UPDATE_GOLDEN=1 and read the diff before committing)."""
-    app = init_app(Daemon(Settings.sandboxed(tmp_path / "state", http=None)))
+    app = init_app(Daemon(Settings.sandboxed(tmp_path / "state", http=None)).handles())
     actual = json.dumps(openapi.build(app), indent=2, sort_keys=True) + "\n"
     path = Path(__file__).parent / "golden" / "openapi.json"
     if os.environ.get("UPDATE_GOLDEN"):

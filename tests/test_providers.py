@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from bitharbord.config import Embedding, Harbor
+from bitharbord.index import layout
 from bitharbord.providers import registry
-from bitharbord.providers.base import Context
 from bitharbord.providers.database import Database, db_path
 from bitharbord.reconcile import executor
 from bitharbord.reconcile.plan import Plan, Verb
 from bitharbord.reconcile.planner import make_plan, observe
-from bitharbord.search import layout
+from bitharbord.reconcile.provider import Context
 from bitharbord.store import db
 from bitharbord.store.migrations import MIGRATIONS, Migration
 

@@ -30,7 +30,7 @@ from urllib.parse import urlencode
 import pytest
 
 from bitharborctl.client import ApiError, Client
-from bitharbord.search import layout
+from bitharbord.index import layout
 from tests.daemon import verify_clean
 
 REPO = Path(__file__).resolve().parents[1]

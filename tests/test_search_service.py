@@ -25,8 +25,8 @@ from bitharbord.config import Embedding
 from bitharbord.daemon import Daemon, Settings
 from bitharbord.embed.base import Embedder
 from bitharbord.embed.minilm import MiniLMEmbedder
+from bitharbord.index import layout
 from bitharbord.index.vectors import VectorStore
-from bitharbord.search import layout
 from bitharbord.search.service import SearchService
 from tests.media import make_jpeg
 
@@ -347,13 +347,13 @@ async def test_service_starts_without_loading_the_model(tmp_path: Path) -> None:
 
 async def test_ingest_wakes_the_embedding_worker(tmp_path: Path, minilm: MiniLMEmbedder) -> None:
     """A photo dropped into a watch folder is searchable long before the worker's own poll (300 s here)."""
-    from bitharbord import services as services_mod
+    from bitharbord.daemon import registered
 
     state = tmp_path / "state"
     state.mkdir()
     (state / "harbor.yaml").write_text(CONFIG + "library:\n  watch:\n    - {path: /box/inbox, type: personal}\n")
     service = SearchService(embedder_factory=lambda cfg: minilm, poll_interval=300)
-    services = [service if s.name == "search" else s for s in services_mod.registered()]
+    services = [service if s.name == "search" else s for s in registered()]
     daemon = Daemon(Settings.sandboxed(state, http=None), services=services)
     task = asyncio.create_task(daemon.run())
     box = Box(daemon, service, state, task)

@@ -7,8 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from bitharborctl.client import Client
 from bitharbord.daemon import Daemon, Settings
 from bitharbord.services import Condition, ServiceEnv
@@ -23,12 +21,6 @@ class Ticker:
         self.ticks = 0
         self.crashed = False
         self.stopped_cleanly = False
-
-    def routes(self) -> Sequence[web.RouteDef]:
-        async def ticks(request: web.Request) -> web.Response:
-            return web.json_response({"ticks": self.ticks})
-
-        return [web.get("/v1/ticker", ticks)]
 
     async def run(self, env: ServiceEnv) -> None:
         if not self.crashed:
@@ -56,8 +48,6 @@ async def test_services_are_hosted(tmp_path: Path) -> None:
             break
         await asyncio.sleep(0.05)
     client = Client(socket_path=str(sock))
-    route = await asyncio.to_thread(client.request, "GET", "/v1/ticker")
-    assert route["ticks"] > 0
     status = await asyncio.to_thread(client.request, "GET", "/v1/status")
     assert status["services"]["ticker"]["ticks"] > 0
     assert any(c["type"] == "Ticking" and c["status"] for c in status["conditions"])
@@ -74,9 +64,6 @@ class Flag:
 
     def __init__(self) -> None:
         self.up = False
-
-    def routes(self) -> Sequence[web.RouteDef]:
-        return []
 
     async def run(self, env: ServiceEnv) -> None:
         await env.stop.wait()

@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 
 from bitharbord.daemon import Daemon, Settings
-from bitharbord.providers.base import TemporaryError
+from bitharbord.pools.mounttab import unit_name
+from bitharbord.pools.service import StorageService
 from bitharbord.providers.mounts import Mounts
 from bitharbord.reconcile.plan import Action, Verb
+from bitharbord.reconcile.provider import TemporaryError
 from bitharbord.reconcile.render import render
-from bitharbord.storage.mounttab import unit_name
-from bitharbord.storage.service import StorageService
 from bitharbord.system.runner import Result, Runner
 from tests.storage.loops import Loops, run, sh
 
@@ -88,7 +88,7 @@ async def test_missing_disk_at_start_creates_nothing_and_is_not_ready(tmp_path: 
     conds = conditions(d)
     assert conds["DiskMissing"]["status"] and conds["MountMissing"]["status"]
     assert conds["Ready"]["status"] is False and "pool media" in str(conds["Ready"]["reason"])
-    ok, reason = d.env.shared["storage.media_ready"]()
+    ok, reason = d.env.links.media_ready()
     assert not ok and "pool media is not mounted" in reason
     await d.loop.run_once()
     assert os.listdir(mount) == []
@@ -100,7 +100,7 @@ async def test_missing_disk_at_start_creates_nothing_and_is_not_ready(tmp_path: 
     assert db.read_bytes() == before and (mount / "media" / "keep.txt").read_text() == "on the pool\n"
     await svc.refresh()
     assert conditions(d)["Ready"]["status"] is True
-    assert d.env.shared["storage.media_ready"]()[0]
+    assert d.env.links.media_ready()[0]
 
 
 class SystemctlAsSystemd:

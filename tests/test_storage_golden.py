@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 
 from bitharbord.config import Harbor
+from bitharbord.pools import observe as storage_observe
 from bitharbord.providers.arrays import Arrays
-from bitharbord.providers.base import Context, Provider
 from bitharbord.providers.disks import Disks
 from bitharbord.providers.filesystems import Filesystems
 from bitharbord.providers.mounts import Mounts
 from bitharbord.reconcile.plan import Plan
 from bitharbord.reconcile.planner import make_plan, observe
+from bitharbord.reconcile.provider import Context, Provider
 from bitharbord.reconcile.render import render
-from bitharbord.storage import observe as storage_observe
 from tests.storage.replay import load_scene
 
 GOLDEN = Path(__file__).resolve().parent / "storage" / "golden"

@@ -13,12 +13,12 @@ import pytest
 
 from bitharbord.config import ConfigError
 from bitharbord.daemon import Daemon, Settings
+from bitharbord.pools.mounttab import unit_name
+from bitharbord.pools.pools import mkfs_argv, planned_uuid
+from bitharbord.pools.service import StorageService
 from bitharbord.reconcile.executor import DestroyNotAllowed
 from bitharbord.reconcile.plan import Plan, Verb
 from bitharbord.reconcile.render import render
-from bitharbord.storage.mounttab import unit_name
-from bitharbord.storage.pools import mkfs_argv, planned_uuid
-from bitharbord.storage.service import StorageService
 from bitharbord.system.facts import parse_blkid_export, parse_findmnt
 from tests.storage.loops import GuardError, Loops, run, sh
 
@@ -110,7 +110,7 @@ async def test_single_disk_pool_converges(tmp_path: Path, loops: Loops, fs: str)
     await svc.refresh()
     conds = {c.type: c for c in svc.conditions()}
     assert conds["MountMissing"].status and not conds["DiskMissing"].status
-    ok, reason = d.env.shared["storage.media_ready"]()
+    ok, reason = d.env.links.media_ready()
     assert not ok and "ingest is paused" in reason
     drift = await d.plan(d.current_desired() or desired)
     pool = [(a.verb, a.address) for a in drift.actions if a.kind in ("disk", "array", "fs", "mount")]
@@ -124,7 +124,7 @@ async def test_single_disk_pool_converges(tmp_path: Path, loops: Loops, fs: str)
     await svc.refresh()
     conds = {c.type: c for c in svc.conditions()}
     assert not conds["MountMissing"].status and not conds["DiskFull"].status
-    assert "used" in conds["DiskFull"].reason and d.env.shared["storage.media_ready"]()[0]
+    assert "used" in conds["DiskFull"].reason and d.env.links.media_ready()[0]
     assert f'bitharbor_mount_present{{mount="{mount}"}} 1.0' in d.metrics.scrape().decode()
 
 

@@ -6,20 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from bitharbord.config import Harbor, parse
-from bitharbord.storage.devices import list_devices
-from bitharbord.storage.health import FsHealth, PoolHealth, conditions
-from bitharbord.storage.observe import StorageFacts
-from bitharbord.storage.pools import assess, pool_specs
-from bitharbord.storage.proof import (
+from bitharbord.links import Links
+from bitharbord.pools.devices import list_devices
+from bitharbord.pools.health import FsHealth, PoolHealth, conditions
+from bitharbord.pools.observe import StorageFacts
+from bitharbord.pools.pools import assess, pool_specs
+from bitharbord.pools.proof import (
     RootProver,
-    filesystem_identity,
     judge,
-    mount_of,
-    parse_mountinfo,
     pool_of,
-    root_ready,
 )
 from bitharbord.system.facts import BlkidInfo, BlockDevice
+from bitharbord.system.mountinfo import filesystem_identity, mount_of, parse_mountinfo
 
 MOUNTINFO = """\
 22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
@@ -131,12 +129,12 @@ def test_zero_byte_device_is_not_free() -> None:
 
 
 def test_root_ready_for_services() -> None:
-    assert root_ready({}, "/srv/h/index") == (True, "no storage service")
-    assert root_ready({"storage.root_ready": lambda p: (False, f"{p}: pool media is not mounted")},
-                      "/srv/h/index") == (False, "/srv/h/index: pool media is not mounted")
+    assert Links().root_is_ready("/srv/h/index") == (True, "no storage service")
+    assert Links(root_ready=lambda p: (False, f"{p}: pool media is not mounted")).root_is_ready(
+        "/srv/h/index") == (False, "/srv/h/index: pool media is not mounted")
 
     def broken(path: str) -> tuple[bool, str]:
         raise OSError("mountinfo unreadable")
 
-    assert root_ready({"storage.root_ready": broken}, "/x") == (
+    assert Links(root_ready=broken).root_is_ready("/x") == (
         False, "the storage readiness check failed: mountinfo unreadable")

@@ -16,8 +16,12 @@ import pytest
 from bitharborctl.commands.storage import render_devices
 from bitharbord.config import Harbor
 from bitharbord.metrics import Metrics
+from bitharbord.pools import health
+from bitharbord.pools import observe as storage_observe
+from bitharbord.pools.devices import list_devices
+from bitharbord.pools.pools import StorageError, assess, planned_uuid, pool_specs
+from bitharbord.pools.service import StorageService
 from bitharbord.providers.arrays import Arrays
-from bitharbord.providers.base import Context, Provider
 from bitharbord.providers.disks import Disks
 from bitharbord.providers.filesystems import Filesystems
 from bitharbord.providers.mounts import Mounts
@@ -25,13 +29,9 @@ from bitharbord.reconcile.executor import DestroyNotAllowed, check_destroy
 from bitharbord.reconcile.loop import Desired
 from bitharbord.reconcile.plan import Plan, Verb
 from bitharbord.reconcile.planner import make_plan, observe
+from bitharbord.reconcile.provider import Context, Provider
 from bitharbord.reconcile.render import render
 from bitharbord.services import ServiceEnv
-from bitharbord.storage import health
-from bitharbord.storage import observe as storage_observe
-from bitharbord.storage.devices import list_devices
-from bitharbord.storage.pools import StorageError, assess, planned_uuid, pool_specs
-from bitharbord.storage.service import StorageService
 from tests.storage.replay import ReplayRunner, Scene, UnexpectedCommand, load_scene, scene_names
 
 STORAGE: list[Provider] = [Disks(), Arrays(), Filesystems(), Mounts()]
@@ -344,10 +344,10 @@ async def test_service_status_conditions_metrics(tmp_path: Path) -> None:
     assert 'bitharbor_disk_present{disk="/dev/vda",pool="media"} 1.0' in scrape
     assert 'bitharbor_mount_present{mount="/srv/harbor"} 1.0' in scrape
     assert 'bitharbor_filesystem_size_bytes{mount="/srv/harbor"}' in scrape
-    assert box.env.shared["storage.media_ready"]() == (True, "media_root is on a mounted pool")
+    assert box.env.links.media_ready() == (True, "media_root is on a mounted pool")
     # The mount goes away: ingest is told to pause.
     mountinfo.write_text("22 1 0:21 / / rw - ext4 /dev/root rw\n")
-    ok, reason = box.env.shared["storage.media_ready"]()
+    ok, reason = box.env.links.media_ready()
     assert not ok and "pool media is not mounted at /srv/harbor" in reason and "paused" in reason
 
 

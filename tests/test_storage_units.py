@@ -11,10 +11,8 @@ from typing import Any
 import pytest
 
 from bitharbord.config import Harbor, parse
-from bitharbord.providers import registry
-from bitharbord.reconcile.planner import Snapshot, make_plan
-from bitharbord.storage.health import PoolHealth, conditions
-from bitharbord.storage.mounttab import (
+from bitharbord.pools.health import PoolHealth, conditions
+from bitharbord.pools.mounttab import (
     fstab_entries,
     fstab_line,
     mangle,
@@ -24,9 +22,11 @@ from bitharbord.storage.mounttab import (
     unit_name,
     unit_value_problem,
 )
-from bitharbord.storage.observe import MountConfig, StorageFacts
-from bitharbord.storage.pools import assess, mkfs_argv, planned_uuid, pool_specs
-from bitharbord.storage.service import media_ready_for
+from bitharbord.pools.observe import MountConfig, StorageFacts
+from bitharbord.pools.pools import assess, mkfs_argv, planned_uuid, pool_specs
+from bitharbord.pools.service import media_ready_for
+from bitharbord.providers import registry
+from bitharbord.reconcile.planner import Snapshot, make_plan
 from bitharbord.system.facts import BlkidInfo, BlockDevice, Mount, parse_blkid_export, parse_lsblk, parse_mdstat
 
 FACTS = Path(__file__).resolve().parent / "facts"
@@ -286,7 +286,7 @@ def test_media_ready() -> None:
 
 
 def test_disk_full_condition() -> None:
-    from bitharbord.storage.health import FsHealth
+    from bitharbord.pools.health import FsHealth
 
     def pool(used: int) -> PoolHealth:
         return PoolHealth("media", "none", "/srv/harbor", True, "/dev/sdb", (("/dev/sdb", "/dev/sdb"),), None,

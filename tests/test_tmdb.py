@@ -24,7 +24,7 @@ from bitharbord.catalog.tmdb import (
     read_key,
 )
 from bitharbord.config import Tmdb
-from bitharbord.providers.base import TemporaryError
+from bitharbord.reconcile.provider import TemporaryError
 from tests.fakes.tmdb import FakeTmdb
 
 KEY = "0123456789abcdef0123456789abcdef"

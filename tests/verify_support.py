@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bitharbord.index import layout
 from bitharbord.index.search import SearchConfig, Searcher
 from bitharbord.index.vectors import VectorStore
 from bitharbord.library.verify import Library
-from bitharbord.search import layout
 from bitharbord.store import db
 from bitharbord.store import search as search_store
 from bitharbord.store.blobs import BlobStore

@@ -247,7 +247,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"bitharborctl: the answers do not make a valid harbor.yaml:\n{exc}", file=sys.stderr)
         return 1
-    from bitharbord.system.atomic import write_atomic
+    from bitharbord.system.fsio import write_atomic
 
     write_atomic(out.resolve(), text.encode(), mode=0o640)
     print(f"wrote {out}; next: bitharborctl plan -f {out}")

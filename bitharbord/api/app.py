@@ -15,21 +15,32 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
-from bitharbord.api import access, login, media, openapi, schemas, ui
+from bitharbord.api import access, bundles, catalog, ingest, login, media, openapi, schemas, search, storage, ui, verify
 from bitharbord.api.auth import COOKIE, Auth, Principal
 from bitharbord.api.errors import ApiError, Handler, json_errors
 from bitharbord.api.errors import error as error
-from bitharbord.api.keys import AUTH, DAEMON, OPENAPI, PRINCIPAL
+from bitharbord.api.keys import (
+    AUTH,
+    BUNDLES,
+    CATALOG,
+    CONTROL,
+    INGEST,
+    OPENAPI,
+    PRINCIPAL,
+    SEARCH,
+    STORAGE,
+    VERIFY,
+    Handles,
+)
 from bitharbord.config import ConfigError, locate
 from bitharbord.reconcile.executor import ApplyRefused, DestroyNotAllowed, StalePlan
 from bitharbord.reconcile.plan import Plan
 
 if TYPE_CHECKING:
-    from bitharbord.daemon import Daemon
     from bitharbord.reconcile.loop import Desired
 
 log = structlog.get_logger("bitharbord.api")
-__all__ = ["DAEMON", "init_app"]
+__all__ = ["Handles", "init_app"]
 MAX_BODY = 4 * 1024 * 1024  # a harbor.yaml or a saved plan; uploads get their own route and cap
 
 # Over TCP these need no token (matched on the route's template, never on the raw path); the web UI's files
@@ -39,7 +50,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
 def _metrics_public(request: web.Request) -> bool:
-    desired = request.app[DAEMON].current_desired()
+    desired = request.app[CONTROL].current_desired()
     return desired.harbor.server.http.metrics_public if desired else True
 
 
@@ -57,14 +68,14 @@ def _open_over_tcp(request: web.Request) -> bool:
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Unix socket: the peer's credentials (root, the daemon's user, the socket group). TCP: a valid token
     (JWT from /v1/auth/login, or server.http.token_file's machine token) except on the open routes."""
-    daemon = request.app[DAEMON]
+    control = request.app[CONTROL]
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is not None and sock.family == socket.AF_UNIX:
         peer = access.peer_credentials(sock)
-        if not access.unix_peer_allowed(peer, daemon.socket_group):
+        if not access.unix_peer_allowed(peer, control.socket_group):
             log.warning("access.denied", uid=peer.uid, pid=peer.pid, path=request.path)
             raise ApiError(403, "forbidden", f"uid {peer.uid} is neither root nor in group "
-                                             f"{daemon.socket_group or '(none configured)'}")
+                                             f"{control.socket_group or '(none configured)'}")
         request[PRINCIPAL] = Principal(f"uid:{peer.uid}", "unix")
     elif not _open_over_tcp(request):
         try:
@@ -164,20 +175,20 @@ async def healthz(request: web.Request) -> web.Response:
 @schemas.route(summary="How the box is: config, reconcile state, conditions, and each service's section",
                tags=["core"], responses={200: STATUS_SCHEMA})
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[DAEMON].status())
+    return web.json_response(request.app[CONTROL].status())
 
 
 @schemas.route(summary="Prometheus metrics (open over TCP unless server.http.metrics_public is false)",
                tags=["core"], responses={200: schemas.Resp({"type": "string"}, "Prometheus text format",
                                                           "text/plain")}, public=True)
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[DAEMON].metrics.scrape()
+    body = request.app[CONTROL].metrics.scrape()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "X-Content-Type-Options": "nosniff"})
 
 
 @schemas.route(summary="The harbor.yaml in force", tags=["core"], responses={200: ConfigInForce})
 async def config(request: web.Request) -> web.Response:
-    desired = request.app[DAEMON].current_desired()
+    desired = request.app[CONTROL].current_desired()
     if desired is None:
         return web.json_response({"path": None, "source": None, "digest": None})
     return web.json_response({"path": desired.path, "source": desired.source, "digest": desired.harbor.digest})
@@ -186,12 +197,12 @@ async def config(request: web.Request) -> web.Response:
 @schemas.route(summary="Plan: what applying harbor.yaml would do (changes nothing)", tags=["core"],
                body=PlanBody, body_required=False, responses={200: PlanResult}, errors=[422])
 async def plan(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON]
+    control = request.app[CONTROL]
     desired = None
     try:
         body = await _body(request)
-        desired = daemon.desired_from(body.get("config"), body.get("path"))
-        result = await daemon.plan(desired)
+        desired = control.desired_from(body.get("config"), body.get("path"))
+        result = await control.plan(desired)
     except _Bad as bad:
         return bad.response
     except ConfigError as exc:
@@ -203,7 +214,7 @@ async def plan(request: web.Request) -> web.Response:
                tags=["core"], body=ApplyBody, body_required=False, responses={200: ApplyResult},
                errors=[409, 422])
 async def apply(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON]
+    control = request.app[CONTROL]
     desired = None
     try:
         body = await _body(request)
@@ -217,13 +228,13 @@ async def apply(request: web.Request) -> web.Response:
                 saved = Plan.from_dict(body["plan"])
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise _bad("bad_plan", f"not a saved BitHarbor plan: {exc}") from None
-            desired = daemon.desired_from(saved.config_source, saved.config_path)
+            desired = control.desired_from(saved.config_source, saved.config_path)
             if desired.harbor.digest != saved.config_digest:
                 raise _bad("bad_plan", "the saved plan's configuration does not match its digest")
-            result_plan, report = await daemon.apply(desired, saved, allow_destroy=allow_destroy)
+            result_plan, report = await control.apply(desired, saved, allow_destroy=allow_destroy)
         else:
-            desired = daemon.desired_from(body.get("config"), body.get("path"))
-            result_plan, report = await daemon.apply(desired, None, allow_destroy=allow_destroy)
+            desired = control.desired_from(body.get("config"), body.get("path"))
+            result_plan, report = await control.apply(desired, None, allow_destroy=allow_destroy)
     except _Bad as bad:
         return bad.response
     except ConfigError as exc:
@@ -251,10 +262,12 @@ async def _on_startup(app: web.Application) -> None:
     app[AUTH].ensure_key()
 
 
-def init_app(daemon: Daemon) -> web.Application:
+def init_app(handles: Handles) -> web.Application:
+    """The app over typed handles (the daemon's `handles()`): core routes, auth, media, each running service's
+    routes in the daemon's service order, the OpenAPI document and the web UI."""
     app = web.Application(middlewares=[json_errors, guard], client_max_size=MAX_BODY)
-    app[DAEMON] = daemon
-    app[AUTH] = Auth(daemon)
+    app[CONTROL] = handles.control
+    app[AUTH] = Auth(handles.control)
     app[OPENAPI] = {}
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
@@ -264,11 +277,27 @@ def init_app(daemon: Daemon) -> web.Application:
     app.router.add_post("/v1/apply", apply)
     app.router.add_get("/v1/openapi.json", openapi_json)
     app.router.add_routes(login.routes())
-    for service in daemon.services:
-        app.router.add_routes(service.routes())
+    if handles.storage is not None:
+        app[STORAGE] = handles.storage
+        app.router.add_routes(storage.routes(handles))
+    if handles.ingest is not None:
+        app[INGEST] = handles.ingest
+        app.router.add_routes(ingest.routes(handles))
+    if handles.search is not None:
+        app[SEARCH] = handles.search
+        app.router.add_routes(search.routes(handles))
+    if handles.catalog is not None:
+        app[CATALOG] = handles.catalog
+        app.router.add_routes(catalog.routes(handles))
+    if handles.bundles is not None:
+        app[BUNDLES] = handles.bundles
+        app.router.add_routes(bundles.routes(handles))
+    if handles.verify is not None:
+        app[VERIFY] = handles.verify
+        app.router.add_routes(verify.routes(handles))
     if not any(r.resource is not None and r.resource.canonical == "/v1/media/{id}/content"
                for r in app.router.routes()):
-        app.router.add_routes(media.routes())  # unless a service (ingest) serves media itself
+        app.router.add_routes(media.routes())  # unless ingest serves media itself
     ui.add_routes(app)
     app.on_startup.append(_on_startup)
     return app

@@ -44,10 +44,10 @@ from prometheus_client import CollectorRegistry, Counter
 
 from bitharbord.api import access
 from bitharbord.api.errors import ApiError
-from bitharbord.system.atomic import fsync_dir, write_atomic
+from bitharbord.system.fsio import fsync_dir, write_atomic
 
 if TYPE_CHECKING:
-    from bitharbord.daemon import Daemon
+    from bitharbord.api.keys import Control
 
 log = structlog.get_logger("bitharbord.api.auth")
 
@@ -239,11 +239,11 @@ def login_counter(registry: CollectorRegistry) -> Counter:
 
 
 class Auth:
-    """Accounts, login, tokens. One per app; reads the desired state in force from the daemon."""
+    """Accounts, login, tokens. One per app; reads the desired state in force from the daemon's control surface."""
 
-    def __init__(self, daemon: Daemon, *, ttl_s: int = TOKEN_TTL_S, hasher: PasswordHasher | None = None,
+    def __init__(self, control: Control, *, ttl_s: int = TOKEN_TTL_S, hasher: PasswordHasher | None = None,
                  limiter: LoginLimiter | None = None, clock: Callable[[], float] = time.time) -> None:
-        self.daemon = daemon
+        self.control = control
         self.ttl_s = ttl_s
         self.hasher = hasher or PasswordHasher()
         self.limiter = limiter or LoginLimiter()
@@ -253,12 +253,12 @@ class Auth:
         self._write_lock = asyncio.Lock()
         self._verify_slots = asyncio.Semaphore(2)  # Argon2 takes 64 MiB per verification
         self._dummy_hash: str | None = None
-        self.logins = login_counter(daemon.metrics.registry)
+        self.logins = login_counter(control.metrics.registry)
 
     # ---------------------------------------------------------------- where things live
 
     def config_root(self) -> Path | None:
-        desired = self.daemon.current_desired()
+        desired = self.control.current_desired()
         return Path(desired.effective.paths.config_root) if desired else None
 
     def _root_or_503(self) -> Path:
@@ -294,7 +294,7 @@ class Auth:
     # ---------------------------------------------------------------- accounts
 
     def _config_admins(self) -> dict[str, Any]:
-        desired = self.daemon.current_desired()
+        desired = self.control.current_desired()
         return {a.name: a for a in desired.harbor.admins} if desired else {}
 
     def accounts(self) -> list[dict[str, Any]]:
@@ -460,7 +460,7 @@ class Auth:
             if scheme.lower() != "bearer" or not value.strip():
                 raise _unauthorized("unauthorized", "the Authorization header must be 'Bearer <token>'")
             token = value.strip()
-            if access.token_ok(f"Bearer {token}", self.daemon.token_file):
+            if access.token_ok(f"Bearer {token}", self.control.token_file):
                 return Principal("machine", "machine_token")
         elif cookie and safe_method:
             token = cookie

@@ -16,6 +16,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from bitharbord import errors as domain
+
 log = structlog.get_logger("bitharbord.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -39,6 +41,36 @@ HTTP_CODES: dict[int, str] = {
     431: "headers_too_large",
     503: "unavailable",
 }
+
+
+# Domain error kinds -> HTTP status: the one place a service's error becomes a status code.
+DOMAIN_STATUS: dict[type[domain.DomainError], int] = {
+    domain.Invalid: 400,
+    domain.Unauthorized: 401,
+    domain.Forbidden: 403,
+    domain.NotFound: 404,
+    domain.Conflict: 409,
+    domain.TooLarge: 413,
+    domain.UnsupportedMediaType: 415,
+    domain.Unprocessable: 422,
+    domain.RateLimited: 429,
+    domain.UpstreamFailed: 502,
+    domain.Unavailable: 503,
+    domain.InsufficientStorage: 507,
+}
+
+
+def status_of(exc: domain.DomainError) -> int:
+    for kind in type(exc).__mro__:
+        if kind in DOMAIN_STATUS:
+            return DOMAIN_STATUS[kind]
+    raise TypeError(f"{type(exc).__name__} is not a kind of domain error api/errors.py maps")
+
+
+def from_domain(exc: domain.DomainError) -> web.Response:
+    """The JSON answer of a domain error: its kind's status, its code, message and extra fields."""
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    return error(status_of(exc), exc.code, exc.message, headers=headers, **exc.extra)
 
 
 class ApiError(Exception):
@@ -97,6 +129,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except ApiError as exc:
         return exc.response()
+    except domain.DomainError as exc:
+        return from_domain(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects, 304 Not Modified: not errors

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bitharbord.api import schemas
 from bitharbord.api.errors import ApiError
-from bitharbord.api.keys import DAEMON
+from bitharbord.api.keys import CONTROL
 from bitharbord.config import MediaType
 from bitharbord.store import db
 
@@ -87,7 +87,7 @@ class ListQuery(BaseModel):
 
 
 def _roots(request: web.Request) -> tuple[Path, Path]:
-    desired = request.app[DAEMON].current_desired()
+    desired = request.app[CONTROL].current_desired()
     if desired is None:
         raise ApiError(404, "not_found", "no harbor.yaml is in force, so there is no library yet")
     paths = desired.effective.paths

@@ -44,7 +44,8 @@ from bitharbord.catalog.match import (
 )
 from bitharbord.catalog.reasons import network_reason
 from bitharbord.config import Archive
-from bitharbord.providers.base import TemporaryError
+from bitharbord.reconcile.provider import TemporaryError
+from bitharbord.system.fsio import fsync_dir as _fsync_dir
 
 __all__ = [
     "ArchiveClient",
@@ -483,11 +484,4 @@ def _matches(path: Path, f: ArchiveFile) -> bool:
         return False
     return f.md5 is None or _md5(path) == f.md5
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 

@@ -11,7 +11,7 @@ It runs inside bitharbord beside the reconcile loop, as two loops over the `cata
               it back (state `downloading`).
   transfers   a `downloading` entry is fetched into <media_root>/.incoming/catalog/<key>/ (Internet Archive
               files verified against their size and md5 by archive.py; YouTube through yt-dlp with a download
-              archive), then `downloaded`; then submitted to ingest (env.shared["ingest"]) and, once ingest has
+              archive), then `downloaded`; then submitted to ingest (env.links.ingest) and, once ingest has
               a media id, the movies (or online_video) row, poster and subtitles are recorded: `ingested`.
               Without an ingest service the entry stays `downloaded, waiting for ingest`: the files are kept.
 
@@ -74,12 +74,12 @@ from bitharbord.catalog.finder import (
 from bitharbord.catalog.match import ArchiveFile
 from bitharbord.config import Harbor, Wanted
 from bitharbord.ingest.probe import ProbeError, read_ytdlp_info
-from bitharbord.providers.base import TemporaryError
+from bitharbord.reconcile.provider import TemporaryError
 from bitharbord.services import Condition, ServiceEnv, catalog_database
 from bitharbord.store import catalog as store
 from bitharbord.store import db
 from bitharbord.store.blobs import BlobError, BlobStore
-from bitharbord.system.atomic import write_atomic
+from bitharbord.system.fsio import write_atomic
 
 log = structlog.get_logger("bitharbord.catalog")
 
@@ -91,7 +91,7 @@ _MEDIA_EXTS = frozenset({".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".ogv"
 
 
 class Ingest(Protocol):
-    """The ingest engineer's contract (env.shared["ingest"])."""
+    """The ingest engineer's contract (env.links.ingest)."""
 
     async def submit(self, path: Path, *, media_type: str, origin: str,
                      metadata: Mapping[str, Any] | None = None) -> int: ...
@@ -197,7 +197,7 @@ class CatalogService:
     def bind(self, env: ServiceEnv) -> None:
         """Attach to the daemon's environment (run() does this; tests may call it to drive passes)."""
         self.env = env
-        env.shared["catalog"] = self  # the catalog provider wakes it after approving a download
+        env.links.catalog = self  # the catalog provider wakes it after approving a download
         if self._metrics is None or self._metrics.registry is not env.metrics.registry:
             self._metrics = _Metrics(env.metrics.registry)
 
@@ -558,7 +558,7 @@ class CatalogService:
         return sum(f.path.stat().st_size for f in fetched if f.path is not None and f.path.exists())
 
     async def _ingest(self, conn: aiosqlite.Connection, row: store.EntryRow, where: _Where) -> None:
-        ingest: Ingest | None = self._env().shared.get("ingest")
+        ingest: Ingest | None = self._env().links.ingest
         if ingest is None:
             waiting = "waiting for ingest (no ingest service is running); the files are kept"
             if row.error != waiting:

@@ -31,7 +31,7 @@ import structlog
 from bitharbord.catalog.match import TitleHit, Want, best_title_hit
 from bitharbord.catalog.reasons import host_of, network_reason
 from bitharbord.config import Tmdb
-from bitharbord.providers.base import TemporaryError
+from bitharbord.reconcile.provider import TemporaryError
 
 log = structlog.get_logger("bitharbord.catalog.tmdb")
 

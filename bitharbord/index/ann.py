@@ -40,6 +40,7 @@ import numpy.typing as npt
 import structlog
 
 from bitharbord.index.vectors import F32Matrix, I64Array, write_json_atomic
+from bitharbord.system.fsio import fsync_tree
 
 log = structlog.get_logger("bitharbord.index.ann")
 # diskannpy ships overloads whose ndarray dtype parameters cannot be satisfied by real arrays; use it untyped.
@@ -193,23 +194,6 @@ def exact_search(vectors: npt.ArrayLike, queries: npt.ArrayLike, k: int, ids: np
     return idmap[best_i], best_s
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(directory: Path) -> None:
-    for p in directory.iterdir():
-        if p.is_file():
-            _fsync_file(p)
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _save_npy(path: Path, arr: npt.NDArray[Any]) -> None:
@@ -375,7 +359,7 @@ class HnswIndex:
             self._index.save_index(str(directory / "hnsw.bin"))
             total = int(self._index.get_current_count())
         _save_npy(directory / "deleted.npy", np.array(sorted(self._deleted), dtype=np.int64))
-        _fsync_tree(directory)
+        fsync_tree(directory)
         write_json_atomic(directory / META, {"backend": self.backend, "dim": self._dim, "count": self.count(),
                                              "elements": total, "params": self.params()})
 
@@ -606,7 +590,7 @@ class DiskannIndex:
         _save_npy(directory / "dead.npy", self._dead)
         if self._flat is not None:
             _save_npy(directory / "flat.npy", self._flat)
-        _fsync_tree(directory)
+        fsync_tree(directory)
         write_json_atomic(directory / META, {
             "backend": self.backend, "dim": self._dim, "count": self.count(), "points": len(self._ids),
             "flat": self._flat is not None, "params": self.params(),
@@ -702,7 +686,7 @@ class FlatIndex:
         _save_npy(directory / "vectors.npy", self._v)
         _save_npy(directory / "ids.npy", self._ids)
         _save_npy(directory / "dead.npy", self._dead)
-        _fsync_tree(directory)
+        fsync_tree(directory)
         write_json_atomic(directory / META, {"backend": self.backend, "dim": self._dim, "count": self.count(),
                                              "params": {}})
 

@@ -59,7 +59,8 @@ import structlog
 
 from bitharbord.index.ann import AnnIndex, I64Matrix, create_index, load_index, topk
 from bitharbord.index.locality import gather, insertion_order
-from bitharbord.index.vectors import F32Matrix, I64Array, VectorStore, fsync_dir, normalize_queries
+from bitharbord.index.vectors import F32Matrix, I64Array, VectorStore, normalize_queries
+from bitharbord.system.fsio import fsync_dir
 
 log = structlog.get_logger("bitharbord.index.search")
 

@@ -43,6 +43,8 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from bitharbord.system.fsio import fsync_dir
+
 log = structlog.get_logger("bitharbord.index.vectors")
 
 FORMAT = 1
@@ -134,13 +136,6 @@ def normalize_queries(queries: npt.ArrayLike, dim: int) -> F32Matrix:
 # ---------------------------------------------------------------------------------------------------------
 # durable small-file helpers
 
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:

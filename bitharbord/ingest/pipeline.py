@@ -53,6 +53,7 @@ from bitharbord.store.blobs import (
     StoredBlob,
 )
 from bitharbord.store.ingest import BACK_STAGES, FRONT_STAGES, TERMINAL_STAGES, IngestStore, Job
+from bitharbord.system.fsio import fsync_dir as _fsync_dir
 from bitharbord.system.runner import Runner
 
 log = structlog.get_logger("bitharbord.ingest.pipeline")
@@ -115,13 +116,6 @@ def uploads_dir(media_root: Path) -> Path:
 def preview_dir(index_root: Path) -> Path:
     return index_root / PREVIEWS
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _hash_one(path: str) -> tuple[str, Fingerprint]:

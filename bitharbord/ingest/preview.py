@@ -22,6 +22,7 @@ import structlog
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bitharbord.ingest.probe import Kind
+from bitharbord.system.fsio import fsync_dir as _fsync_dir
 from bitharbord.system.runner import ProcessRunner, Runner
 
 log = structlog.get_logger("bitharbord.ingest.preview")
@@ -54,13 +55,6 @@ def preview_paths(preview_dir: str | os.PathLike[str], hexdigest: str) -> tuple[
     shard = Path(preview_dir) / hexdigest[:2]
     return shard / f"{hexdigest}.jpg", shard / f"{hexdigest}.mp4"
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _ensure_dir(directory: Path) -> None:

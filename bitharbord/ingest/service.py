@@ -1,6 +1,6 @@
 """The ingest service: runs the pipeline's workers in the daemon, serves the ingest routes, reports progress.
 
-Catalog contract (`env.shared["ingest"]` is this service once `run` has started):
+Catalog contract (`env.links.ingest` is this service once `run` has started):
 
     job_id = await ingest.submit(path, media_type="movie", origin="catalog", metadata={"tmdb_id": 10098, ...})
     result = await ingest.wait(job_id, timeout=3600)   # JobResult(job_id, stage, media_id, error, ...)
@@ -65,15 +65,15 @@ from bitharbord.ingest.scan import Fingerprint, is_skipped_name, media_type_for,
 from bitharbord.providers.library import is_sidecar
 from bitharbord.reconcile.render import human_duration
 from bitharbord.services import Condition, ServiceEnv, database_fault
-from bitharbord.storage.proof import FsIdentity, filesystem_identity, root_ready
 from bitharbord.store import db
 from bitharbord.store.blobs import StorageChangedError
 from bitharbord.store.ingest import ORIGINS, IngestStore, Job, NewJob, QueueFacts, StoreNotReady
+from bitharbord.system.fsio import fsync_dir, write_all
+from bitharbord.system.mountinfo import FsIdentity, filesystem_identity
 
 log = structlog.get_logger("bitharbord.ingest.service")
 
 MEDIA_TYPES: Final[tuple[str, ...]] = get_args(MediaType)
-MEDIA_READY_KEY: Final = "storage.media_ready"
 MAX_UPLOAD_BYTES: Final = 64 << 30
 RESULTS: Final = ("ingested", "duplicate", "metadata", "failed", "vanished")
 STAGES: Final = ("hash", "probe", "store", "catalog", "preview")
@@ -282,7 +282,7 @@ class IngestService:
         self._failures: list[Job] = []
         self._facts_at = 0.0
         self._since: dict[str, tuple[bool, float]] = {}
-        # what the library provider reaches through env.shared["ingest"] (its Context.shared)
+        # what the library provider reaches through env.links.ingest (its Context.links)
         self.folders: dict[str, str] = {}  # watch folder -> why it is not ingested, as the provider last saw it
         self._serving: Path | None = None  # the database path in force (from the moment the config names it)
 
@@ -301,7 +301,7 @@ class IngestService:
     def attach(self, env: ServiceEnv) -> None:
         self.env = env
         self.metrics = metrics_for(env.metrics.registry)
-        env.shared["ingest"] = self
+        env.links.ingest = self
 
     async def run(self, env: ServiceEnv) -> None:
         self.attach(env)
@@ -381,9 +381,8 @@ class IngestService:
         """(items the embedding worker will take, what else waits and why): the search service's `embed_queue`
         facts (GET /v1/index) while it runs, else the same store query (`store.search.queue_counts`)."""
         pending = facts.pending_embed if facts else 0  # counted now, in the store (the worker's counts lag)
-        search = self.env.shared.get("search") if self.env is not None else None
-        facts_of = getattr(search, "embed_queue_facts", None)
-        q = facts_of() if callable(facts_of) else None
+        search = self.env.links.search if self.env is not None else None
+        q = search.embed_queue_facts() if search is not None else None
         if not q or q.get("embedder") is None:
             return pending, ""
         why = []
@@ -466,7 +465,7 @@ class IngestService:
     def media_ready(self) -> tuple[bool, str]:
         """Whether the media storage is there to write to (storage's check; ready when there is none)."""
         env = self.env
-        check = env.shared.get(MEDIA_READY_KEY) if env is not None else None
+        check = env.links.media_ready if env is not None else None
         if check is None:
             return True, ""
         try:
@@ -475,7 +474,8 @@ class IngestService:
             return False, f"the storage readiness check failed: {exc}"
         desired = env.desired() if env is not None else None
         if ok and desired is not None:  # previews are written under index_root
-            ok, reason = root_ready(env.shared if env is not None else {}, desired.effective.paths.index_root)
+            ok, reason = (env.links.root_is_ready(desired.effective.paths.index_root) if env is not None
+                          else (True, "no storage service"))
             reason = reason if not ok else "media and index storage ready"
         return bool(ok), str(reason)
 
@@ -603,9 +603,9 @@ class IngestService:
                 failures = 0
                 self.worker_error = ""
             if n:  # items catalogued, relinked or previewed: the embedding worker need not wait for its poll
-                wake = getattr(env.shared.get("search"), "wake", None)
-                if callable(wake):
-                    wake()
+                search = env.links.search
+                if search is not None:
+                    search.wake()
             if n == 0:
                 if step_name == "front":
                     self._wake.clear()
@@ -692,7 +692,7 @@ class IngestService:
         session = self._live()
         queued = await session.store.retry_failed(body.ids)
         self._wake.set()
-        search = self.env.shared.get("search") if self.env is not None and body.ids is None else None
+        search = self.env.links.search if self.env is not None and body.ids is None else None
         requeued = await search.retry_failed() if search is not None else 0  # embedding rows that ran out
         return web.json_response({"queued": queued, "embed_requeued": requeued})
 
@@ -862,10 +862,10 @@ class IngestService:
                     raise _UploadTooLarge()
                 buf += chunk
                 if len(buf) >= 4 << 20:
-                    await asyncio.to_thread(_write_all, fd, bytes(buf))
+                    await asyncio.to_thread(write_all, fd, bytes(buf))
                     buf.clear()
             if buf:
-                await asyncio.to_thread(_write_all, fd, bytes(buf))
+                await asyncio.to_thread(write_all, fd, bytes(buf))
             await asyncio.to_thread(os.fsync, fd)
         finally:
             os.close(fd)
@@ -880,21 +880,11 @@ class _UploadTooLarge(Exception):
     pass
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def _commit_upload(temp: Path, final: Path) -> None:
     final.parent.mkdir(mode=0o750)
     os.rename(temp, final)
     for directory in (final.parent, temp.parent):
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(directory)
 
 
 def _free_bytes(path: Path) -> int:

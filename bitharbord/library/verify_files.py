@@ -23,7 +23,7 @@ from blake3 import blake3
 from bitharbord.library.verify import Check, Problem, Scrub, Stopped
 from bitharbord.store import verify as sql
 from bitharbord.store.blobs import MEDIA_TYPES, TEMP_PREFIX
-from bitharbord.system.atomic import fsync_dir
+from bitharbord.system.fsio import fsync_dir
 
 log = structlog.get_logger("bitharbord.library.verify")
 

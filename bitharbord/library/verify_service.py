@@ -3,7 +3,7 @@ the scheduled scrub (harbor.yaml `library.verify`: every `interval` seconds, sta
 at `rate` MB/s, checks only), the condition `LibraryDamaged` and the bitharbor_verify_* metrics.
 
 The work is library/verify.py's; this module only hosts it. Repairs that touch the open vector stores go through
-the search service (`env.shared["search"]`: its `tombstone`, `rebuild` and `wake`)."""
+the search service (`env.links.search`: its `tombstone`, `rebuild` and `wake`)."""
 
 from __future__ import annotations
 
@@ -89,7 +89,6 @@ class VerifyService:
 
     def bind(self, env: ServiceEnv) -> None:
         self.env = env
-        env.shared["verify"] = self
         if self._metrics is None or self._metrics.registry is not env.metrics.registry:
             self._metrics = _Metrics(env.metrics.registry)
 
@@ -149,13 +148,13 @@ class VerifyService:
         if self._task is not None and not self._task.done():
             raise domain.AlreadyRunning("a verify is already running: follow it with GET /v1/verify")
         lib, _ = self._library()
-        ready = self.env.shared.get("storage.media_ready") if self.env is not None else None
-        if callable(ready):
+        ready = self.env.links.media_ready if self.env is not None else None
+        if ready is not None:
             ok, reason = ready()
             if not ok:
                 raise domain.NotReady(f"the media root is not available: {reason}")
         progress = domain.Progress()
-        search = self.env.shared.get("search") if self.env is not None else None
+        search = self.env.links.search if self.env is not None else None
         owner: domain.IndexOwner | None = search  # the search service owns the open vector stores
         stop = self.env.stop if self.env is not None else asyncio.Event()
         self._progress = progress
@@ -197,8 +196,8 @@ class VerifyService:
         finally:
             self._progress = None
         self._last, self._last_error, self._db_damaged = report.to_dict(), "", None
-        ingest = self.env.shared.get("ingest") if self.env is not None else None
-        if options.repair and ingest is not None and callable(getattr(ingest, "wake", None)):
+        ingest = self.env.links.ingest if self.env is not None else None
+        if options.repair and ingest is not None:
             ingest.wake()  # previews queued again: made now rather than at ingest's next poll
         if self._metrics:
             self._metrics.runs.labels(result=report.result).inc()

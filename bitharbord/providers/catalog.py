@@ -32,8 +32,8 @@ from bitharbord.catalog.entries import (
     human_size,
 )
 from bitharbord.config import Harbor
-from bitharbord.providers.base import Context, Observed, Spec, TemporaryError
 from bitharbord.reconcile.plan import Action, Verb
+from bitharbord.reconcile.provider import Context, Observed, Spec, TemporaryError
 from bitharbord.store import catalog as store
 from bitharbord.store import db
 
@@ -141,6 +141,6 @@ class Catalog:
                 raise TemporaryError(str(exc)) from None
         finally:
             await conn.close()
-        service = ctx.shared.get("catalog")  # the running catalog service fetches it now, not at its next poll
-        if service is not None and getattr(service, "serves", lambda _: False)(path):
+        service = ctx.links.catalog  # the running catalog service fetches it now, not at its next poll
+        if service is not None and service.serves(path):
             service.wake()

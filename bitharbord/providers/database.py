@@ -23,10 +23,10 @@ from typing import ClassVar
 import structlog
 
 from bitharbord.config import Harbor
-from bitharbord.providers.base import Context, Observed, Spec, TemporaryError
+from bitharbord.index.layout import vectors_root
+from bitharbord.pools import state
 from bitharbord.reconcile.plan import Action, Verb
-from bitharbord.search.layout import vectors_root
-from bitharbord.storage import state
+from bitharbord.reconcile.provider import Context, Observed, Spec, TemporaryError
 from bitharbord.store import db
 from bitharbord.store.migrations import names
 

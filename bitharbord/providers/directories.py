@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from bitharbord.config import Harbor, iter_paths
-from bitharbord.providers.base import Context, Observed, Spec
+from bitharbord.pools import state
 from bitharbord.reconcile.plan import Action, Verb
-from bitharbord.storage import state
+from bitharbord.reconcile.provider import Context, Observed, Spec
 
 
 class Directories:

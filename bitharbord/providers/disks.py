@@ -9,10 +9,10 @@ from typing import ClassVar
 import structlog
 
 from bitharbord.config import Harbor
-from bitharbord.providers.base import Context, Observed, Spec
+from bitharbord.pools import observe, state
+from bitharbord.pools.pools import pool_specs, raise_problems
 from bitharbord.reconcile.plan import Action, Verb
-from bitharbord.storage import observe, state
-from bitharbord.storage.pools import pool_specs, raise_problems
+from bitharbord.reconcile.provider import Context, Observed, Spec
 
 log = structlog.get_logger("bitharbord.storage")
 

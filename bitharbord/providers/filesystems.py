@@ -10,11 +10,11 @@ from typing import ClassVar
 import structlog
 
 from bitharbord.config import Harbor
-from bitharbord.providers.base import Context, Observed, Spec
+from bitharbord.pools import state
+from bitharbord.pools.observe import probe_signature
+from bitharbord.pools.pools import article, describe, mkfs_argv, pool_specs, raise_problems, relabel_argv
 from bitharbord.reconcile.plan import Action, Verb
-from bitharbord.storage import state
-from bitharbord.storage.observe import probe_signature
-from bitharbord.storage.pools import article, describe, mkfs_argv, pool_specs, raise_problems, relabel_argv
+from bitharbord.reconcile.provider import Context, Observed, Spec
 
 log = structlog.get_logger("bitharbord.storage")
 

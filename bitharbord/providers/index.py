@@ -1,5 +1,5 @@
 """The index store on the index root: one vector-store generation per embedder under `vectors/`, the serving one
-named by the `vectors/current` symlink (see bitharbord/search/layout.py). The generation's own `manifest.json`
+named by the `vectors/current` symlink (see bitharbord/index/layout.py). The generation's own `manifest.json`
 (written by VectorStore: embedder id, dimension, rows, installed ANN index) is the one index manifest.
 
 - No generation yet: `+ index.store` creates the empty store of harbor.yaml's embedder and points `current` at it.
@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from bitharbord.config import Harbor
+from bitharbord.index import layout
 from bitharbord.index.vectors import EmbedderMismatch, VectorStore, VectorStoreError
-from bitharbord.providers.base import Context, Observed, Spec
+from bitharbord.pools import state
 from bitharbord.reconcile.plan import Action, Verb
-from bitharbord.search import layout
-from bitharbord.storage import state
+from bitharbord.reconcile.provider import Context, Observed, Spec
 from bitharbord.store import db
 from bitharbord.store.db import DB_NAME
 
@@ -82,7 +82,7 @@ class IndexStore:
                 continue
             serving = layout.current_dir(root)
             unavailable = spec.get("unavailable")
-            search = ctx.shared.get("search")
+            search = ctx.links.search
             if not unavailable and spec.get("embedder") and search is not None:
                 unavailable = search.load_failure(str(spec["embedder"]))  # it failed to load in the daemon
             if unavailable:  # nothing to plan; notes() says why

@@ -15,7 +15,7 @@ One resource per `library.watch` folder, one action at most per folder:
 
 Nothing is planned for a folder whose storage is not ready: the folder missing (the `dir` provider creates
 it), a storage pool mount that holds it not mounted, the folder unreadable, or the media storage not ready
-(the ingest service's `media_ready()`, reached through `Context.shared["ingest"]` when it serves this
+(the ingest service's `media_ready()`, reached through `Context.links.ingest` when it serves this
 database). `notes()` says why, and the ingest service shows it in its status.
 Files modified less than `settle_s` seconds ago are left for a later pass (probably still being written).
 """
@@ -34,13 +34,12 @@ from typing import Any, ClassVar, Protocol
 import structlog
 
 from bitharbord.config import Harbor
+from bitharbord.index.layout import vectors_root
 from bitharbord.ingest.scan import Fingerprint, ScanResult, diff_scan, scan_folder
-from bitharbord.providers.base import Context, Observed, Spec
+from bitharbord.pools import state
 from bitharbord.providers.database import db_path
 from bitharbord.reconcile.plan import Action, Verb
-from bitharbord.search.layout import vectors_root
-from bitharbord.storage import state
-from bitharbord.storage.proof import FsIdentity, filesystem_identity
+from bitharbord.reconcile.provider import Context, Observed, Spec
 from bitharbord.store import db as store_db
 from bitharbord.store.ingest import (
     IngestStore,
@@ -50,6 +49,7 @@ from bitharbord.store.ingest import (
     read_fingerprints,
     read_sources_version,
 )
+from bitharbord.system.mountinfo import FsIdentity, filesystem_identity
 
 log = structlog.get_logger("bitharbord.providers.library")
 
@@ -204,9 +204,8 @@ class IngestLink(Protocol):
 
 def ingest_for(ctx: Context, db: str) -> IngestLink | None:
     """The running ingest service, if it ingests into `db` (none in tests and `--once`: jobs wait in SQLite)."""
-    link = ctx.shared.get("ingest")
-    serves = getattr(link, "serves", None)  # another ingest stand-in (tests of the catalog) has no library link
-    return link if callable(serves) and serves(db) else None
+    link = ctx.links.ingest
+    return link if link is not None and link.serves(db) else None
 
 
 class Library:

@@ -25,10 +25,8 @@ from typing import Any, ClassVar
 import structlog
 
 from bitharbord.config import Harbor
-from bitharbord.providers.base import Context, Observed, Spec, TemporaryError
-from bitharbord.reconcile.plan import Action, Verb
-from bitharbord.storage import observe, state
-from bitharbord.storage.mounttab import (
+from bitharbord.pools import observe, state
+from bitharbord.pools.mounttab import (
     WANTS_DIR,
     fstab_line,
     fstab_source,
@@ -37,9 +35,11 @@ from bitharbord.storage.mounttab import (
     unit_is_ours,
     unit_name,
 )
-from bitharbord.storage.pools import pool_specs, raise_problems
-from bitharbord.storage.proof import RootProver
-from bitharbord.system.atomic import fsync_dir, write_atomic
+from bitharbord.pools.pools import pool_specs, raise_problems
+from bitharbord.pools.proof import RootProver
+from bitharbord.reconcile.plan import Action, Verb
+from bitharbord.reconcile.provider import Context, Observed, Spec, TemporaryError
+from bitharbord.system.fsio import fsync_dir, write_atomic
 from bitharbord.system.runner import CommandError
 
 log = structlog.get_logger("bitharbord.storage")

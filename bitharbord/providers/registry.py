@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from bitharbord.providers.arrays import Arrays
-from bitharbord.providers.base import Provider
 from bitharbord.providers.catalog import Catalog
 from bitharbord.providers.database import Database
 from bitharbord.providers.directories import Directories
@@ -12,6 +11,7 @@ from bitharbord.providers.filesystems import Filesystems
 from bitharbord.providers.index import IndexStore
 from bitharbord.providers.library import Library
 from bitharbord.providers.mounts import Mounts
+from bitharbord.reconcile.provider import Provider
 
 
 def providers() -> list[Provider]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,9 +25,10 @@ import structlog
 
 from bitharbord.config import Harbor
 from bitharbord.metrics import Metrics
-from bitharbord.providers.base import Context, Provider, TemporaryError
 from bitharbord.reconcile.plan import Action, Plan
 from bitharbord.reconcile.planner import make_plan, observe
+from bitharbord.reconcile.provider import Context, Provider, TemporaryError
+from bitharbord.system.fsio import append_durable
 
 log = structlog.get_logger("bitharbord.executor")
 
@@ -99,12 +99,7 @@ class Journal:
     def record(self, plan_digest: str, result: ActionResult) -> None:
         line = json.dumps({"ts": time.time(), "plan": plan_digest, **asdict(result), "outcome": result.outcome.value})
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        try:
-            os.write(fd, (line + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_durable(self.path, (line + "\n").encode())
 
     def tail(self, n: int = 50) -> list[dict[str, Any]]:
         try:

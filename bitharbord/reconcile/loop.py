@@ -13,10 +13,10 @@ import structlog
 
 from bitharbord.config import Harbor
 from bitharbord.metrics import Metrics
-from bitharbord.providers.base import Context, Provider
 from bitharbord.reconcile import executor
 from bitharbord.reconcile.plan import Plan
 from bitharbord.reconcile.planner import make_plan, observe
+from bitharbord.reconcile.provider import Context, Provider
 
 log = structlog.get_logger("bitharbord.reconcile")
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from bitharbord.system.canonical import canonical_json as canonical_json
+from bitharbord.system.canonical import digest as digest
 
 PLAN_FORMAT = 1
 
@@ -17,15 +19,6 @@ class Verb(StrEnum):
     UPDATE = "~"
     REPLACE = "-/+"
     DELETE = "-"
-
-
-def canonical_json(value: Any) -> str:
-    """Stable JSON: sorted keys, no whitespace; the input of every digest."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def digest(value: Any) -> str:
-    return "sha256:" + hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
 
 def _freeze(value: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bitharbord.config import Harbor
-from bitharbord.providers.base import Context, Observed, Provider, Spec
 from bitharbord.reconcile.plan import Action, Plan, canonical_json, digest
+from bitharbord.reconcile.provider import Context, Observed, Provider, Spec
 
 
 class PlanError(Exception):

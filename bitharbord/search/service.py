@@ -13,7 +13,7 @@ Threads: every VectorStore/Searcher call runs on one "index owner" thread (they 
 encodes run in asyncio.to_thread; a rebuild's `RebuildJob.run()` runs in its own thread while searches and
 appends continue, and is installed (the atomic manifest swap) on the owner thread.
 
-Generations (search/layout.py): when harbor.yaml's embedder differs from the serving generation's, the worker
+Generations (index/layout.py): when harbor.yaml's embedder differs from the serving generation's, the worker
 fills a new generation for the new embedder while the old one keeps answering searches (queries are encoded
 with the old embedder); once every item is in the new one (and its ANN index is built), `vectors/current` is
 swapped to it, the old store is closed and removed, and the old embedder's idmap rows are dropped.
@@ -53,11 +53,10 @@ from bitharbord.api.errors import ApiError
 from bitharbord.config import Embedding, Harbor
 from bitharbord.embed.base import Embedder, EmbedError, UnsupportedModality, Vectors, l2_normalise, load_embedder
 from bitharbord.embed.document import build_document
+from bitharbord.index import layout
 from bitharbord.index.search import Hit, SearchConfig, Searcher
 from bitharbord.index.vectors import StoreChanged, VectorStore, vector_hashes
-from bitharbord.search import layout
 from bitharbord.services import Condition, ServiceEnv, catalog_database
-from bitharbord.storage.proof import root_ready
 from bitharbord.store import db
 from bitharbord.store import search as store
 
@@ -233,7 +232,7 @@ class SearchService:
 
     def bind(self, env: ServiceEnv) -> None:
         self.env = env
-        env.shared["search"] = self
+        env.links.search = self
         if self._metrics is None or self._metrics.registry is not env.metrics.registry:
             self._metrics = _Metrics(env.metrics.registry)
 
@@ -502,7 +501,7 @@ class SearchService:
     def _blocked_by_guard(self, where: _Where) -> str | None:
         """Why the worker must not write under the index or media root now, None when it may: the write guard
         given to the service, else the storage service's proof that each root is on its pool's own filesystem
-        (`storage.proof.root_ready`; every root may be written when no storage service runs)."""
+        (`Links.root_is_ready`; every root may be written when no storage service runs)."""
         guard = self.write_guard
         if guard is None:
             env = self.env
@@ -510,7 +509,7 @@ class SearchService:
                 return None
 
             def guard(root: Path) -> str | None:
-                ok, reason = root_ready(env.shared, str(root))
+                ok, reason = env.links.root_is_ready(str(root))
                 return None if ok else reason
         for root in (where.index_root, where.media_root):
             why = guard(root)

@@ -44,6 +44,7 @@ from blake3 import blake3
 
 from bitharbord.config import MediaType
 from bitharbord.ingest.hash import AUTO, HashError, open_regular
+from bitharbord.system.fsio import fsync_dir as _fsync_dir
 
 log = structlog.get_logger("bitharbord.store.blobs")
 
@@ -108,13 +109,6 @@ def blob_extension(name: str | os.PathLike[str]) -> str:
 def is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX)
 
-
-def _fsync_dir(path: str | os.PathLike[str]) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_reason(exc: OSError, where: Path) -> BlobError:

@@ -32,7 +32,7 @@ import structlog
 
 from bitharbord.store.blobs import BlobError, BlobStore, HashMismatchError, SourceUnreadableError
 from bitharbord.store.db import uri as db_uri
-from bitharbord.system.atomic import write_atomic
+from bitharbord.system.fsio import write_atomic
 
 log = structlog.get_logger("bitharbord.store.bundle")
 

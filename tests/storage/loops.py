@@ -12,7 +12,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from bitharbord.storage.mounttab import unmangle
+from bitharbord.pools.mounttab import unmangle
 from bitharbord.system.runner import Argv, ProcessRunner
 
 READ_ONLY = {"lsblk", "findmnt", "cat", "find"}

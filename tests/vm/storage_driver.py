@@ -23,8 +23,10 @@ REPO = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().paren
 sys.path.insert(0, str(REPO))
 
 from bitharbord.config import Harbor, load, parse  # noqa: E402
+from bitharbord.pools import health  # noqa: E402
+from bitharbord.pools import observe as storage_observe  # noqa: E402
+from bitharbord.pools.pools import assess, pool_specs  # noqa: E402
 from bitharbord.providers.arrays import Arrays  # noqa: E402
-from bitharbord.providers.base import Context, Provider  # noqa: E402
 from bitharbord.providers.directories import Directories  # noqa: E402
 from bitharbord.providers.disks import Disks  # noqa: E402
 from bitharbord.providers.filesystems import Filesystems  # noqa: E402
@@ -32,10 +34,8 @@ from bitharbord.providers.mounts import Mounts  # noqa: E402
 from bitharbord.reconcile import executor  # noqa: E402
 from bitharbord.reconcile.plan import Plan  # noqa: E402
 from bitharbord.reconcile.planner import make_plan, observe  # noqa: E402
+from bitharbord.reconcile.provider import Context, Provider  # noqa: E402
 from bitharbord.reconcile.render import render  # noqa: E402
-from bitharbord.storage import health  # noqa: E402
-from bitharbord.storage import observe as storage_observe  # noqa: E402
-from bitharbord.storage.pools import assess, pool_specs  # noqa: E402
 from bitharbord.system.runner import ProcessRunner  # noqa: E402
 from tests.storage.replay import Recorder, save_scene  # noqa: E402
 

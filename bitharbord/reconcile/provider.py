@@ -1,4 +1,5 @@
-"""The one shape every resource kind shares, and the context `observe`/`apply` run in."""
+"""The Provider protocol (the one shape every resource kind shares) and the context `observe`/`apply` run in.
+The reconcile core owns it; `bitharbord/providers/` implements it, one module per resource kind."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from bitharbord.config import Harbor
+from bitharbord.links import Links
 from bitharbord.reconcile.plan import Action
 from bitharbord.system.runner import Runner
 
@@ -24,9 +26,9 @@ class Context:
     state_dir: Path
     privileged: bool = True  # False under --state-dir as non-root: ownership is not managed
     extra: dict[str, Any] = field(default_factory=dict)  # one planning pass's caches (e.g. the storage facts)
-    # The running services' shared handles (the daemon's env.shared): "ingest", "catalog", ...; empty in tests
-    # and `--once`, where providers act alone and the next service start finds their work in SQLite.
-    shared: Mapping[str, Any] = field(default_factory=dict)
+    # The running services (the daemon's Links): none in tests and `--once`, where providers act alone and the
+    # next service start finds their work in SQLite.
+    links: Links = field(default_factory=Links)
 
 
 class TemporaryError(RuntimeError):

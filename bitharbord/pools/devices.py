@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from bitharbord.config import Harbor
-from bitharbord.storage.observe import StorageFacts
+from bitharbord.pools.observe import StorageFacts
 from bitharbord.system.facts import BlockDevice, verdict
 
 

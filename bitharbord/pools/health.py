@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bitharbord.storage.observe import StorageFacts
-from bitharbord.storage.pools import PoolSpec, PoolView
+from bitharbord.pools.observe import StorageFacts
+from bitharbord.pools.pools import PoolSpec, PoolView
 
 FULL_PERCENT = 95.0  # DiskFull at or above this share used
 

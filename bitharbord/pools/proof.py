@@ -18,7 +18,7 @@ and runs `blkid -p` through the runner only when the mount under the path is one
     prover.quick(harbor, path) -> Proof             # mountinfo only; a mount not proven yet is "not proven"
     filesystem_identity(path) -> tuple[int, int, int] | None   # (st_dev, mount id, inode): changes when the
                                                                  # filesystem under `path` is replaced
-    root_ready(env.shared, path) -> (ok, reason)     # for services: the running storage service's quick()
+    env.links.root_is_ready(path) -> (ok, reason)   # for services: the running pools service's quick()
 """
 
 from __future__ import annotations
@@ -27,82 +27,25 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
-from bitharbord.storage.mounttab import unmangle
-from bitharbord.storage.pools import PoolSpec, fs_matches, pool_specs
+from bitharbord.pools.pools import PoolSpec, fs_matches, pool_specs
 from bitharbord.system.facts import BlkidInfo
+from bitharbord.system.mountinfo import MOUNTINFO, MountEntry, inside, mount_of, read_mountinfo, top_at
 
 if TYPE_CHECKING:
     from bitharbord.config import Harbor
     from bitharbord.system.runner import Runner
 
 log = structlog.get_logger("bitharbord.storage")
-MOUNTINFO = Path("/proc/self/mountinfo")
-ROOT_READY_KEY = "storage.root_ready"  # env.shared: the storage service's check, (path) -> (ok, reason)
-FsIdentity = tuple[int, int, int]  # (st_dev, mount id, inode)
-
-
-@dataclass(frozen=True)
-class MountEntry:
-    """One line of /proc/self/mountinfo."""
-
-    mount_id: int
-    parent_id: int
-    dev: str  # major:minor of the filesystem
-    root: str
-    target: str
-    fstype: str
-    source: str
-
-
 @dataclass(frozen=True)
 class Proof:
     ok: bool
     reason: str
     pool: str | None = None  # the declared pool whose mount point contains the path
     key: tuple[str, int, str, str] | None = None  # (pool, mount id, dev, source) of the mount judged
-
-
-def parse_mountinfo(text: str) -> list[MountEntry]:
-    out: list[MountEntry] = []
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 10 or "-" not in fields[6:]:
-            continue
-        sep = fields.index("-", 6)
-        if len(fields) < sep + 3:
-            continue
-        try:
-            out.append(MountEntry(int(fields[0]), int(fields[1]), fields[2], unmangle(fields[3]),
-                                  unmangle(fields[4]), fields[sep + 1], unmangle(fields[sep + 2])))
-        except ValueError:
-            continue
-    return out
-
-
-def read_mountinfo(path: Path = MOUNTINFO) -> list[MountEntry]:
-    return parse_mountinfo(path.read_text(encoding="utf-8", errors="surrogateescape"))
-
-
-def inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
-def mount_of(entries: Sequence[MountEntry], path: str) -> MountEntry | None:
-    """The mount that holds `path`: the deepest mount point containing it (the last listed wins there)."""
-    best: MountEntry | None = None
-    for e in entries:
-        if inside(path, e.target) and (best is None or len(e.target) >= len(best.target)):
-            best = e
-    return best
-
-
-def top_at(entries: Sequence[MountEntry], target: str) -> MountEntry | None:
-    found = [e for e in entries if e.target == target]
-    return found[-1] if found else None
 
 
 def pool_of(harbor: Harbor, path: str) -> PoolSpec | None:
@@ -113,7 +56,7 @@ def pool_of(harbor: Harbor, path: str) -> PoolSpec | None:
 
 def recorded_uuid(harbor: Harbor, pool: PoolSpec) -> str | None:
     """The filesystem UUID our own fstab line (UUID=...) or .mount unit (What=/dev/disk/by-uuid/...) names."""
-    from bitharbord.storage.observe import read_mount_config
+    from bitharbord.pools.observe import read_mount_config
 
     cfg = read_mount_config(harbor, pool.mount)
     text = cfg.fstab_line if pool.mount_with == "fstab" else cfg.unit_text
@@ -227,7 +170,7 @@ class RootProver:
         run = runner or self.runner
         if run is None:
             return Proof(False, "no runner to read the filesystem's signature", pool.name, key_for(pool, found))
-        from bitharbord.storage.observe import probe_signature
+        from bitharbord.pools.observe import probe_signature
 
         info, error = await probe_signature(run, found.source)
         if error is not None:
@@ -240,31 +183,3 @@ class RootProver:
         self._seen[cache_key] = proof
         log.info("storage.root_judged", path=path, pool=pool.name, ok=proof.ok, reason=proof.reason)
         return proof
-
-
-def filesystem_identity(path: str | os.PathLike[str], mountinfo: Path = MOUNTINFO) -> FsIdentity | None:
-    """(st_dev, id of the mount holding it, inode) of `path`, None when it does not exist: when any part
-    changes, the filesystem (or the file) under `path` was replaced and whatever was read from it is stale."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    try:
-        holder = mount_of(read_mountinfo(mountinfo), os.path.realpath(path))
-    except OSError:
-        holder = None
-    return (st.st_dev, holder.mount_id if holder else -1, st.st_ino)
-
-
-def root_ready(shared: dict[str, Any], path: str) -> tuple[bool, str]:
-    """For any service about to write under `path` (the search service under index_root): (ok, reason) from the
-    storage service's proof; (True, ...) when no storage service runs (tests, --once: nothing to prove against).
-    Pair it with `storage.proof.filesystem_identity(path)` to notice the filesystem under `path` being replaced."""
-    fn = shared.get(ROOT_READY_KEY)
-    if not callable(fn):
-        return True, "no storage service"
-    try:
-        ok, reason = fn(path)
-    except Exception as exc:  # a broken check must not let anything write to a bare mount point
-        return False, f"the storage readiness check failed: {exc}"
-    return bool(ok), str(reason)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bitharbord.providers.base import Context, Observed, Spec, TemporaryError
-from bitharbord.storage import observe
-from bitharbord.storage.pools import Assessment, StorageError, assess, pool_specs
-from bitharbord.storage.proof import RootProver, pool_of
+from bitharbord.pools import observe
+from bitharbord.pools.pools import Assessment, StorageError, assess, pool_specs
+from bitharbord.pools.proof import RootProver, pool_of
+from bitharbord.reconcile.provider import Context, Observed, Spec, TemporaryError
 from bitharbord.system.facts import FactsError
 
 ASSESSMENT_KEY = "storage.assessment"

@@ -1,11 +1,11 @@
 """The storage service: GET /v1/devices, the "storage" status section, the Degraded / DiskMissing /
 MountMissing / DiskFull conditions, storage metrics, and `storage.media_ready` for ingest.
 
-Ingest contract: `env.shared["storage.media_ready"]` is a callable returning (ok, reason); ok is False while
+Ingest contract: `env.links.media_ready` is a callable returning (ok, reason); ok is False while
 paths.media_root is on a declared pool and not proven to be on that pool's own filesystem (storage.proof: the
 mount on top of the pool's mount point holds the path, and `blkid -p` of its device shows the pool's type and
-recorded UUID). `env.shared["storage.root_ready"]` is the same check for any path (index_root, ...); the plain
-function `storage.proof.root_ready(shared, path)` reaches it. Both read /proc/self/mountinfo on every call (no command);
+recorded UUID). `env.links.root_ready` is the same check for any path (index_root, ...); the plain
+method `Links.root_is_ready(path)` reaches it. Both read /proc/self/mountinfo on every call (no command);
 a mount not seen before is proven by the service's next refresh (at once after an applied pass: `wake()`).
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +23,16 @@ from prometheus_client import Gauge
 
 from bitharbord.api import schemas
 from bitharbord.config import Harbor
+from bitharbord.pools import observe
+from bitharbord.pools.devices import list_devices
+from bitharbord.pools.health import PoolHealth, conditions, pool_health
+from bitharbord.pools.health import summary as health_summary
+from bitharbord.pools.mounttab import mountinfo_targets
+from bitharbord.pools.pools import assess, pool_specs
+from bitharbord.pools.proof import RootProver
 from bitharbord.services import Condition, ServiceEnv
-from bitharbord.storage import observe
-from bitharbord.storage.devices import list_devices
-from bitharbord.storage.health import PoolHealth, conditions, pool_health
-from bitharbord.storage.health import summary as health_summary
-from bitharbord.storage.mounttab import mountinfo_targets
-from bitharbord.storage.pools import assess, pool_specs
-from bitharbord.storage.proof import ROOT_READY_KEY, RootProver
 
 log = structlog.get_logger("bitharbord.storage")
-MEDIA_READY_KEY = "storage.media_ready"
 MOUNTINFO = Path("/proc/self/mountinfo")
 CONDITION_TYPES = ("Degraded", "DiskMissing", "MountMissing", "DiskFull")
 
@@ -80,8 +79,8 @@ class StorageService:
         """Take the daemon's env: metrics registered, `storage.media_ready` published (run() does this first)."""
         self.env = env
         self._register(env)
-        env.shared[MEDIA_READY_KEY] = self.media_ready
-        env.shared[ROOT_READY_KEY] = self.root_ready
+        env.links.media_ready = self.media_ready
+        env.links.root_ready = self.root_ready
         self.prover.runner = env.runner
 
     def wake(self) -> None:
@@ -239,10 +238,4 @@ class StorageService:
         except observe.GatherError as exc:
             return web.json_response({"error": {"code": "storage_unavailable", "message": str(exc)}}, status=500)
         return web.json_response(list_devices(facts, self._harbor()))
-
-
-def media_ready(shared: dict[str, Any]) -> Callable[[], tuple[bool, str]] | None:
-    """For ingest: the callable the storage service published, or None when storage is not running."""
-    fn = shared.get(MEDIA_READY_KEY)
-    return fn if callable(fn) else None
 

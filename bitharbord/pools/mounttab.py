@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import re
-
 from bitharbord.system.facts import systemd_escape_path
+from bitharbord.system.mountinfo import unmangle as unmangle
 
 # fstab(5) / getmntent(3): space, tab, newline and backslash are written as \ooo.
 _MANGLE = {" ": "\\040", "\t": "\\011", "\n": "\\012", "\\": "\\134"}
-_UNMANGLE = re.compile(r"\\([0-7]{3})")
 UNIT_HEADER = "# Written by bitharbord"
 WANTS_DIR = "local-fs.target.wants"
 
 
 def mangle(field: str) -> str:
     return "".join(_MANGLE.get(c, c) for c in field)
-
-
-def unmangle(field: str) -> str:
-    return _UNMANGLE.sub(lambda m: chr(int(m.group(1), 8)), field)
 
 
 def fsck_pass(fstype: str) -> int:

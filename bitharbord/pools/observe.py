@@ -50,7 +50,7 @@ from bitharbord.system.runner import Argv, Runner
 
 if TYPE_CHECKING:
     from bitharbord.config import Harbor
-    from bitharbord.providers.base import Context
+    from bitharbord.reconcile.provider import Context
 
 log = structlog.get_logger("bitharbord.storage")
 
@@ -322,7 +322,7 @@ async def _md_array(runner: Runner, stat: MdstatArray, health: bool) -> MdArray:
 
 def read_mount_config(harbor: Harbor, target: str) -> MountConfig:
     """Our fstab line and .mount unit for `target` (files BitHarbor writes; read directly)."""
-    from bitharbord.storage.mounttab import fstab_entries
+    from bitharbord.pools.mounttab import fstab_entries
 
     st = harbor.storage
     try:

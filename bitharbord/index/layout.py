@@ -20,7 +20,8 @@ from typing import Any
 
 from bitharbord.config import Embedding
 from bitharbord.embed.base import file_fingerprint
-from bitharbord.index.vectors import MANIFEST, fsync_dir
+from bitharbord.index.vectors import MANIFEST
+from bitharbord.system.fsio import fsync_dir
 
 VECTORS_DIR = "vectors"
 CURRENT = "current"

@@ -24,8 +24,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from bitharbord.config import ConfigError, Harbor, Problem
-from bitharbord.storage.mounttab import unit_name, unit_value_problem
-from bitharbord.storage.observe import MdArray, StorageFacts
+from bitharbord.pools.mounttab import unit_name, unit_value_problem
+from bitharbord.pools.observe import MdArray, StorageFacts
 from bitharbord.system.facts import BlkidInfo, BlockDevice, normalize_md_uuid, verdict
 
 # Fixed namespace for planned filesystem UUIDs (uuid5 of the pool's identity).
