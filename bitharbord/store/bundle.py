@@ -10,10 +10,10 @@ A bundle is a directory:
 
 Import stores each blob through the BlobStore with the item's BLAKE3 hash as the expected hash (a corrupt or
 truncated blob is refused: that item fails, the rest go on), then inserts the rows and queues the item for
-embedding in one transaction. An item whose hash is already in the library is skipped, so importing twice
-changes nothing. With references only, the blobs are read from the exporting box's media root recorded in the
-manifest (the same disks, moved or mounted elsewhere: pass `blob_root`). Vectors are not exported: the
-importing box re-embeds with its own embedder.
+embedding in one transaction (store/items.py writes them). An item whose hash is already in the library is
+skipped, so importing twice changes nothing. With references only, the blobs are read from the exporting
+box's media root recorded in the manifest (the same disks, moved or mounted elsewhere: pass `blob_root`).
+Vectors are not exported: the importing box re-embeds with its own embedder.
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ from typing import Any
 
 import structlog
 
+from bitharbord.store import items
 from bitharbord.store.blobs import BlobError, BlobStore, HashMismatchError, SourceUnreadableError
 from bitharbord.store.db import uri as db_uri
+from bitharbord.store.items import TYPE_TABLES
 from bitharbord.system.fsio import write_atomic
 
 log = structlog.get_logger("bitharbord.store.bundle")
@@ -39,7 +41,6 @@ log = structlog.get_logger("bitharbord.store.bundle")
 FORMAT = 1
 MANIFEST = "bitharbor-bundle.json"
 ITEMS = "items.jsonl"
-TYPE_TABLES = ("movies", "online_video", "personal_media", "generic_media")
 # Box-local columns: ids, vector rows and preview paths are rebuilt on the importing box.
 LOCAL_COLUMNS = frozenset({"id", "vector_row", "thumbnail", "preview_clip", "media_id"})
 
@@ -131,10 +132,6 @@ def _connect(db: Path, readonly: bool) -> sqlite3.Connection:
 
 def _tables(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-
-
-def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
-    return [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
 
 
 def _portable(row: sqlite3.Row) -> dict[str, Any]:
@@ -233,7 +230,6 @@ def import_bundle(src: Path, db: Path, media_root: Path, *, blob_root: Path | No
     conn = _connect(db, readonly=False)
     try:
         tables = _tables(conn)
-        core_cols = set(_columns(conn, "media_core"))
         try:
             item_lines = (src / ITEMS).read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
@@ -270,20 +266,9 @@ def import_bundle(src: Path, db: Path, media_root: Path, *, blob_root: Path | No
                 log.error("bundle.item_failed", hash=digest, error=exc.reason)
                 continue
             report.blobs_bytes += stored.size
-            values = {k: v for k, v in core.items() if k in core_cols} | {"blob_path": stored.relpath}
             with conn:  # one transaction: the rows and the embedding hand-off land together or not at all
-                cur = conn.execute(
-                    f"INSERT INTO media_core ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
-                    tuple(values.values()))
-                media_id = cur.lastrowid
-                table = item.get("type_table")
-                if table in tables and table in TYPE_TABLES and item.get("type_row") is not None:
-                    cols = set(_columns(conn, table))
-                    row = {k: v for k, v in item["type_row"].items() if k in cols} | {"media_id": media_id}
-                    conn.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                                 tuple(row.values()))
-                if "embed_queue" in tables:
-                    conn.execute("INSERT OR IGNORE INTO embed_queue (media_id) VALUES (?)", (media_id,))
+                items.import_item(conn, dict(core) | {"blob_path": stored.relpath}, item.get("type_table"),
+                                  item.get("type_row"), tables)
             report.added += 1
     finally:
         conn.close()

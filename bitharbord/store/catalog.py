@@ -1,5 +1,6 @@
 """The catalog's tables: wanted entries and their states (`catalog_entries`), and the rows a catalog download
-leaves once ingested (`movies`, `online_video`, `catalog_sidecars`). All the catalog's SQL is here.
+leaves once ingested (`catalog_sidecars`; its `movies` and `online_video` rows are item rows, written by
+store/items.py and re-exported here). All the catalog's SQL is here.
 
 Writers take an open connection (`bitharbord.store.db.connect`); every state change is one statement or one
 `BEGIN IMMEDIATE` transaction, so a crash leaves an entry in the state before or after, never between.
@@ -33,6 +34,10 @@ from bitharbord.catalog.entries import (
     backoff_after_temporary,
 )
 from bitharbord.store import db
+from bitharbord.store.items import MovieFacts as MovieFacts  # the item rows are written by store/items.py
+from bitharbord.store.items import VideoFacts as VideoFacts
+from bitharbord.store.items import write_movie as write_movie
+from bitharbord.store.items import write_online_video as write_online_video
 
 TABLE = "catalog_entries"
 _COLUMNS = ("key", "kind", "spec_json", "origin", "state", "title", "year", "tmdb_id", "source", "identifier",
@@ -378,52 +383,6 @@ async def media_for(conn: aiosqlite.Connection, *, tmdb_id: int | None = None,
 async def media_for_video(conn: aiosqlite.Connection, youtube_id: str) -> int | None:
     row = await (await conn.execute("SELECT media_id FROM online_video WHERE youtube_id=?", (youtube_id,))).fetchone()
     return int(row[0]) if row else None
-
-
-@dataclass(frozen=True)
-class MovieFacts:
-    tmdb_id: int | None
-    ia_identifier: str | None
-    year: int | None
-    runtime_min: int | None
-    synopsis: str | None
-    director: str | None
-    cast: list[dict[str, Any]]
-    genres: list[str]
-    poster_hash: str | None
-
-
-async def write_movie(conn: aiosqlite.Connection, media_id: int, m: MovieFacts) -> None:
-    """The film's row in `movies` (replacing what an earlier write left; a poster already recorded stays
-    when this one has none)."""
-    await conn.execute(
-        "INSERT INTO movies(media_id, tmdb_id, ia_identifier, year, runtime_min, synopsis, director, cast_json, "
-        "genres_json, poster_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(media_id) DO UPDATE SET "
-        "tmdb_id=excluded.tmdb_id, ia_identifier=excluded.ia_identifier, year=excluded.year, "
-        "runtime_min=excluded.runtime_min, synopsis=excluded.synopsis, director=excluded.director, "
-        "cast_json=excluded.cast_json, genres_json=excluded.genres_json, "
-        "poster_hash=COALESCE(excluded.poster_hash, movies.poster_hash)",
-        (media_id, m.tmdb_id, m.ia_identifier, m.year, m.runtime_min, m.synopsis, m.director, _dumps(m.cast),
-         _dumps(m.genres), m.poster_hash))
-
-
-@dataclass(frozen=True)
-class VideoFacts:
-    youtube_id: str
-    channel: str | None
-    upload_date: str | None
-    description: str | None
-    tags: list[str]
-    url: str | None
-
-
-async def write_online_video(conn: aiosqlite.Connection, media_id: int, v: VideoFacts) -> None:
-    await conn.execute(
-        "INSERT INTO online_video(media_id, youtube_id, channel, upload_date, description, tags_json, url) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(media_id) DO UPDATE SET youtube_id=excluded.youtube_id, "
-        "channel=excluded.channel, upload_date=excluded.upload_date, description=excluded.description, "
-        "tags_json=excluded.tags_json, url=excluded.url",
-        (media_id, v.youtube_id, v.channel, v.upload_date, v.description, _dumps(v.tags), v.url))
 
 
 async def write_sidecar(conn: aiosqlite.Connection, media_id: int, kind: str, name: str, blob_hash: str,
