@@ -2,19 +2,17 @@
 
 Ids are integers from the path (validated); the file served is always the one the catalog row names, resolved
 and required to lie inside media_root (blobs) or index_root (previews): nothing the client sends is a path.
-The catalog is read through a read-only SQLite connection (only the store writes it).
+The catalog is read through bitharbord/store/media.py (a read-only connection; only the store writes it).
 """
 
 from __future__ import annotations
 
 import json
 import mimetypes
-import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import aiosqlite
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,11 +21,10 @@ from bitharbord.api import schemas
 from bitharbord.api.errors import ApiError
 from bitharbord.api.keys import CONTROL
 from bitharbord.config import MediaType
-from bitharbord.store import db
+from bitharbord.store import media as media_store
 
 log = structlog.get_logger("bitharbord.api.media")
 
-TYPE_TABLES = ("movies", "online_video", "personal_media", "generic_media")
 ID_SCHEMA: schemas.JsonSchema = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
 CACHE_IMMUTABLE = "private, max-age=86400"  # blobs and previews are content-addressed
 
@@ -94,50 +91,17 @@ def _roots(request: web.Request) -> tuple[Path, Path]:
     return Path(paths.media_root), Path(paths.index_root)
 
 
-async def _connect(media_root: Path) -> aiosqlite.Connection | None:
-    path = media_root / db.DB_NAME
-    if not path.exists():
-        return None
-    conn = await aiosqlite.connect(db.uri(path), uri=True)
-    conn.row_factory = sqlite3.Row
-    await conn.execute("PRAGMA busy_timeout=5000")
-    return conn
-
-
-async def _tables(conn: aiosqlite.Connection) -> set[str]:
-    rows = await conn.execute_fetchall("SELECT name FROM sqlite_master WHERE type='table'")
-    return {str(r[0]) for r in rows}
-
-
-async def _item_row(request: web.Request, media_id: int) -> tuple[dict[str, Any], Path, Path, dict[str, Any]]:
+async def _item_row(request: web.Request, media_id: int) -> tuple[dict[str, Any], Path, Path, media_store.ItemRows]:
     media_root, index_root = _roots(request)
-    conn = await _connect(media_root)
-    if conn is None:
-        raise ApiError(404, "not_found", f"no media item {media_id}: the catalog is empty")
     try:
-        rows = list(await conn.execute_fetchall("SELECT * FROM media_core WHERE id=?", (media_id,)))
-        if not rows:
-            raise ApiError(404, "not_found", f"no media item {media_id}")
-        row = dict(rows[0])
-        extra: dict[str, Any] = {"details": {}, "sources": []}
-        tables = await _tables(conn)
-        for table in TYPE_TABLES:
-            if table in tables:
-                found = list(await conn.execute_fetchall(f"SELECT * FROM {table} WHERE media_id=?", (media_id,)))
-                if found:
-                    extra["details"] = {k: v for k, v in dict(found[0]).items() if k != "media_id"}
-                    break
-        if "sources" in tables:
-            src = await conn.execute_fetchall(
-                "SELECT path FROM sources WHERE media_id=? AND vanished=0 AND role='media' ORDER BY path",
-                (media_id,))
-            extra["sources"] = [str(r[0]) for r in src]
-    except sqlite3.Error as exc:
-        log.error("media.catalog_unreadable", media_id=media_id, error=str(exc))
+        found = await media_store.read_item(media_root, media_id)
+    except media_store.NoCatalog:
+        raise ApiError(404, "not_found", f"no media item {media_id}: the catalog is empty") from None
+    except media_store.CatalogUnreadable as exc:
         raise ApiError(503, "catalog_unavailable", f"the catalog cannot be read right now: {exc}") from None
-    finally:
-        await conn.close()
-    return row, media_root, index_root, extra
+    if found is None:
+        raise ApiError(404, "not_found", f"no media item {media_id}")
+    return found.row, media_root, index_root, found
 
 
 def _inside(stored: Any, root: Path) -> Path | None:
@@ -187,32 +151,14 @@ def _metadata(raw: Any) -> dict[str, Any]:
 async def list_media(request: web.Request) -> web.Response:
     q = schemas.parse_query(request, ListQuery)
     media_root, _ = _roots(request)
-    conn = await _connect(media_root)
-    if conn is None:
-        return schemas.json_response(MediaList(items=[], total=0, limit=q.limit, offset=q.offset))
-    where: list[str] = []
-    params: list[Any] = []
-    if q.type is not None:
-        where.append("type=?")
-        params.append(q.type)
     try:
-        columns = {str(r[1]) for r in await conn.execute_fetchall("PRAGMA table_info(media_core)")}
-        if q.kind is not None:
-            if "kind" not in columns:
-                return schemas.json_response(MediaList(items=[], total=0, limit=q.limit, offset=q.offset))
-            where.append("kind=?")
-            params.append(q.kind)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        total_rows = list(await conn.execute_fetchall(f"SELECT count(*) FROM media_core {clause}", params))
-        rows = await conn.execute_fetchall(
-            f"SELECT * FROM media_core {clause} ORDER BY id DESC LIMIT ? OFFSET ?", [*params, q.limit, q.offset])
-        items = [_summary(dict(r)) for r in rows]
-    except sqlite3.Error as exc:
+        rows, total = await media_store.read_page(media_root, media_type=q.type, kind=q.kind, limit=q.limit,
+                                                  offset=q.offset)
+    except media_store.CatalogUnreadable as exc:
         raise ApiError(503, "catalog_unavailable", f"the catalog cannot be read right now: {exc}") from None
-    finally:
-        await conn.close()
+    items = [_summary(r) for r in rows]
     return schemas.json_response({"items": [MediaSummary.model_validate(i).model_dump(mode="json") for i in items],
-                                  "total": int(total_rows[0][0]), "limit": q.limit, "offset": q.offset})
+                                  "total": total, "limit": q.limit, "offset": q.offset})
 
 
 @schemas.route(summary="One item: metadata, paths on the box and preview URLs", tags=["media"],
@@ -227,9 +173,9 @@ async def get_media(request: web.Request) -> web.Response:
         **_summary(row),
         file_hash=row.get("file_hash"), created_at=row.get("created_at"),
         duration_s=row.get("duration_s"), width=row.get("width"), height=row.get("height"),
-        metadata=_metadata(row.get("metadata_json")), details=extra["details"],
+        metadata=_metadata(row.get("metadata_json")), details=extra.details,
         paths=Paths(blob=str(blob) if blob else None, thumbnail=str(thumb) if thumb else None,
-                    preview_clip=str(clip) if clip else None, sources=extra["sources"]),
+                    preview_clip=str(clip) if clip else None, sources=extra.sources),
     )
     return schemas.json_response(item)
 
