@@ -3,7 +3,7 @@
     .venv/bin/python bench/verify.py [--full] [--dir DIR] [--repeat 5]
 
 A library of 1 GiB (--full: 8 GiB) is made once: half in 128 MiB files, half in 1 MiB files, stored by
-BlobStore with item rows in a migrated SQLite file (setup, not measured). Then, alternating, `--repeat` times:
+LocalBlobStore with item rows in a migrated SQLite file (setup, not measured). Then, alternating, `--repeat` times:
 
 - ours: `bitharbord.library.verify.verify()` unthrottled (no --rate), every check it runs on this library
   (database, items, previews, blobs), timed from start to report; throughput = blob bytes / that time.
@@ -35,7 +35,7 @@ from blake3 import blake3
 from bitharbord.library import verify
 from bitharbord.library.verify_files import walk_blobs
 from bitharbord.store import db
-from bitharbord.store.blobs import BlobStore
+from bitharbord.store.blobs import LocalBlobStore
 
 MiB = 1 << 20
 GOAL = 0.8
@@ -46,7 +46,7 @@ def make_library(root: Path, total: int) -> verify.Library:
     lib.media_root.mkdir(parents=True)
     lib.index_root.mkdir(parents=True)
     asyncio.run(db.migrate(lib.db_path))
-    store = BlobStore(lib.media_root)
+    store = LocalBlobStore(lib.media_root)
     src = root / "src"
     src.mkdir()
     sizes = [128 * MiB] * (total // 2 // (128 * MiB)) + [MiB] * (total // 2 // MiB)

@@ -3,7 +3,7 @@
     async def submit(path, *, media_type, origin, metadata=None) -> int      (a journal id)
     async def wait(job_id, timeout=None) -> JobResult(stage, media_id, error)
 
-It stores the file through the real BlobStore and inserts a media_core row into the real SQLite file: what the
+It stores the file through the real LocalBlobStore and inserts a media_core row into the real SQLite file: what the
 ingest pipeline does first, without probing, previews or embeddings. Used by the catalog tests until the ingest
 service is wired into the daemon.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bitharbord.store.blobs import BlobError, BlobStore
+from bitharbord.store.blobs import BlobError, LocalBlobStore
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class LocalIngest:
     def _ingest(self, path: Path, media_type: str, metadata: dict[str, Any]) -> JobResult:
         if self.fail_with:
             return JobResult("failed", None, self.fail_with)
-        stored = BlobStore(self.media_root).put(path, media_type)
+        stored = LocalBlobStore(self.media_root).put(path, media_type)
         conn = sqlite3.connect(self.db_path)
         try:
             with conn:

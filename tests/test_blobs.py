@@ -18,15 +18,17 @@ from blake3 import blake3
 from bitharbord.ingest.hash import hash_file
 from bitharbord.store.blobs import (
     TEMP_PREFIX,
-    BlobStore,
+    BlobMissingError,
     DiskFullError,
     HashMismatchError,
+    LocalBlobStore,
     SourceUnreadableError,
     StoredBlob,
     blob_extension,
     cleanup_temp,
     stored_digests,
 )
+from bitharbord.store.blobstore import parse_key
 from tests.media import make_jpeg, random_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +51,7 @@ def media_root(tmp_path: Path) -> Path:
 
 def test_layout_content_and_mode(tmp_path: Path, media_root: Path) -> None:
     src = make_jpeg(tmp_path / "in" / "IMG_0001.JPEG")
-    blob = BlobStore(media_root).put(src, "personal")
+    blob = LocalBlobStore(media_root).put(src, "personal")
     h = blake3(src.read_bytes()).hexdigest()
     assert blob.hexdigest == h
     assert blob.created
@@ -62,7 +64,7 @@ def test_layout_content_and_mode(tmp_path: Path, media_root: Path) -> None:
 
 
 def test_same_content_is_stored_once(tmp_path: Path, media_root: Path) -> None:
-    store = BlobStore(media_root)
+    store = LocalBlobStore(media_root)
     a = random_file(tmp_path / "a" / "clip.mp4", 70_000, seed=3)
     b = tmp_path / "b" / "copy of clip.mp4"
     b.parent.mkdir()
@@ -77,7 +79,7 @@ def test_same_content_is_stored_once(tmp_path: Path, media_root: Path) -> None:
 
 
 def test_known_digest_of_existing_blob_copies_nothing(tmp_path: Path, media_root: Path) -> None:
-    store = BlobStore(media_root)
+    store = LocalBlobStore(media_root)
     src = random_file(tmp_path / "x.bin", 5000, seed=9)
     first = store.put(src, "other")
     # the source is gone now: had put() tried to read it, it would have failed
@@ -89,7 +91,7 @@ def test_known_digest_of_existing_blob_copies_nothing(tmp_path: Path, media_root
 def test_large_file_kernel_copy_is_verified(tmp_path: Path, media_root: Path) -> None:
     src = random_file(tmp_path / "movie.mkv", 20 * 1024 * 1024 + 333, seed=11)
     expected = hash_file(src).hexdigest
-    blob = BlobStore(media_root, max_threads=2).put(src, "movie", expected_hash=expected)
+    blob = LocalBlobStore(media_root, max_threads=2).put(src, "movie", expected_hash=expected)
     assert blob.created and blob.hexdigest == expected
     assert blob.path.name == f"{expected}.mkv"
     assert hash_file(blob.path).hexdigest == expected
@@ -100,7 +102,7 @@ def test_expected_hash_mismatch_stores_nothing(tmp_path: Path, media_root: Path)
     src = random_file(tmp_path / "a.jpg", 3000, seed=1)
     stale = blake3(b"what the file held when it was hashed").hexdigest()
     with pytest.raises(HashMismatchError, match="changed after it was hashed") as info:
-        BlobStore(media_root).put(src, "personal", expected_hash=stale)
+        LocalBlobStore(media_root).put(src, "personal", expected_hash=stale)
     assert info.value.path == str(src)
     assert all_files(media_root) == []
 
@@ -109,12 +111,12 @@ def test_large_file_with_stale_digest_is_refused(tmp_path: Path, media_root: Pat
     src = random_file(tmp_path / "movie.mkv", 9 * 1024 * 1024, seed=12)
     stale = blake3(b"older content").hexdigest()
     with pytest.raises(HashMismatchError, match=f"expected {stale}"):
-        BlobStore(media_root).put(src, "movie", expected_hash=stale)
+        LocalBlobStore(media_root).put(src, "movie", expected_hash=stale)
     assert all_files(media_root) == []
 
 
 def test_find_by_name_or_by_listing(tmp_path: Path, media_root: Path) -> None:
-    store = BlobStore(media_root)
+    store = LocalBlobStore(media_root)
     blob = store.put(random_file(tmp_path / "a.webm", 100), "online_video")
     assert store.find(blob.hexdigest) == blob.path
     assert store.find(blob.hexdigest, ext="webm") == blob.path
@@ -132,7 +134,7 @@ def test_extension_rules() -> None:
 
 def test_bad_arguments_are_rejected(tmp_path: Path, media_root: Path) -> None:
     src = random_file(tmp_path / "a", 10)
-    store = BlobStore(media_root)
+    store = LocalBlobStore(media_root)
     with pytest.raises(ValueError, match="unknown media type 'photos'"):
         store.put(src, "photos")
     with pytest.raises(ValueError, match="64 lower-case hex"):
@@ -143,7 +145,7 @@ def test_bad_arguments_are_rejected(tmp_path: Path, media_root: Path) -> None:
 def test_missing_media_root(tmp_path: Path) -> None:
     src = random_file(tmp_path / "a", 10)
     with pytest.raises(Exception, match="media root does not exist"):
-        BlobStore(tmp_path / "not-mounted").put(src, "personal")
+        LocalBlobStore(tmp_path / "not-mounted").put(src, "personal")
     assert not (tmp_path / "not-mounted").exists()
 
 
@@ -154,7 +156,7 @@ def test_directory_source(tmp_path: Path, media_root: Path) -> None:
     d = tmp_path / "folder.mp4"
     d.mkdir()
     with pytest.raises(SourceUnreadableError, match="is a directory") as info:
-        BlobStore(media_root).put(d, "movie")
+        LocalBlobStore(media_root).put(d, "movie")
     assert info.value.reason.startswith("is a directory")
     assert all_files(media_root) == []
 
@@ -163,12 +165,12 @@ def test_fifo_source_does_not_block(tmp_path: Path, media_root: Path) -> None:
     fifo = tmp_path / "stream.mp4"
     os.mkfifo(fifo)
     with pytest.raises(SourceUnreadableError, match="FIFO"):
-        BlobStore(media_root).put(fifo, "movie")
+        LocalBlobStore(media_root).put(fifo, "movie")
 
 
 def test_missing_source(tmp_path: Path, media_root: Path) -> None:
     with pytest.raises(SourceUnreadableError, match="no such file"):
-        BlobStore(media_root).put(tmp_path / "gone.jpg", "personal")
+        LocalBlobStore(media_root).put(tmp_path / "gone.jpg", "personal")
 
 
 def test_permission_denied_source() -> None:
@@ -184,11 +186,11 @@ def test_permission_denied_source() -> None:
         src.chmod(0o000)
         code = textwrap.dedent(f"""
             import os
-            from bitharbord.store.blobs import BlobStore, SourceUnreadableError
+            from bitharbord.store.blobs import LocalBlobStore, SourceUnreadableError
             if os.geteuid() == 0:
                 os.setgroups([]); os.setgid(65534); os.setuid(65534)
             try:
-                BlobStore({str(media)!r}).put({str(src)!r}, "personal")
+                LocalBlobStore({str(media)!r}).put({str(src)!r}, "personal")
             except SourceUnreadableError as exc:
                 print("REASON:" + exc.reason)
             else:
@@ -207,7 +209,7 @@ def test_permission_denied_source() -> None:
 def test_enospc_found_up_front(tmp_path: Path, tiny_fs: Path, size: int) -> None:
     src = random_file(tmp_path / "big.mp4", size)
     with pytest.raises(DiskFullError, match="no space left") as info:
-        BlobStore(tiny_fs).put(src, "movie")
+        LocalBlobStore(tiny_fs).put(src, "movie")
     assert f"needs {size} bytes" in info.value.reason
     assert all_files(tiny_fs) == []
 
@@ -216,7 +218,7 @@ def test_enospc_found_up_front(tmp_path: Path, tiny_fs: Path, size: int) -> None
 @pytest.mark.parametrize("size", [2 * 1024 * 1024, 10 * 1024 * 1024], ids=["small-path", "large-path"])
 def test_enospc_while_writing(tmp_path: Path, tiny_fs: Path, size: int) -> None:
     src = random_file(tmp_path / "big.mp4", size)
-    store = BlobStore(tiny_fs, precheck_space=False)
+    store = LocalBlobStore(tiny_fs, precheck_space=False)
     with pytest.raises(DiskFullError, match="no space left on device while writing"):
         store.put(src, "movie")
     assert all_files(tiny_fs) == []  # the partial temp file was removed
@@ -235,8 +237,8 @@ def test_crash_mid_copy_leaves_only_a_temp_file(tmp_path: Path, media_root: Path
         import resource, signal
         signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it by default (writes get EFBIG)
         resource.setrlimit(resource.RLIMIT_FSIZE, (1024 * 1024, 1024 * 1024))
-        from bitharbord.store.blobs import BlobStore
-        BlobStore({str(media_root)!r}).put({str(src)!r}, "movie")
+        from bitharbord.store.blobs import LocalBlobStore
+        LocalBlobStore({str(media_root)!r}).put({str(src)!r}, "movie")
     """)
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, timeout=60)
     assert proc.returncode == -signal.SIGXFSZ, proc.stderr
@@ -248,12 +250,12 @@ def test_crash_mid_copy_leaves_only_a_temp_file(tmp_path: Path, media_root: Path
     removed = cleanup_temp(media_root)
     assert removed == leftovers
     assert all_files(media_root) == []
-    blob = BlobStore(media_root).put(src, "movie")
+    blob = LocalBlobStore(media_root).put(src, "movie")
     assert blob.created and all_files(media_root) == [blob.path]
 
 
 def test_cleanup_temp_only_touches_temp_files(tmp_path: Path, media_root: Path) -> None:
-    store = BlobStore(media_root)
+    store = LocalBlobStore(media_root)
     blob = store.put(random_file(tmp_path / "a.jpg", 100, seed=1), "personal")
     shard_temp = blob.path.parent / f"{TEMP_PREFIX}deadbeef"
     type_temp = media_root / "movie" / f"{TEMP_PREFIX}cafe"
@@ -276,7 +278,7 @@ def test_put_many_runs_in_parallel_and_reports_each(tmp_path: Path, media_root: 
     items: list[tuple[str | os.PathLike[str], str, str | None]] = [(p, "personal", None) for p in sources]
     items.append((tmp_path / "missing.jpg", "personal", None))
     items.append((sources[0], "personal", hash_file(sources[0]).hexdigest))
-    results = BlobStore(media_root).put_many(items, workers=8)
+    results = LocalBlobStore(media_root).put_many(items, workers=8)
     assert len(results) == 32
     stored = [r for r in results if isinstance(r, StoredBlob)]
     assert sum(r.created for r in stored) == 30
@@ -284,3 +286,29 @@ def test_put_many_runs_in_parallel_and_reports_each(tmp_path: Path, media_root: 
     assert isinstance(results[31], StoredBlob) and not results[31].created
     assert len(stored_digests(media_root)) == 30
     assert temp_files(media_root) == []
+
+
+def test_read_side_of_the_interface_open_stat_list(tmp_path: Path, media_root: Path) -> None:
+    """The blob-store interface's reads on the local store: a stored blob is opened, stat'ed and listed under its
+    key; a key that is not a blob key (a free path) is refused; a temp file is not a blob; nothing deletes."""
+    store = LocalBlobStore(media_root)
+    src = random_file(tmp_path / "in" / "clip.mp4", 50_000, seed=11)
+    blob = store.put(src, "movie")
+    (media_root / "movie" / blob.hexdigest[:2] / f"{TEMP_PREFIX}leftover").write_bytes(b"partial")
+    with store.open(blob.relpath) as f:
+        assert f.read() == src.read_bytes()
+    info = store.stat(blob.relpath)
+    assert info is not None and (info.key, info.hexdigest, info.media_type, info.size) == (
+        blob.relpath, blob.hexdigest, "movie", src.stat().st_size)
+    assert [(i.key, i.size) for i in store.list()] == [(blob.relpath, blob.size)]
+    assert list(store.list(["personal"])) == []
+    other = "0" * 64
+    assert store.stat(f"movie/00/{other}.mp4") is None
+    with pytest.raises(BlobMissingError):
+        store.open(f"movie/00/{other}.mp4")
+    for bad in (f"movie/11/{other}.mp4", "../etc/passwd", f"/movie/00/{other}", f"nosuch/00/{other}.mp4"):
+        with pytest.raises(ValueError):
+            store.stat(bad)
+        with pytest.raises(ValueError):
+            parse_key(bad)
+    assert not any(hasattr(store, name) for name in ("delete", "remove", "unlink"))

@@ -11,7 +11,7 @@ import pytest
 
 from bitharborctl.commands.bundles import render_export, render_import
 from bitharbord.store import bundle, db
-from bitharbord.store.blobs import BlobStore
+from bitharbord.store.blobs import LocalBlobStore
 from tests.media import make_jpeg
 
 
@@ -20,7 +20,7 @@ async def library(root: Path, photos: int) -> tuple[Path, Path]:
     media.mkdir(parents=True)
     path = media / db.DB_NAME
     await db.migrate(path)
-    store = BlobStore(media)
+    store = LocalBlobStore(media)
     conn = sqlite3.connect(path)
     try:
         for i in range(photos):

@@ -20,7 +20,7 @@ from PIL import Image
 from bitharbord.ingest.pipeline import Pipeline
 from bitharbord.ingest.scan import Fingerprint
 from bitharbord.store import db
-from bitharbord.store.blobs import TEMP_PREFIX, BlobStore, stored_digests
+from bitharbord.store.blobs import TEMP_PREFIX, LocalBlobStore, stored_digests
 from bitharbord.store.ingest import IngestStore, NewJob
 from bitharbord.system.runner import ProcessRunner
 from tests.media import make_jpeg, make_video, random_file, write_archive_meta, write_ytdlp_info
@@ -315,7 +315,7 @@ async def test_resume_after_each_stage_gives_the_same_library(box: Box) -> None:
     await box.restart()
     # back: the blobs are written but the crash comes before the journal says so
     for path, media_type, h in box.sql("SELECT source_path, media_type, file_hash FROM ingest_jobs"):
-        BlobStore(box.media).put(path, media_type, expected_hash=h)
+        LocalBlobStore(box.media).put(path, media_type, expected_hash=h)
     leftover = box.media / "personal" / f"{TEMP_PREFIX}leftover"
     leftover.write_bytes(b"half")  # a put cut short by the crash of an earlier process
     os.utime(leftover, (1_000_000_000, 1_000_000_000))

@@ -19,7 +19,7 @@ from bitharbord.providers.database import db_path
 from bitharbord.reconcile.provider import Context
 from bitharbord.reconcile.render import render
 from bitharbord.store import db
-from bitharbord.store.blobs import BlobStore, StorageChangedError, stored_digests
+from bitharbord.store.blobs import LocalBlobStore, StorageChangedError, stored_digests
 from bitharbord.store.ingest import IngestStore, NewJob
 from bitharbord.system.runner import ProcessRunner
 from tests.media import make_jpeg
@@ -32,16 +32,16 @@ def test_blob_store_writes_only_on_its_filesystem(tmp_path: Path) -> None:
     src = make_jpeg(tmp_path / "in" / "a.jpg")
     real = os.stat(media).st_dev
     with pytest.raises(StorageChangedError, match="the filesystem under the media root changed"):
-        BlobStore(media, device=real + 1).put(src, "personal")
+        LocalBlobStore(media, device=real + 1).put(src, "personal")
     assert list(media.iterdir()) == []
-    [result] = BlobStore(media, device=real + 1).put_many([(src, "personal", None)])
+    [result] = LocalBlobStore(media, device=real + 1).put_many([(src, "personal", None)])
     assert isinstance(result, StorageChangedError) and list(media.iterdir()) == []
     media.rmdir()  # pulled: the path is gone
     with pytest.raises(StorageChangedError, match="does not exist"):
-        BlobStore(media, device=real).put(src, "personal")
+        LocalBlobStore(media, device=real).put(src, "personal")
     assert not media.exists()
     media.mkdir()
-    assert BlobStore(media, device=real).put(src, "personal").created
+    assert LocalBlobStore(media, device=real).put(src, "personal").created
 
 
 async def test_pipeline_leaves_jobs_waiting_when_the_storage_changes(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from bitharbord.index.vectors import canonicalize
 from bitharbord.library import verify
 from bitharbord.library.verify_files import Throttle, hash_file
-from bitharbord.store.blobs import BlobStore
+from bitharbord.store.blobs import LocalBlobStore
 from tests.verify_support import DIM, Box, Owner, make_box
 
 
@@ -88,7 +88,7 @@ async def test_deleted_blob_is_reported_by_items_and_marked_damaged(box: Box) ->
 async def test_orphan_blob_is_reported_and_kept(box: Box, tmp_path: Path) -> None:
     stray = tmp_path / "stray.jpg"
     stray.write_bytes(b"nobody's photo" * 1000)
-    stored = BlobStore(box.lib.media_root).put(stray, "personal")
+    stored = LocalBlobStore(box.lib.media_root).put(stray, "personal")
     report = await run(box)
     assert failing(report) == {"items": {"orphan_blob"}}
     assert check(report, "items")["problems"][0]["path"] == stored.relpath

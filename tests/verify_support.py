@@ -1,4 +1,4 @@
-"""A real small library for the scrub's tests: a migrated SQLite file, blobs stored by BlobStore, item and
+"""A real small library for the scrub's tests: a migrated SQLite file, blobs stored by LocalBlobStore, item and
 ingest-job rows, preview files, a real vector store with an installed hnsw index, and `Owner`: what the search
 service lends the repairs (tombstone rows, rebuild the index), over the real VectorStore and Searcher."""
 
@@ -20,7 +20,7 @@ from bitharbord.index.vectors import VectorStore
 from bitharbord.library.verify import Library
 from bitharbord.store import db
 from bitharbord.store import search as search_store
-from bitharbord.store.blobs import BlobStore
+from bitharbord.store.blobs import LocalBlobStore
 
 EMBEDDER, DIM = layout.EMBEDDERS["minilm"]
 
@@ -78,7 +78,7 @@ async def make_box(root: Path, n: int = 6) -> Box:
     lib.media_root.mkdir(parents=True)
     lib.index_root.mkdir(parents=True)
     await db.migrate(lib.db_path)
-    blobs = BlobStore(lib.media_root)
+    blobs = LocalBlobStore(lib.media_root)
     src = root / "src"
     src.mkdir()
     conn = sqlite3.connect(lib.db_path, isolation_level=None)

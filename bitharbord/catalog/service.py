@@ -78,7 +78,7 @@ from bitharbord.reconcile.provider import TemporaryError
 from bitharbord.services import Condition, ServiceEnv, catalog_database
 from bitharbord.store import catalog as store
 from bitharbord.store import db
-from bitharbord.store.blobs import BlobError, BlobStore
+from bitharbord.store.blobs import BlobError, LocalBlobStore
 from bitharbord.system.fsio import write_atomic
 
 log = structlog.get_logger("bitharbord.catalog")
@@ -609,7 +609,7 @@ class CatalogService:
             raise _IngestFailed(f"{row.key}: the downloaded file {path} is gone; it is fetched again on retry")
         # Poster, cover and subtitles go into the blob store first (content-addressed: repeating is free), so
         # the film's facts handed to ingest already name the poster.
-        blobs = BlobStore(where.media_root)
+        blobs = LocalBlobStore(where.media_root)
         stored_sidecars: list[tuple[str, str, str, str]] = []
         poster_hash: str | None = None
         for kind, name, file in self._sidecar_files(row, dest):

@@ -46,9 +46,9 @@ from bitharbord.ingest.scan import Fingerprint
 from bitharbord.store import blobs as blobs_mod
 from bitharbord.store.blobs import (
     BlobError,
-    BlobStore,
     DiskFullError,
     HashMismatchError,
+    LocalBlobStore,
     StorageChangedError,
     StoredBlob,
 )
@@ -177,7 +177,7 @@ class Pipeline:
         self.batch_bytes = batch_bytes
         self.put_workers = put_workers
         self.max_attempts = max_attempts
-        self.blobs = BlobStore(media_root, device=media_device)
+        self.blobs = LocalBlobStore(media_root, device=media_device)
         self.index_device = index_device
         self._hash_pool = ThreadPoolExecutor(max_workers=hash_workers, thread_name_prefix="bitharbor-hash")
         self._av_slots = asyncio.Semaphore(max(1, probe_workers))

@@ -1,6 +1,9 @@
-"""Content-addressed media files: `<media_root>/<type>/<h[:2]>/<h>.<ext>`, where h is the BLAKE3 hex digest.
+"""The local blob store: content-addressed media files `<media_root>/<type>/<h[:2]>/<h>.<ext>`, where h is the
+BLAKE3 hex digest. `LocalBlobStore` implements the blob-store interface (`BlobStore`, store/blobstore.py:
+put, open, stat, list; never delete) on the media root's filesystem; the copying itself is in
+store/blobcopy.py.
 
-`BlobStore.put()` copies a source file into the store:
+`LocalBlobStore.put()` copies a source file into the store:
 
 * Same content is stored once: when the digest is known beforehand (`expected_hash`, from the hash stage)
   and the blob `<h>.<ext>` exists under any type, nothing is copied. Without it, the copy's digest is
@@ -24,213 +27,57 @@ For large new files, `put` without `expected_hash` reads the source once instead
 
 from __future__ import annotations
 
+import builtins
 import contextlib
-import errno
-import mmap
 import os
-import re
 import secrets
 import stat
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, get_args
+from typing import BinaryIO, Final
 
 import structlog
-from blake3 import blake3
 
-from bitharbord.config import MediaType
 from bitharbord.ingest.hash import AUTO, HashError, open_regular
+from bitharbord.store.blobcopy import (
+    ReadFailed,
+    WriteFailed,
+    copy_kernel,
+    copy_small,
+    hash_written,
+    read_reason,
+    write_reason,
+)
+from bitharbord.store.blobstore import DEFAULT_EXT as DEFAULT_EXT
+from bitharbord.store.blobstore import HEX64, blob_key, check_digest, check_type, parse_key
+from bitharbord.store.blobstore import MEDIA_TYPES as MEDIA_TYPES
+from bitharbord.store.blobstore import BlobError as BlobError
+from bitharbord.store.blobstore import BlobInfo as BlobInfo
+from bitharbord.store.blobstore import BlobMissingError as BlobMissingError
+from bitharbord.store.blobstore import DiskFullError as DiskFullError
+from bitharbord.store.blobstore import HashMismatchError as HashMismatchError
+from bitharbord.store.blobstore import SourceUnreadableError as SourceUnreadableError
+from bitharbord.store.blobstore import StorageChangedError as StorageChangedError
+from bitharbord.store.blobstore import StoredBlob as StoredBlob
+from bitharbord.store.blobstore import blob_extension as blob_extension
 from bitharbord.system.fsio import fsync_dir as _fsync_dir
 
 log = structlog.get_logger("bitharbord.store.blobs")
 
-MEDIA_TYPES: Final[tuple[str, ...]] = get_args(MediaType)
 TEMP_PREFIX: Final = ".tmp-"
 LARGE_FILE_BYTES: Final = 8 << 20
-_SMALL_CHUNK: Final = 256 << 10
-_LARGE_CHUNK: Final = 1 << 20
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_EXT = re.compile(r"[a-z0-9]{1,10}")
-_EXT_ALIASES: Final = {"jpeg": "jpg", "tiff": "tif", "mpeg": "mpg", "htm": "html"}
-DEFAULT_EXT: Final = "bin"
-
-
-class BlobError(Exception):
-    """Storing a blob failed. `path` is the file concerned, `reason` a short human explanation."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = os.fspath(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-
-class SourceUnreadableError(BlobError):
-    """The source file cannot be read (missing, not a regular file, permission denied, I/O error)."""
-
-
-class DiskFullError(BlobError):
-    """No space left (or quota exceeded) on the media root's filesystem."""
-
-
-class StorageChangedError(BlobError):
-    """The filesystem under the media root is not the one the store was opened on (unmounted, replaced):
-    nothing was written; the item is not at fault and is tried again once the storage is back."""
-
-
-class HashMismatchError(BlobError):
-    """What was copied does not have the expected digest: the source changed after it was hashed."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredBlob:
-    hexdigest: str
-    size: int
-    media_type: str
-    path: Path
-    """Absolute path of the blob."""
-    relpath: str
-    """Path relative to the media root (what media_core.blob_path holds)."""
-    created: bool
-    """False when the content was already stored (nothing was copied)."""
-
-
-def blob_extension(name: str | os.PathLike[str]) -> str:
-    """The extension a blob gets for a source file name: lower-case, [a-z0-9]{1,10}, aliases folded."""
-    suffix = Path(name).suffix.lower().lstrip(".")
-    if not _EXT.fullmatch(suffix):
-        return DEFAULT_EXT
-    return _EXT_ALIASES.get(suffix, suffix)
 
 
 def is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX)
 
 
-
-def _write_reason(exc: OSError, where: Path) -> BlobError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        what = "no space left on device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
-        return DiskFullError(where, f"{what} while writing into {where.parent}")
-    if exc.errno == errno.EROFS:
-        return BlobError(where, f"the media root is read-only ({where.parent})")
-    return BlobError(where, f"cannot write into {where.parent}: {exc.strerror or exc}")
-
-
-def _read_reason(exc: OSError, src: str) -> SourceUnreadableError:
-    names = {
-        errno.ENOENT: "no such file (it vanished)",
-        errno.EACCES: "permission denied",
-        errno.EPERM: "operation not permitted",
-        errno.EISDIR: "is a directory, expected a regular file",
-        errno.EIO: "I/O error while reading (failing disk?)",
-        errno.ELOOP: "too many symbolic links",
-        errno.ENOTDIR: "a component of the path is not a directory",
-    }
-    return SourceUnreadableError(src, names.get(exc.errno or 0, exc.strerror or str(exc)))
-
-
-class _ReadFailed(Exception):
-    def __init__(self, exc: OSError) -> None:
-        self.exc = exc
-
-
-class _WriteFailed(Exception):
-    def __init__(self, exc: OSError) -> None:
-        self.exc = exc
-
-
-def _write_all(fd: int, view: memoryview) -> None:
-    off = 0
-    n = len(view)
-    try:
-        while off < n:
-            off += os.write(fd, view[off:])
-    except OSError as exc:
-        raise _WriteFailed(exc) from exc
-
-
-def _read_into(fd: int, buf: bytearray) -> int:
-    try:
-        return os.readv(fd, [buf])
-    except OSError as exc:
-        raise _ReadFailed(exc) from exc
-
-
-def _copy_small(src: int, dst: int) -> tuple[str, int]:
-    hasher = blake3()
-    buf = bytearray(_SMALL_CHUNK)
-    view = memoryview(buf)
-    total = 0
-    while n := _read_into(src, buf):
-        hasher.update(view[:n])
-        _write_all(dst, view[:n])
-        total += n
-    return hasher.hexdigest(), total
-
-
-_KERNEL_COPY_UNSUPPORTED = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP})
-
-
-def _copy_kernel(src: int, dst: int) -> int:
-    """Copy from the current offsets to EOF inside the kernel (copy_file_range: no trip through user space,
-    a reflink where the filesystem can); falls back to read/write where the kernel cannot."""
-    total = 0
-    chunk = 64 << 20
-    while True:
-        try:
-            n = os.copy_file_range(src, dst, chunk)
-        except OSError as exc:
-            if exc.errno in _KERNEL_COPY_UNSUPPORTED:
-                return total + _copy_plain(src, dst)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):
-                raise _WriteFailed(exc) from exc
-            raise _ReadFailed(exc) from exc
-        if n == 0:
-            return total
-        total += n
-
-
-def _copy_plain(src: int, dst: int) -> int:
-    buf = bytearray(_LARGE_CHUNK)
-    view = memoryview(buf)
-    total = 0
-    while n := _read_into(src, buf):
-        _write_all(dst, view[:n])
-        total += n
-    return total
-
-
-def _hash_written(fd: int, n: int, max_threads: int) -> str:
-    """BLAKE3 of what is in our own temp file (mapped: nobody else truncates it), while another thread
-    fsyncs it, so hashing hides behind the disk flush."""
-    errors: list[OSError] = []
-
-    def flush() -> None:
-        try:
-            os.fsync(fd)
-        except OSError as exc:
-            errors.append(exc)
-
-    flusher = threading.Thread(target=flush, name="bitharbor-blob-fsync", daemon=True)
-    flusher.start()
-    try:
-        hasher = blake3(max_threads=max_threads)
-        if n:
-            with mmap.mmap(fd, n, prot=mmap.PROT_READ) as mapped:
-                hasher.update(mapped)
-    finally:
-        flusher.join()
-    if errors:
-        raise errors[0]
-    return hasher.hexdigest()
-
-
-class BlobStore:
-    """The content-addressed file store under one media root (which must already exist)."""
+class LocalBlobStore:
+    """The content-addressed file store under one media root (which must already exist): the `BlobStore`
+    of one box. It never deletes a blob (only its own temp files, `cleanup_temp`)."""
 
     def __init__(
         self,
@@ -257,10 +104,7 @@ class BlobStore:
     # ------------------------------------------------------------------ naming
 
     def relpath_for(self, media_type: str, hexdigest: str, ext: str) -> str:
-        _check_type(media_type)
-        _check_digest(hexdigest)
-        name = f"{hexdigest}.{ext}" if ext else hexdigest
-        return f"{media_type}/{hexdigest[:2]}/{name}"
+        return blob_key(media_type, hexdigest, ext)
 
     def path_for(self, media_type: str, hexdigest: str, ext: str) -> Path:
         return self.root / self.relpath_for(media_type, hexdigest, ext)
@@ -270,7 +114,7 @@ class BlobStore:
 
         With `ext`: only the name `<h>.<ext>` is looked for (a stat per type: what `put` uses).
         Without: the shard directories are listed, so any extension is found (slower; for tools)."""
-        _check_digest(hexdigest)
+        check_digest(hexdigest)
         shard = hexdigest[:2]
         if ext is not None:
             name = f"{hexdigest}.{ext}" if ext else hexdigest
@@ -315,9 +159,9 @@ class BlobStore:
         expected_hash: str | None,
         dirs_to_sync: set[str] | None,
     ) -> StoredBlob:
-        _check_type(media_type)
+        check_type(media_type)
         if expected_hash is not None:
-            _check_digest(expected_hash)
+            check_digest(expected_hash)
         src_str = os.fspath(src)
         ext = blob_extension(src_str)
         self.check_root()
@@ -332,7 +176,7 @@ class BlobStore:
         except HashError as exc:
             raise SourceUnreadableError(src_str, exc.reason) from None
         except OSError as exc:
-            raise _read_reason(exc, src_str) from None
+            raise read_reason(exc, src_str) from None
         try:
             return self._copy_in(fd, before, src_str, media_type, ext, expected_hash, dirs_to_sync)
         finally:
@@ -343,7 +187,7 @@ class BlobStore:
         items: Iterable[tuple[str | os.PathLike[str], str, str | None]],
         *,
         workers: int = 16,
-    ) -> list[StoredBlob | BlobError]:
+    ) -> builtins.list[StoredBlob | BlobError]:
         """`put` for many (src, media_type, expected_hash) at once, `workers` in parallel (fsyncs overlap).
 
         Group commit: each blob's data is fsynced before its rename as always, but each directory is
@@ -376,7 +220,7 @@ class BlobStore:
         if failed:
             for i, r in enumerate(results):
                 if isinstance(r, StoredBlob) and r.created and (exc := failed.get(str(r.path.parent))):
-                    results[i] = _write_reason(exc, r.path)
+                    results[i] = write_reason(exc, r.path)
         return results
 
     def check_root(self) -> None:
@@ -438,12 +282,12 @@ class BlobStore:
         try:
             temp_dir = self._ensure_dir(*temp_parts)
         except OSError as exc:
-            raise _write_reason(exc, Path(self._root, *temp_parts, "x")) from None
+            raise write_reason(exc, Path(self._root, *temp_parts, "x")) from None
         temp = f"{temp_dir}/{TEMP_PREFIX}{secrets.token_hex(8)}"
         try:
             out = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise _write_reason(exc, Path(temp)) from None
+            raise write_reason(exc, Path(temp)) from None
         renamed = False
         try:
             if self.device is not None and os.fstat(out).st_dev != self.device:  # pulled between check and open
@@ -455,17 +299,17 @@ class BlobStore:
                 try:
                     os.fchmod(out, self.file_mode)
                     if size >= LARGE_FILE_BYTES:
-                        n = _copy_kernel(fd, out)
-                        digest = _hash_written(out, n, self.max_threads)  # fsyncs too
+                        n = copy_kernel(fd, out)
+                        digest = hash_written(out, n, self.max_threads)  # fsyncs too
                     else:
-                        digest, n = _copy_small(fd, out)
+                        digest, n = copy_small(fd, out)
                         os.fsync(out)
-                except _WriteFailed as exc:
-                    raise _write_reason(exc.exc, Path(temp)) from None
-                except _ReadFailed as exc:
-                    raise _read_reason(exc.exc, src) from None
+                except WriteFailed as exc:
+                    raise write_reason(exc.exc, Path(temp)) from None
+                except ReadFailed as exc:
+                    raise read_reason(exc.exc, src) from None
                 except OSError as exc:  # fchmod / fsync
-                    raise _write_reason(exc, Path(temp)) from None
+                    raise write_reason(exc, Path(temp)) from None
             finally:
                 if out >= 0:
                     os.close(out)
@@ -497,7 +341,7 @@ class BlobStore:
                     if temp_dir != final_dir:
                         _fsync_dir(temp_dir)
             except OSError as exc:
-                raise _write_reason(exc, Path(final)) from None
+                raise write_reason(exc, Path(final)) from None
         finally:
             if not renamed:
                 with contextlib.suppress(FileNotFoundError):
@@ -505,8 +349,36 @@ class BlobStore:
         log.info("blob_stored", hash=digest, size=n, type=media_type, src=src, blob=final)
         return StoredBlob(digest, n, media_type, Path(final), relpath, True)
 
-    def cleanup_temp(self, *, min_age_s: float = 0.0) -> list[Path]:
+    def cleanup_temp(self, *, min_age_s: float = 0.0) -> builtins.list[Path]:
         return cleanup_temp(self.root, min_age_s=min_age_s)
+
+    # ------------------------------------------------------------------ reading
+
+    def open(self, key: str) -> BinaryIO:
+        """The blob under `key` (`<type>/<h[:2]>/<h>.<ext>`), open for reading; BlobMissingError if absent."""
+        parse_key(key)
+        try:
+            return builtins.open(f"{self._root}/{key}", "rb")  # the caller closes it
+        except (FileNotFoundError, NotADirectoryError):
+            raise BlobMissingError(key, "no such blob") from None
+
+    def stat(self, key: str) -> BlobInfo | None:
+        """The blob under `key`, or None when there is none."""
+        media_type, digest, _ = parse_key(key)
+        try:
+            st = os.stat(f"{self._root}/{key}", follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return BlobInfo(key, digest, media_type, st.st_size) if stat.S_ISREG(st.st_mode) else None
+
+    def list(self, types: Sequence[str] = MEDIA_TYPES) -> Iterator[BlobInfo]:
+        """Every blob of these types (temp files and other names are not blobs)."""
+        for media_type, digest, entry in _walk(self.root, types):
+            try:
+                size = entry.stat(follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue
+            yield BlobInfo(f"{media_type}/{digest[:2]}/{entry.name}", digest, media_type, size)
 
 
 def cleanup_temp(media_root: str | os.PathLike[str], *, min_age_s: float = 0.0) -> list[Path]:
@@ -548,20 +420,8 @@ def cleanup_temp(media_root: str | os.PathLike[str], *, min_age_s: float = 0.0) 
     return removed
 
 
-def _check_type(media_type: str) -> None:
-    if media_type not in MEDIA_TYPES:
-        raise ValueError(f"unknown media type {media_type!r}; expected one of {', '.join(MEDIA_TYPES)}")
-
-
-def _check_digest(hexdigest: str) -> None:
-    if not _HEX64.fullmatch(hexdigest):
-        raise ValueError(f"expected a BLAKE3 digest of 64 lower-case hex characters, got {hexdigest!r}")
-
-
-def stored_digests(media_root: str | os.PathLike[str], types: Sequence[str] = MEDIA_TYPES) -> dict[str, Path]:
-    """Every blob under the root by digest (for consistency checks against the catalog)."""
-    root = Path(media_root)
-    out: dict[str, Path] = {}
+def _walk(root: Path, types: Sequence[str]) -> Iterator[tuple[str, str, os.DirEntry[str]]]:
+    """(media type, digest, directory entry) of every blob file under the root."""
     for media_type in types:
         try:
             shards = list(os.scandir(root / media_type))
@@ -573,6 +433,13 @@ def stored_digests(media_root: str | os.PathLike[str], types: Sequence[str] = ME
             with os.scandir(shard.path) as entries:
                 for entry in entries:
                     digest = entry.name.split(".", 1)[0]
-                    if _HEX64.fullmatch(digest) and entry.is_file(follow_symlinks=False):
-                        out.setdefault(digest, Path(entry.path))
+                    if HEX64.fullmatch(digest) and entry.is_file(follow_symlinks=False):
+                        yield media_type, digest, entry
+
+
+def stored_digests(media_root: str | os.PathLike[str], types: Sequence[str] = MEDIA_TYPES) -> dict[str, Path]:
+    """Every blob under the root by digest (for consistency checks against the catalog)."""
+    out: dict[str, Path] = {}
+    for _, digest, entry in _walk(Path(media_root), types):
+        out.setdefault(digest, Path(entry.path))
     return out

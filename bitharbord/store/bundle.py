@@ -8,12 +8,12 @@ A bundle is a directory:
                             personal_media, generic_media) without box-local ids, and the blob's relative path
     blobs/<type>/<h[:2]>/<h>.<ext>   the content, unless exported with references only
 
-Import stores each blob through the BlobStore with the item's BLAKE3 hash as the expected hash (a corrupt or
-truncated blob is refused: that item fails, the rest go on), then inserts the rows and queues the item for
-embedding in one transaction (store/items.py writes them). An item whose hash is already in the library is
-skipped, so importing twice changes nothing. With references only, the blobs are read from the exporting
-box's media root recorded in the manifest (the same disks, moved or mounted elsewhere: pass `blob_root`).
-Vectors are not exported: the importing box re-embeds with its own embedder.
+Import stores each blob through the blob store (store/blobstore.py) with the item's BLAKE3 hash as the
+expected hash (a corrupt or truncated blob is refused: that item fails, the rest go on), then inserts the rows
+and queues the item for embedding in one transaction (store/items.py writes them). An item whose hash is
+already in the library is skipped, so importing twice changes nothing. With references only, the blobs are
+read from the exporting box's media root recorded in the manifest (the same disks, moved or mounted elsewhere:
+pass `blob_root`). Vectors are not exported: the importing box re-embeds with its own embedder.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from typing import Any
 import structlog
 
 from bitharbord.store import items
-from bitharbord.store.blobs import BlobError, BlobStore, HashMismatchError, SourceUnreadableError
+from bitharbord.store.blobs import LocalBlobStore
+from bitharbord.store.blobstore import BlobError, BlobStore, HashMismatchError, SourceUnreadableError
 from bitharbord.store.db import uri as db_uri
 from bitharbord.store.items import TYPE_TABLES
 from bitharbord.system.fsio import write_atomic
@@ -165,7 +166,7 @@ def export(db: Path, media_root: Path, dest: Path, *, blobs: bool = True) -> Rep
 
 def _export(db: Path, media_root: Path, dest: Path, *, blobs: bool) -> Report:
     report = Report()
-    store = BlobStore(dest / "blobs") if blobs else None
+    store: BlobStore | None = LocalBlobStore(dest / "blobs") if blobs else None
     if store is not None:
         (dest / "blobs").mkdir()
     conn = _connect(db, readonly=True)
@@ -225,7 +226,7 @@ def import_bundle(src: Path, db: Path, media_root: Path, *, blob_root: Path | No
     """Restore a bundle into the library at (db, media_root). Idempotent; every blob's hash is verified."""
     manifest = read_manifest(src)
     blobs_from = src / "blobs" if manifest["blobs"] == "included" else (blob_root or Path(manifest["media_root"]))
-    store = BlobStore(media_root)
+    store: BlobStore = LocalBlobStore(media_root)
     report = Report()
     conn = _connect(db, readonly=False)
     try:
