@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from blake3 import blake3
 
-from bitharbord.catalog.entries import DAY, dir_name, entry_key
+from bitharbord.catalog.entries import dir_name, entry_key
 from bitharbord.catalog.service import CatalogService
 from bitharbord.config import WantedPlaylist
 from bitharbord.daemon import Daemon, Settings
@@ -27,6 +27,7 @@ from bitharbord.reconcile.executor import ApplyReport
 from bitharbord.reconcile.plan import Plan
 from bitharbord.reconcile.render import render
 from bitharbord.store import catalog as store
+from bitharbord.store.wanted import DAY
 from tests.conftest import harbor_text
 from tests.fakes.archive import FakeArchive, FakeFile, FakeItem, blob
 from tests.fakes.tmdb import FakeTmdb

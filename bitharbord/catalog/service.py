@@ -45,23 +45,7 @@ from bitharbord.api.errors import ApiError
 from bitharbord.catalog import archive as ia
 from bitharbord.catalog import tmdb as tm
 from bitharbord.catalog import youtube as yt
-from bitharbord.catalog.entries import (
-    COLLECTION_REFRESH_S,
-    DOWNLOADED,
-    DOWNLOADING,
-    FAILED,
-    INGESTED,
-    MATCHED,
-    NOT_FOUND,
-    STATES,
-    YOUTUBE_KINDS,
-    Entry,
-    dir_name,
-    entries,
-    file_line,
-    parse_wanted,
-    youtube_url,
-)
+from bitharbord.catalog.entries import dir_name, entries, file_line, parse_wanted, youtube_url
 from bitharbord.catalog.finder import (
     Film,
     Finder,
@@ -73,13 +57,25 @@ from bitharbord.catalog.finder import (
 )
 from bitharbord.catalog.match import ArchiveFile
 from bitharbord.config import Harbor, Wanted
-from bitharbord.ingest.probe import ProbeError, read_ytdlp_info
 from bitharbord.reconcile.provider import TemporaryError
 from bitharbord.services import Condition, ServiceEnv, catalog_database
 from bitharbord.store import catalog as store
 from bitharbord.store import db
 from bitharbord.store.blobs import BlobError, BlobStore
+from bitharbord.store.wanted import (
+    COLLECTION_REFRESH_S,
+    DOWNLOADED,
+    DOWNLOADING,
+    FAILED,
+    INGESTED,
+    MATCHED,
+    NOT_FOUND,
+    STATES,
+    YOUTUBE_KINDS,
+    Entry,
+)
 from bitharbord.system.fsio import write_atomic
+from bitharbord.system.ytdlp_info import InfoJsonError, read_ytdlp_info
 
 log = structlog.get_logger("bitharbord.catalog")
 
@@ -682,7 +678,7 @@ class CatalogService:
             try:
                 info = read_ytdlp_info(info_path)
                 extractor = str(json.loads(info_path.read_text(encoding="utf-8")).get("extractor_key") or "")
-            except (ProbeError, OSError, ValueError) as exc:
+            except (InfoJsonError, OSError, ValueError) as exc:
                 raise _IngestFailed(f"{info_path.name}: {exc}") from None
             video_id = info.id if extractor.lower() == "youtube" else f"{extractor.lower() or 'web'}:{info.id}"
             existing = await store.media_for_video(conn, video_id)
