@@ -19,6 +19,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from blake3 import blake3
 
+from bitharbord.api import catalog as catalog_api
+from bitharbord.api.errors import json_errors
+from bitharbord.api.keys import CATALOG, Handles
 from bitharbord.catalog.entries import dir_name, entry_key
 from bitharbord.catalog.service import CatalogService
 from bitharbord.config import WantedPlaylist
@@ -495,8 +498,9 @@ async def test_archive_size_cap_excludes_big_files(box: Box) -> None:
 
 @pytest.fixture
 async def api(box: Box, aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]]) -> TestClient[Any, Any]:
-    app = web.Application()
-    app.add_routes(box.svc.routes())
+    app = web.Application(middlewares=[json_errors])  # the API's error middleware answers the domain errors
+    app[CATALOG] = box.svc
+    app.add_routes(catalog_api.routes(Handles(box.daemon, catalog=box.svc)))
     return await aiohttp_client(app)
 
 
