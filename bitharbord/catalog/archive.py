@@ -35,14 +35,9 @@ import structlog
 from internetarchive import get_session
 from internetarchive.session import ArchiveSession
 
-from bitharbord.catalog.match import (
-    ArchiveFile,
-    ArchiveItem,
-    parse_file,
-    parse_item,
-    split_title_year,
-)
+from bitharbord.catalog.archive_items import ArchiveFile, ArchiveItem, parse_file, parse_item
 from bitharbord.catalog.reasons import network_reason
+from bitharbord.catalog.titles import split_title_year
 from bitharbord.config import Archive
 from bitharbord.reconcile.provider import TemporaryError
 from bitharbord.system.fsio import fsync_dir as _fsync_dir

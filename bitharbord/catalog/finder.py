@@ -20,7 +20,9 @@ from typing import Any
 import structlog
 
 from bitharbord.catalog.archive import ArchiveClient, SearchHit
-from bitharbord.catalog.match import ArchiveFile, ArchiveItem, Candidate, Want, rank_candidates, split_title_year
+from bitharbord.catalog.archive_items import ArchiveFile, ArchiveItem
+from bitharbord.catalog.match import Candidate, Want, rank_candidates
+from bitharbord.catalog.titles import split_title_year
 from bitharbord.catalog.tmdb import KeyFileError, Movie, TmdbClient
 
 log = structlog.get_logger("bitharbord.catalog.finder")

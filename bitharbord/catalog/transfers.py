@@ -19,9 +19,9 @@ import structlog
 from bitharbord.catalog import archive as ia
 from bitharbord.catalog import tmdb as tm
 from bitharbord.catalog import youtube as yt
+from bitharbord.catalog.archive_items import ArchiveFile
 from bitharbord.catalog.entries import dir_name
 from bitharbord.catalog.finder import summary
-from bitharbord.catalog.match import ArchiveFile
 from bitharbord.catalog.runtime import Clients, Where
 from bitharbord.reconcile.provider import TemporaryError
 from bitharbord.store import catalog as store
