@@ -18,9 +18,9 @@ from blake3 import blake3
 from PIL import Image
 
 from bitharbord.ingest.pipeline import Pipeline
-from bitharbord.ingest.scan import Fingerprint
 from bitharbord.store import db
 from bitharbord.store.blobs import TEMP_PREFIX, BlobStore, stored_digests
+from bitharbord.store.fingerprint import Fingerprint
 from bitharbord.store.ingest import IngestStore, NewJob
 from bitharbord.system.runner import ProcessRunner
 from tests.media import make_jpeg, make_video, random_file, write_archive_meta, write_ytdlp_info

@@ -6,10 +6,10 @@ Every step reads its input from the journal (`ingest_jobs`, through `IngestStore
 there in one transaction, so after a crash (kill -9 included) each job resumes at the step it had reached,
 and every step is safe to repeat:
 
-* hash: BLAKE3 of the source (`ingest.hash`); the stat fingerprint that was hashed is recorded with it.
+* hash: BLAKE3 of the source (`store.hashing`); the stat fingerprint that was hashed is recorded with it.
   Content already in the catalog is linked: the path now holds that item (a path, not a blob).
-* probe: EXIF / ffprobe / sidecars of the source (`ingest.probe`), turned into catalog rows
-  (`ingest.catalog_rows`). Probing comes before storing, so a file that cannot be probed leaves no blob.
+* probe: EXIF / ffprobe / sidecars of the source (`ingest.probe`), turned into item rows
+  (`ingest.item_rows`). Probing comes before storing, so a file that cannot be probed leaves no blob.
 * store: `BlobStore.put_many` (temp file, fsync, rename, fsync dir; group commit of directories). A repeat
   finds the blob already there and copies nothing.
 * catalog: one transaction writes media_core + type row + sources + embed_queue, guarded by UNIQUE(file_hash).
@@ -39,10 +39,8 @@ from typing import Any, Protocol
 import structlog
 
 from bitharbord.ingest import preview
-from bitharbord.ingest.catalog_rows import rows_for
-from bitharbord.ingest.hash import HashError, hash_file
+from bitharbord.ingest.item_rows import rows_for
 from bitharbord.ingest.probe import MediaInfo, ProbeError, kind_of, probe, probe_image
-from bitharbord.ingest.scan import Fingerprint
 from bitharbord.store import blobs as blobs_mod
 from bitharbord.store.blobs import (
     BlobError,
@@ -52,6 +50,8 @@ from bitharbord.store.blobs import (
     StorageChangedError,
     StoredBlob,
 )
+from bitharbord.store.fingerprint import Fingerprint
+from bitharbord.store.hashing import HashError, hash_file
 from bitharbord.store.ingest import BACK_STAGES, FRONT_STAGES, TERMINAL_STAGES, IngestStore, Job
 from bitharbord.system.fsio import fsync_dir as _fsync_dir
 from bitharbord.system.runner import Runner

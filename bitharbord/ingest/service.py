@@ -11,7 +11,7 @@ Catalog contract (`env.links.ingest` is this service once `run` has started):
   and content (size, mtime, inode): the same id again while queued or done; a failed job is queued again (a
   retry). Catalog downloads live under `<media_root>/.incoming/`; the file is copied into the content store
   and left where it is (the catalog removes it once `wait` says done). `metadata` keys are listed in
-  `ingest.catalog_rows` (title, tmdb_id, ia_identifier, year, runtime_min, synopsis, director, cast, genres,
+  `ingest.item_rows` (title, tmdb_id, ia_identifier, year, runtime_min, synopsis, director, cast, genres,
   youtube_id, channel, upload_date, description, tags, url, ...): they fill the item's type-table row and
   win over what probing found. Raises `IngestRefused` (bad input: not an absolute path to a regular file,
   unknown type or origin) or `IngestUnavailable` (no configuration or catalog database yet).
@@ -61,12 +61,12 @@ from bitharbord.api import schemas
 from bitharbord.api.errors import ApiError
 from bitharbord.config import Harbor, MediaType
 from bitharbord.ingest.pipeline import JobResult, Pipeline, uploads_dir
-from bitharbord.ingest.scan import Fingerprint, is_skipped_name, media_type_for, scan_folder
-from bitharbord.providers.library import is_sidecar
+from bitharbord.ingest.scan import is_sidecar, is_skipped_name, media_type_for, scan_folder
 from bitharbord.reconcile.render import human_duration
 from bitharbord.services import Condition, ServiceEnv, database_fault
 from bitharbord.store import db
 from bitharbord.store.blobs import StorageChangedError
+from bitharbord.store.fingerprint import Fingerprint
 from bitharbord.store.ingest import ORIGINS, IngestStore, Job, NewJob, QueueFacts, StoreNotReady
 from bitharbord.system.fsio import fsync_dir, write_all
 from bitharbord.system.mountinfo import FsIdentity, filesystem_identity
