@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import mimetypes
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +40,7 @@ import structlog
 from bitharbord.ingest import preview
 from bitharbord.ingest.item_rows import rows_for
 from bitharbord.ingest.probe import MediaInfo, ProbeError, kind_of, probe, probe_image
+from bitharbord.ingest.uploads import remove_upload, sweep_uploads, uploads_dir
 from bitharbord.store import blobs as blobs_mod
 from bitharbord.store.blobs import (
     BlobError,
@@ -58,8 +58,6 @@ from bitharbord.system.runner import Runner
 
 log = structlog.get_logger("bitharbord.ingest.pipeline")
 
-INCOMING = ".incoming"
-UPLOADS = "uploads"
 PREVIEWS = "previews"
 REFRESH_REASONS = frozenset({"changed", "sidecar"})
 LARGE_FILE_BYTES = 64 << 20
@@ -107,10 +105,6 @@ class JobResult:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.job_id, "stage": self.stage, "media_id": self.media_id, "error": self.error,
                 "duplicate": self.duplicate, "warning": self.warning}
-
-
-def uploads_dir(media_root: Path) -> Path:
-    return media_root / INCOMING / UPLOADS
 
 
 def preview_dir(index_root: Path) -> Path:
@@ -202,7 +196,7 @@ class Pipeline:
         removed_blobs = await asyncio.to_thread(blobs_mod.cleanup_temp, self.media_root, min_age_s=age)
         removed_previews = await asyncio.to_thread(preview.cleanup_temp, self.preview_dir, min_age_s=age)
         keep = await self.store.active_upload_paths()
-        removed_uploads = await asyncio.to_thread(_sweep_uploads, uploads_dir(self.media_root), keep)
+        removed_uploads = await asyncio.to_thread(sweep_uploads, uploads_dir(self.media_root), keep)
         counts = {"blob_temp": len(removed_blobs), "preview_temp": len(removed_previews),
                   "uploads": removed_uploads, "dead_sources": await self.store.vanish_dead_sources()}
         log.info("ingest.startup_cleanup", **counts)
@@ -327,7 +321,7 @@ class Pipeline:
             if self.observer:
                 self.observer.finished("failed" if stage == "failed" else "vanished", job.size or 0)
             if job.origin == "upload":
-                _remove_upload(Path(job.source_path), self.media_root)
+                remove_upload(Path(job.source_path), self.media_root)
         self._notify()
 
     async def _hash(self, jobs: list[Job]) -> list[Job]:
@@ -393,7 +387,7 @@ class Pipeline:
                 if self.observer:
                     self.observer.finished("duplicate", job.size or 0)
                 if job.origin == "upload":
-                    _remove_upload(Path(job.source_path), self.media_root)
+                    remove_upload(Path(job.source_path), self.media_root)
             self._notify()
         leaders: set[str] = set()
         going: list[Job] = []
@@ -439,7 +433,7 @@ class Pipeline:
                 continue
             changed = await self.store.refresh_metadata(replace(job, info=result), media_id)
             if job.origin == "upload":
-                _remove_upload(Path(job.source_path), self.media_root)
+                remove_upload(Path(job.source_path), self.media_root)
             log.info("ingest.refreshed", job=job.id, path=job.source_path, media_id=media_id, changed=changed)
             if self.observer:
                 self.observer.finished("metadata" if changed else "duplicate", job.size or 0)
@@ -549,7 +543,7 @@ class Pipeline:
             if self.observer:
                 self.observer.finished("ingested" if result.created else "duplicate", job.size or 0)
             if job.origin == "upload":
-                _remove_upload(Path(job.source_path), self.media_root)
+                remove_upload(Path(job.source_path), self.media_root)
         self._notify()
 
     async def _discard_blob(self, job: Job) -> None:
@@ -667,50 +661,3 @@ def _blob_reason(exc: BlobError) -> str:
     if isinstance(exc, HashMismatchError):
         return f"the file changed while it was being ingested: {exc.reason}"
     return f"cannot store the file: {exc.reason}"
-
-
-def _remove_upload(path: Path, media_root: Path) -> None:
-    """An upload's staging file, once its content is stored (or its job failed); never outside the staging
-    directory."""
-    staging = uploads_dir(media_root)
-    try:
-        path.relative_to(staging)
-    except ValueError:
-        return
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    parent = path.parent
-    if parent != staging:
-        with contextlib.suppress(OSError):
-            parent.rmdir()
-
-
-def _sweep_uploads(staging: Path, keep: set[str]) -> int:
-    """Remove upload staging files no unfinished job needs (and `.tmp-*` of interrupted uploads)."""
-    if not staging.is_dir():
-        return 0
-    removed = 0
-    for entry in list(os.scandir(staging)):
-        if entry.is_dir(follow_symlinks=False):
-            inner = list(os.scandir(entry.path))
-            for f in inner:
-                if f.path not in keep:
-                    try:
-                        os.unlink(f.path)
-                        removed += 1
-                    except IsADirectoryError:
-                        shutil.rmtree(f.path, ignore_errors=True)
-                    except FileNotFoundError:
-                        pass
-            with contextlib.suppress(OSError):
-                os.rmdir(entry.path)
-        elif entry.path not in keep:
-            try:
-                os.unlink(entry.path)
-                removed += 1
-            except FileNotFoundError:
-                pass
-    if removed:
-        _fsync_dir(staging)
-    return removed
-
