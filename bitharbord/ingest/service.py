@@ -45,7 +45,7 @@ from bitharbord.errors import NotFound
 from bitharbord.ingest.errors import IngestError, IngestForbidden, IngestRefused, IngestUnavailable
 from bitharbord.ingest.local import MEDIA_TYPES, folder_of, local_jobs, regular_file
 from bitharbord.ingest.metrics import IngestMetrics, metrics_for
-from bitharbord.ingest.pipeline import JobResult
+from bitharbord.ingest.outcomes import JobResult
 from bitharbord.ingest.readiness import Session, Sessions
 from bitharbord.ingest.status import FAILURES_SHOWN, StatusBoard, failure_row
 from bitharbord.ingest.uploads import MAX_UPLOAD_BYTES, discard, receive, uploads_dir
