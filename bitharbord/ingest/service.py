@@ -55,7 +55,7 @@ from bitharbord.store.ingest import ORIGINS, NewJob
 
 log = structlog.get_logger("bitharbord.ingest.service")
 
-__all__ = ["IngestError", "IngestForbidden", "IngestRefused", "IngestService", "IngestUnavailable"]
+__all__ = ["IngestService"]
 
 
 class IngestService:
