@@ -260,7 +260,7 @@ async def test_unmounted_pool_plans_nothing_and_marks_nothing_vanished(
     await w.apply()
     # something was ingested from this folder while the pool was mounted
     store = await IngestStore.open(db_path(harbor))
-    from bitharbord.ingest.scan import Fingerprint
+    from bitharbord.store.fingerprint import Fingerprint
     from bitharbord.store.ingest import NewJob
 
     await store.enqueue([NewJob(f"{photos}/kept.jpg", "watch", "personal", Fingerprint(10, 1, 2, 3),

@@ -35,12 +35,13 @@ import structlog
 
 from bitharbord.config import Harbor
 from bitharbord.index.layout import vectors_root
-from bitharbord.ingest.scan import Fingerprint, ScanResult, diff_scan, scan_folder
+from bitharbord.ingest.scan import ScanResult, diff_scan, scan_folder
 from bitharbord.pools import state
 from bitharbord.providers.database import db_path
 from bitharbord.reconcile.plan import Action, Verb
 from bitharbord.reconcile.provider import Context, Observed, Spec
 from bitharbord.store import db as store_db
+from bitharbord.store.fingerprint import Fingerprint
 from bitharbord.store.ingest import (
     IngestStore,
     NewJob,

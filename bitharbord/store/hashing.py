@@ -1,4 +1,4 @@
-"""Ingest stage 1: the BLAKE3 content hash of a file, which names its blob.
+"""The BLAKE3 content hash of a file, which names its blob (ingest hashes with it, `BlobStore` verifies with it).
 
 Small files are streamed through one buffer. Large files are hashed with BLAKE3's own threads
 (`max_threads`), and read by a second thread so reading and hashing overlap. `mmap=True` instead maps the
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import structlog
 from blake3 import blake3
 
-log = structlog.get_logger("bitharbord.ingest.hash")
+log = structlog.get_logger("bitharbord.store.hashing")
 
 AUTO: int = blake3.AUTO
 """Let BLAKE3 use one thread per core."""
