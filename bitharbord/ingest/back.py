@@ -30,7 +30,7 @@ from bitharbord.store.blobs import (
 )
 from bitharbord.store.ingest import IngestStore, Job
 
-log = structlog.get_logger("bitharbord.ingest.back")
+log = structlog.get_logger("bitharbord.ingest.pipeline")
 
 LARGE_FILE_BYTES = 64 << 20
 DISK_FULL = "disk full: "  # the reason of a job failed for want of space in the media root (retried later)

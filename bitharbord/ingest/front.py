@@ -32,7 +32,7 @@ from bitharbord.store.hashing import HashError, hash_file
 from bitharbord.store.ingest import IngestStore, Job
 from bitharbord.system.runner import Runner
 
-log = structlog.get_logger("bitharbord.ingest.front")
+log = structlog.get_logger("bitharbord.ingest.pipeline")
 
 REFRESH_REASONS = frozenset({"changed", "sidecar"})
 

@@ -21,7 +21,7 @@ from bitharbord.ingest.uploads import remove_upload
 from bitharbord.store.ingest import TERMINAL_STAGES, IngestStore, Job
 from bitharbord.system.fsio import fsync_dir
 
-log = structlog.get_logger("bitharbord.ingest.outcomes")
+log = structlog.get_logger("bitharbord.ingest.pipeline")
 
 
 class Observer(Protocol):

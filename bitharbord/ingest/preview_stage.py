@@ -23,7 +23,7 @@ from bitharbord.store.blobs import StorageChangedError
 from bitharbord.store.ingest import IngestStore, Job
 from bitharbord.system.runner import Runner
 
-log = structlog.get_logger("bitharbord.ingest.preview_stage")
+log = structlog.get_logger("bitharbord.ingest.pipeline")
 
 PREVIEWS = "previews"
 PREVIEW_BATCH = 64

@@ -28,7 +28,7 @@ from bitharbord.store import db
 from bitharbord.store.ingest import IngestStore, StoreNotReady
 from bitharbord.system.mountinfo import FsIdentity, filesystem_identity
 
-log = structlog.get_logger("bitharbord.ingest.readiness")
+log = structlog.get_logger("bitharbord.ingest.service")
 
 
 @dataclass

@@ -25,7 +25,7 @@ from bitharbord.ingest.status import StatusBoard
 from bitharbord.services import ServiceEnv
 from bitharbord.store.blobs import StorageChangedError
 
-log = structlog.get_logger("bitharbord.ingest.workers")
+log = structlog.get_logger("bitharbord.ingest.service")
 
 SWEEP_EVERY_S: Final = 600.0
 WORKERS: Final = ("front", "back", "preview")

@@ -35,7 +35,7 @@ import structlog
 
 from bitharbord.config import Harbor
 from bitharbord.index.layout import vectors_root
-from bitharbord.ingest.scan import ScanResult, diff_scan, scan_folder
+from bitharbord.ingest.scan import SIDECAR_SUFFIXES, ScanResult, diff_scan, is_sidecar, scan_folder
 from bitharbord.pools import state
 from bitharbord.providers.database import db_path
 from bitharbord.reconcile.plan import Action, Verb
@@ -54,18 +54,11 @@ from bitharbord.system.mountinfo import FsIdentity, filesystem_identity
 
 log = structlog.get_logger("bitharbord.providers.library")
 
-SIDECAR_SUFFIXES: tuple[str, ...] = (".info.json", "_meta.xml", "_files.xml", ".xmp")
-"""Lower-case name endings of files that describe media beside them (yt-dlp, Internet Archive, XMP)."""
 SAMPLE = 20  # names shown per kind in a plan
 ENQUEUE_CHUNK = 2000  # jobs per journal transaction when a folder brings many new files
 
 
 _SIDECAR_CASES: tuple[str, ...] = SIDECAR_SUFFIXES + tuple(x.upper() for x in SIDECAR_SUFFIXES)
-
-
-def is_sidecar(name: str) -> bool:
-    """A file name (or path) of a sidecar, in any letter case."""
-    return name.lower().endswith(SIDECAR_SUFFIXES)
 
 
 def count_media(paths: Iterable[str]) -> int:

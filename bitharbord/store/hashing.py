@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import structlog
 from blake3 import blake3
 
-log = structlog.get_logger("bitharbord.store.hashing")
+log = structlog.get_logger("bitharbord.ingest.hash")
 
 AUTO: int = blake3.AUTO
 """Let BLAKE3 use one thread per core."""
