@@ -41,7 +41,8 @@ def _str_or_none(value: object) -> str | None:
     return value.strip() or None if isinstance(value, str) else None
 
 
-def _num(value: object) -> float | None:
+def finite_number(value: object) -> float | None:
+    """A finite, non-negative number from a JSON value (a number or its text), else None."""
     try:
         f = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -72,7 +73,7 @@ def parse_ytdlp_info(data: Mapping[str, Any], *, where: str = "info.json") -> Yt
         upload_date=_iso_date(data.get("upload_date")),
         description=_str_or_none(data.get("description")),
         tags=tags,
-        duration_s=_num(data.get("duration")),
+        duration_s=finite_number(data.get("duration")),
         webpage_url=_str_or_none(data.get("webpage_url")) or _str_or_none(data.get("original_url")),
     )
 

@@ -8,13 +8,15 @@ applied) are kept out of the fingerprint.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from blake3 import blake3
+
+from bitharbord.system.ytdlp_info import YtdlpInfo as YtdlpInfo
+from bitharbord.system.ytdlp_info import finite_number as finite_number
 
 Kind = Literal["image", "video", "audio", "other"]
 
@@ -71,19 +73,6 @@ class AvFacts:
     creation_time: str | None
     """ISO 8601 UTC ("...Z") as the container records it."""
     gps: Gps | None
-
-
-@dataclass(frozen=True, slots=True)
-class YtdlpInfo:
-    id: str
-    title: str | None
-    channel: str | None
-    upload_date: str | None
-    """ISO date (YYYY-MM-DD)."""
-    description: str | None
-    tags: tuple[str, ...]
-    duration_s: float | None
-    webpage_url: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,12 +176,3 @@ def kind_of(path: str | os.PathLike[str]) -> Kind:
     if ext in AUDIO_EXTENSIONS:
         return "audio"
     return "other"
-
-
-def finite_number(value: object) -> float | None:
-    """A finite, non-negative number from a JSON value (a number or its text), else None."""
-    try:
-        f = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) and f >= 0 else None

@@ -12,66 +12,25 @@ readers raise `ProbeError` with a reason.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from bitharbord.ingest.probe.facts import ArchiveMeta, ProbeError, YtdlpInfo, finite_number
-
-
-def _str_or_none(value: object) -> str | None:
-    return value.strip() or None if isinstance(value, str) else None
-
-
-def _iso_date(value: object) -> str | None:
-    """yt-dlp's "YYYYMMDD" (or an ISO date) -> "YYYY-MM-DD"."""
-    if not isinstance(value, str):
-        return None
-    m = re.fullmatch(r"(\d{4})-?(\d{2})-?(\d{2})", value.strip())
-    if not m or not (1 <= int(m.group(2)) <= 12 and 1 <= int(m.group(3)) <= 31):
-        return None
-    return f"{m.group(1)}-{m.group(2)}-{m.group(3)}"
-
-
-def parse_ytdlp_info(data: Mapping[str, Any], *, where: str = "info.json") -> YtdlpInfo:
-    video_id = data.get("id")
-    if not isinstance(video_id, str) or not video_id.strip():
-        raise ValueError(f"{where}: expected a string field 'id' (yt-dlp --write-info-json output)")
-    tags_raw = data.get("tags") or []
-    tags = tuple(t.strip() for t in tags_raw if isinstance(t, str) and t.strip()) if isinstance(tags_raw, list) else ()
-    return YtdlpInfo(
-        id=video_id.strip(),
-        title=_str_or_none(data.get("title")) or _str_or_none(data.get("fulltitle")),
-        channel=_str_or_none(data.get("channel")) or _str_or_none(data.get("uploader")),
-        upload_date=_iso_date(data.get("upload_date")),
-        description=_str_or_none(data.get("description")),
-        tags=tags,
-        duration_s=finite_number(data.get("duration")),
-        webpage_url=_str_or_none(data.get("webpage_url")) or _str_or_none(data.get("original_url")),
-    )
+from bitharbord.ingest.probe.facts import ArchiveMeta, ProbeError
+from bitharbord.system import ytdlp_info
+from bitharbord.system.ytdlp_info import YtdlpInfo
+from bitharbord.system.ytdlp_info import parse_ytdlp_info as parse_ytdlp_info
 
 
 def read_ytdlp_info(path: str | os.PathLike[str]) -> YtdlpInfo:
+    """The yt-dlp sidecar at `path` (system/ytdlp_info.py reads it for the catalog too); ProbeError with why not."""
     try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ProbeError(path, f"cannot read sidecar: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProbeError(path, f"not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ProbeError(path, f"expected a JSON object, got {type(data).__name__}")
-    try:
-        return parse_ytdlp_info(data, where=os.fspath(path))
-    except ValueError as exc:
-        raise ProbeError(path, str(exc)) from None
+        return ytdlp_info.read_ytdlp_info(path)
+    except ytdlp_info.InfoJsonError as exc:
+        raise ProbeError(path, exc.reason) from None
 
 
 _RUNTIME_HMS = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{2})(?:\.\d+)?")
