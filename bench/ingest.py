@@ -5,14 +5,14 @@
 Every figure stands beside a baseline measured in the same run (the machine is shared and noisy: read the
 ratios). Default sizes are modest; --full uses the big ones.
 
-(a) large files (4 x 128 MiB; --full 4 x 512 MiB): ours = `hash_file` (the hash stage) then `LocalBlobStore.put`
+(a) large files (4 x 128 MiB; --full 4 x 512 MiB): ours = `hash_file` (the hash stage) then `BlobStore.put`
     with the known digest (kernel copy, hash of the written temp file during its fsync, rename, fsync dir).
     Baseline = the blake3 library hashing the file (update_mmap, all cores) plus a plain `shutil.copyfile`.
     A plain copy leaves its data in the page cache unflushed, so a second baseline adds an fsync of each
     copy: ours must be durable, and on this disk the flush alone takes longer than the plain copy.
     Extra rows: the hash stage with use_mmap=True, and `put` with no hash stage (digest from the copy).
 (b) 10,000 small files (1-64 KiB; --full 50,000): files/s through scan + diff + hash + store (before
-    embedding): hashes in a pool of `--workers`, then `LocalBlobStore.put_many` (group commit of directories).
+    embedding): hashes in a pool of `--workers`, then `BlobStore.put_many` (group commit of directories).
     Baseline: os.walk + blake3 + shutil.copyfile, one at a time, no fsync.
 (c) a no-change scan of a 100,000-file tree (--full 300,000): `scan_folder` + `diff_scan` against the
     previous scan. Baseline: os.walk + os.lstat of every file (the plain-Python floor of looking).
@@ -51,13 +51,13 @@ import structlog
 from blake3 import blake3
 
 from bitharbord.config import Harbor, parse
-from bitharbord.ingest.hash import hash_file
 from bitharbord.ingest.pipeline import Pipeline
 from bitharbord.ingest.scan import diff_scan, scan_folder
-from bitharbord.reconcile.provider import Context
 from bitharbord.providers.library import Library
+from bitharbord.reconcile.provider import Context
 from bitharbord.store import db
 from bitharbord.store.blobs import LocalBlobStore, StoredBlob
+from bitharbord.store.hashing import hash_file
 from bitharbord.store.ingest import IngestStore
 from bitharbord.system.runner import ProcessRunner
 

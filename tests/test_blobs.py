@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from blake3 import blake3
 
-from bitharbord.ingest.hash import hash_file
 from bitharbord.store.blobs import (
     TEMP_PREFIX,
     BlobMissingError,
@@ -29,6 +28,7 @@ from bitharbord.store.blobs import (
     stored_digests,
 )
 from bitharbord.store.blobstore import parse_key
+from bitharbord.store.hashing import hash_file
 from tests.media import make_jpeg, random_file
 
 REPO = Path(__file__).resolve().parents[1]

@@ -51,5 +51,4 @@ async def import_(request: web.Request) -> web.Response:
 
 
 def routes(handles: Handles) -> Sequence[web.RouteDef]:
-    assert handles.bundles is not None
     return [web.post("/v1/export", export), web.post("/v1/import", import_)]

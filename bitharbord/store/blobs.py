@@ -41,7 +41,6 @@ from typing import BinaryIO, Final
 
 import structlog
 
-from bitharbord.ingest.hash import AUTO, HashError, open_regular
 from bitharbord.store.blobcopy import (
     ReadFailed,
     WriteFailed,
@@ -63,6 +62,7 @@ from bitharbord.store.blobstore import SourceUnreadableError as SourceUnreadable
 from bitharbord.store.blobstore import StorageChangedError as StorageChangedError
 from bitharbord.store.blobstore import StoredBlob as StoredBlob
 from bitharbord.store.blobstore import blob_extension as blob_extension
+from bitharbord.store.hashing import AUTO, HashError, open_regular
 from bitharbord.system.fsio import fsync_dir as _fsync_dir
 
 log = structlog.get_logger("bitharbord.store.blobs")

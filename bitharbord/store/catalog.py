@@ -18,7 +18,12 @@ from typing import Any
 
 import aiosqlite
 
-from bitharbord.catalog.entries import (
+from bitharbord.store import db
+from bitharbord.store.items import MovieFacts as MovieFacts  # the item rows are written by store/items.py
+from bitharbord.store.items import VideoFacts as VideoFacts
+from bitharbord.store.items import write_movie as write_movie
+from bitharbord.store.items import write_online_video as write_online_video
+from bitharbord.store.wanted import (
     DOWNLOADED,
     DOWNLOADING,
     FAILED,
@@ -33,11 +38,6 @@ from bitharbord.catalog.entries import (
     backoff_after_miss,
     backoff_after_temporary,
 )
-from bitharbord.store import db
-from bitharbord.store.items import MovieFacts as MovieFacts  # the item rows are written by store/items.py
-from bitharbord.store.items import VideoFacts as VideoFacts
-from bitharbord.store.items import write_movie as write_movie
-from bitharbord.store.items import write_online_video as write_online_video
 
 TABLE = "catalog_entries"
 _COLUMNS = ("key", "kind", "spec_json", "origin", "state", "title", "year", "tmdb_id", "source", "identifier",

@@ -24,8 +24,8 @@ from typing import Any
 
 import aiosqlite
 
-from bitharbord.ingest.scan import Fingerprint
 from bitharbord.store import db, items, journal, sources
+from bitharbord.store.fingerprint import Fingerprint
 from bitharbord.store.items import CORE_COLUMNS as CORE_COLUMNS
 from bitharbord.store.items import TYPE_COLUMNS as TYPE_COLUMNS
 from bitharbord.store.journal import ACTIVE_STAGES as ACTIVE_STAGES

@@ -23,8 +23,8 @@ from typing import Any, Final
 
 import aiosqlite
 
-from bitharbord.ingest.scan import Fingerprint
 from bitharbord.store import search as search_store
+from bitharbord.store.fingerprint import Fingerprint
 from bitharbord.store.sql import chunks, dumps, fetch, marks
 
 ACTIVE_STAGES: Final = ("queued", "hashed", "probed", "stored", "cataloged")

@@ -14,8 +14,8 @@ from typing import Any, Final
 
 import aiosqlite
 
-from bitharbord.ingest.scan import Fingerprint
 from bitharbord.store import journal
+from bitharbord.store.fingerprint import Fingerprint
 from bitharbord.store.journal import Job, NewJob
 from bitharbord.store.sql import chunks, fetch, marks
 
