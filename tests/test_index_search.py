@@ -17,7 +17,8 @@ import pytest
 from bitharbord.config import ConfigError, parse
 from bitharbord.index.ann import exact_search
 from bitharbord.index.search import ANN_DIR, DEFAULT_WIDTH, Hit, SearchConfig, Searcher
-from bitharbord.index.vectors import MANIFEST, VectorStore
+from bitharbord.index.vector_files import MANIFEST
+from bitharbord.index.vectors import VectorStore
 
 DIM = 32
 N = 3000

@@ -39,7 +39,8 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from bitharbord.index.vectors import F32Matrix, I64Array, write_json_atomic
+from bitharbord.index.canonical_vectors import F32Matrix, I64Array
+from bitharbord.index.vector_files import write_json_atomic
 from bitharbord.system.fsio import fsync_tree
 
 log = structlog.get_logger("bitharbord.index.ann")

@@ -20,7 +20,7 @@ from typing import Any
 
 from bitharbord.config import Embedding
 from bitharbord.embed.base import file_fingerprint
-from bitharbord.index.vectors import MANIFEST
+from bitharbord.index.vector_files import MANIFEST
 from bitharbord.system.fsio import fsync_dir
 
 VECTORS_DIR = "vectors"

@@ -58,8 +58,9 @@ import numpy.typing as npt
 import structlog
 
 from bitharbord.index.ann import AnnIndex, I64Matrix, create_index, load_index, topk
+from bitharbord.index.canonical_vectors import F32Matrix, I64Array, normalize_queries
 from bitharbord.index.locality import gather, insertion_order
-from bitharbord.index.vectors import F32Matrix, I64Array, VectorStore, normalize_queries
+from bitharbord.index.vectors import VectorStore
 from bitharbord.system.fsio import fsync_dir
 
 log = structlog.get_logger("bitharbord.index.search")

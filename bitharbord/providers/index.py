@@ -24,7 +24,8 @@ from typing import Any, ClassVar
 
 from bitharbord.config import Harbor
 from bitharbord.index import layout
-from bitharbord.index.vectors import EmbedderMismatch, VectorStore, VectorStoreError
+from bitharbord.index.vector_files import EmbedderMismatch, VectorStoreError
+from bitharbord.index.vectors import VectorStore
 from bitharbord.pools import state
 from bitharbord.reconcile.plan import Action, Verb
 from bitharbord.reconcile.provider import Context, Observed, Spec

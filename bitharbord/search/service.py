@@ -54,8 +54,10 @@ from bitharbord.config import Embedding, Harbor
 from bitharbord.embed.base import Embedder, EmbedError, UnsupportedModality, Vectors, l2_normalise, load_embedder
 from bitharbord.embed.document import build_document
 from bitharbord.index import layout
+from bitharbord.index.canonical_vectors import vector_hashes
 from bitharbord.index.search import Hit, SearchConfig, Searcher
-from bitharbord.index.vectors import StoreChanged, VectorStore, vector_hashes
+from bitharbord.index.vector_files import StoreChanged
+from bitharbord.index.vectors import VectorStore
 from bitharbord.services import Condition, ServiceEnv, catalog_database
 from bitharbord.store import db
 from bitharbord.store import search as store
