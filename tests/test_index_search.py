@@ -15,7 +15,7 @@ import numpy.typing as npt
 import pytest
 
 from bitharbord.config import ConfigError, parse
-from bitharbord.index.ann import exact_search
+from bitharbord.index.ann.flat import exact_search
 from bitharbord.index.search import ANN_DIR, DEFAULT_WIDTH, Hit, SearchConfig, Searcher
 from bitharbord.index.vector_files import MANIFEST
 from bitharbord.index.vectors import VectorStore

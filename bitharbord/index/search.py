@@ -57,7 +57,9 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from bitharbord.index.ann import AnnIndex, I64Matrix, create_index, load_index, topk
+from bitharbord.index.ann import create_index, load_index
+from bitharbord.index.ann.base import AnnIndex, I64Matrix
+from bitharbord.index.ann.flat import topk
 from bitharbord.index.canonical_vectors import F32Matrix, I64Array, normalize_queries
 from bitharbord.index.locality import gather, insertion_order
 from bitharbord.index.vectors import VectorStore
