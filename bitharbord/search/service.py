@@ -55,7 +55,8 @@ from bitharbord.embed.base import Embedder, EmbedError, UnsupportedModality, Vec
 from bitharbord.embed.document import build_document
 from bitharbord.index import layout
 from bitharbord.index.canonical_vectors import vector_hashes
-from bitharbord.index.search import Hit, SearchConfig, Searcher
+from bitharbord.index.nearest import Hit, Searcher
+from bitharbord.index.tuning import SearchConfig
 from bitharbord.index.vector_files import StoreChanged
 from bitharbord.index.vectors import VectorStore
 from bitharbord.services import Condition, ServiceEnv, catalog_database
