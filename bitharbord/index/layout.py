@@ -49,7 +49,7 @@ def embedder_for(config: Embedding) -> tuple[str, int]:
             raise EmbedderUnavailable(f"embedding.checkpoint {config.checkpoint}: {exc.strerror or exc} "
                                       "(ImageBind loads only a local checkpoint; nothing is downloaded)") from None
         from bitharbord.embed.base import EmbedError
-        from bitharbord.embed.imagebind import check_loadable
+        from bitharbord.embed.imagebind_setup import check_loadable
 
         try:
             check_loadable(str(config.checkpoint))

@@ -51,8 +51,9 @@ from pydantic import BaseModel, Field
 from bitharbord.api import schemas
 from bitharbord.api.errors import ApiError
 from bitharbord.config import Embedding, Harbor
-from bitharbord.embed.base import Embedder, EmbedError, UnsupportedModality, Vectors, l2_normalise, load_embedder
+from bitharbord.embed.base import Embedder, EmbedError, UnsupportedModality, Vectors, l2_normalise
 from bitharbord.embed.document import build_document
+from bitharbord.embed.loader import load_embedder
 from bitharbord.index import layout
 from bitharbord.index.canonical_vectors import vector_hashes
 from bitharbord.index.nearest import Hit, Searcher
