@@ -37,22 +37,35 @@ class EmbedderUnavailable(Exception):
     code is not installed, or it failed to load): the message says why."""
 
 
+def named_embedder(config: Embedding) -> tuple[str | None, int]:
+    """(embedder id, dimension) as far as harbor.yaml alone says, reading nothing: the id is None where it depends
+    on the weights' content (imagebind: its checkpoint's fingerprint, which `embedder_for` reads)."""
+    eid, dim = EMBEDDERS[config.backend]
+    return (None if config.backend == "imagebind" else eid), dim
+
+
 def embedder_for(config: Embedding) -> tuple[str, int]:
     """(embedder id, dimension) harbor.yaml's `embedding` asks for; EmbedderUnavailable if its weights are not
     there or its code cannot be imported (nothing can be embedded with it, so nothing should be planned for it).
     Cheap: no model is loaded (the search service reports a load that fails later the same way)."""
-    eid, dim = EMBEDDERS[config.backend]
-    if config.backend == "imagebind":
+    return resolve_embedder(config.backend, config.checkpoint)
+
+
+def resolve_embedder(backend: str, checkpoint: str | None) -> tuple[str, int]:
+    """`embedder_for` from the backend name and checkpoint path: for imagebind, reads the checkpoint's fingerprint
+    (4 MiB) and checks that the checkpoint and the package can load."""
+    eid, dim = EMBEDDERS[backend]
+    if backend == "imagebind":
         try:
-            fp = file_fingerprint(str(config.checkpoint))
+            fp = file_fingerprint(str(checkpoint))
         except OSError as exc:
-            raise EmbedderUnavailable(f"embedding.checkpoint {config.checkpoint}: {exc.strerror or exc} "
+            raise EmbedderUnavailable(f"embedding.checkpoint {checkpoint}: {exc.strerror or exc} "
                                       "(ImageBind loads only a local checkpoint; nothing is downloaded)") from None
         from bitharbord.embed.base import EmbedError
         from bitharbord.embed.imagebind_setup import check_loadable
 
         try:
-            check_loadable(str(config.checkpoint))
+            check_loadable(str(checkpoint))
         except EmbedError as exc:
             raise EmbedderUnavailable(str(exc)) from None
         name, _, rest = eid.partition("@")
