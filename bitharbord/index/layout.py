@@ -21,7 +21,7 @@ from typing import Any
 from bitharbord.config import Embedding
 from bitharbord.embed.base import file_fingerprint
 from bitharbord.index.vector_files import MANIFEST
-from bitharbord.system.fsio import fsync_dir
+from bitharbord.system.fsio import fsync_dir, write_atomic
 
 VECTORS_DIR = "vectors"
 CURRENT = "current"
@@ -130,10 +130,7 @@ def set_current(index_root: Path | str, embedder_id: str) -> None:
 def mark_retiring(store_dir: Path, successor: str) -> None:
     """Before `current` moves away from `store_dir`: say which embedder replaces it, so that a start after a crash
     between the swap and the old generation's removal finishes the removal (and one before the swap undoes it)."""
-    tmp = store_dir / f".{RETIRING}.{os.getpid()}.tmp"
-    tmp.write_text(successor + "\n")
-    os.replace(tmp, store_dir / RETIRING)
-    fsync_dir(store_dir)
+    write_atomic(store_dir / RETIRING, (successor + "\n").encode(), mode=0o644)
 
 
 def retiring_for(store_dir: Path) -> str | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from bitharbord.system.fsio import fsync_dir
+from bitharbord.system.fsio import write_atomic
 
 log = structlog.get_logger("bitharbord.index.vector_files")
 
@@ -40,20 +40,9 @@ class StoreChanged(VectorStoreError):
 
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Write JSON to `path` atomically: temp file in the same directory, fsync, rename, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    body = json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(body)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
+    """Write JSON to `path` atomically (bitharbord/system/fsio.py: temp file in the same directory, fsync,
+    rename, fsync the directory), world-readable like the store's other files."""
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True).encode() + b"\n", mode=0o644)
 
 
 def write_at(path: Path, offset: int, data: bytes) -> None:
