@@ -19,7 +19,8 @@ from bitharbord.pools.service import StorageService
 from bitharbord.reconcile.executor import DestroyNotAllowed
 from bitharbord.reconcile.plan import Plan, Verb
 from bitharbord.reconcile.render import render
-from bitharbord.system.facts import parse_blkid_export, parse_findmnt
+from bitharbord.system.facts.blkid import parse_blkid_export
+from bitharbord.system.facts.findmnt import parse_findmnt
 from tests.storage.loops import GuardError, Loops, run, sh
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for loop devices")]

@@ -16,7 +16,8 @@ from bitharbord.pools.proof import (
     judge,
     pool_of,
 )
-from bitharbord.system.facts import BlkidInfo, BlockDevice
+from bitharbord.system.facts.blkid import BlkidInfo
+from bitharbord.system.facts.lsblk import BlockDevice
 from bitharbord.system.mountinfo import filesystem_identity, mount_of, parse_mountinfo
 
 MOUNTINFO = """\

@@ -27,7 +27,10 @@ from bitharbord.pools.pools import assess, mkfs_argv, planned_uuid, pool_specs
 from bitharbord.pools.service import media_ready_for
 from bitharbord.providers import registry
 from bitharbord.reconcile.planner import Snapshot, make_plan
-from bitharbord.system.facts import BlkidInfo, BlockDevice, Mount, parse_blkid_export, parse_lsblk, parse_mdstat
+from bitharbord.system.facts.blkid import BlkidInfo, parse_blkid_export
+from bitharbord.system.facts.findmnt import Mount
+from bitharbord.system.facts.lsblk import BlockDevice, parse_lsblk
+from bitharbord.system.facts.mdstat import parse_mdstat
 
 FACTS = Path(__file__).resolve().parent / "facts"
 

@@ -26,7 +26,10 @@ from typing import Any
 from bitharbord.config import ConfigError, Harbor, Problem
 from bitharbord.pools.mounttab import unit_name, unit_value_problem
 from bitharbord.pools.observe import MdArray, StorageFacts
-from bitharbord.system.facts import BlkidInfo, BlockDevice, normalize_md_uuid, verdict
+from bitharbord.pools.verdict import article, verdict
+from bitharbord.system.facts.blkid import BlkidInfo
+from bitharbord.system.facts.lsblk import BlockDevice
+from bitharbord.system.facts.mdadm import normalize_md_uuid
 
 # Fixed namespace for planned filesystem UUIDs (uuid5 of the pool's identity).
 NAMESPACE = uuidlib.UUID("5d0f4a8e-4b7a-4d1e-9a57-6b9c1f0e2a31")
@@ -181,10 +184,6 @@ def fs_matches(info: BlkidInfo | None, pool: PoolSpec) -> bool:
     if info is None or info.usage != "filesystem" or info.type != pool.filesystem:
         return False
     return info.label == pool.label or (info.uuid or "").lower() == pool.uuid
-
-
-def article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def describe(info: BlkidInfo) -> str:

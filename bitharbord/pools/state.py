@@ -8,7 +8,7 @@ from bitharbord.pools import observe
 from bitharbord.pools.pools import Assessment, StorageError, assess, pool_specs
 from bitharbord.pools.proof import RootProver, pool_of
 from bitharbord.reconcile.provider import Context, Observed, Spec, TemporaryError
-from bitharbord.system.facts import FactsError
+from bitharbord.system.facts.common import FactsError
 
 ASSESSMENT_KEY = "storage.assessment"
 
