@@ -14,8 +14,8 @@ import pytest
 from bitharbord.config import ConfigError
 from bitharbord.daemon import Daemon, Settings
 from bitharbord.pools.mounttab import unit_name
-from bitharbord.pools.pools import mkfs_argv, planned_uuid
 from bitharbord.pools.service import StorageService
+from bitharbord.pools.specs import mkfs_argv, planned_uuid
 from bitharbord.reconcile.executor import DestroyNotAllowed
 from bitharbord.reconcile.plan import Plan, Verb
 from bitharbord.reconcile.render import render

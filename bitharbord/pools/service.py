@@ -24,12 +24,13 @@ from prometheus_client import Gauge
 from bitharbord.config import Harbor
 from bitharbord.errors import Unavailable
 from bitharbord.pools import observe
+from bitharbord.pools.assessment import assess
 from bitharbord.pools.devices import list_devices
 from bitharbord.pools.health import PoolHealth, conditions, pool_health
 from bitharbord.pools.health import summary as health_summary
 from bitharbord.pools.mounttab import mountinfo_targets
-from bitharbord.pools.pools import assess, pool_specs
 from bitharbord.pools.proof import RootProver
+from bitharbord.pools.specs import pool_specs
 from bitharbord.services import Condition, ServiceEnv
 
 log = structlog.get_logger("bitharbord.storage")
