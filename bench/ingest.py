@@ -51,13 +51,13 @@ import structlog
 from blake3 import blake3
 
 from bitharbord.config import Harbor, parse
-from bitharbord.ingest.hash import hash_file
 from bitharbord.ingest.pipeline import Pipeline
 from bitharbord.ingest.scan import diff_scan, scan_folder
-from bitharbord.reconcile.provider import Context
 from bitharbord.providers.library import Library
+from bitharbord.reconcile.provider import Context
 from bitharbord.store import db
 from bitharbord.store.blobs import BlobStore, StoredBlob
+from bitharbord.store.hashing import hash_file
 from bitharbord.store.ingest import IngestStore
 from bitharbord.system.runner import ProcessRunner
 

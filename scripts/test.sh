@@ -9,6 +9,7 @@ ensure_venv .venv '.[test]'
 echo "== the mdadm test VM (kernel + initramfs, cached)"; sh scripts/vm-prepare.sh
 echo "== ruff";  .venv/bin/ruff check bitharbord bitharborctl tests bench
 echo "== mypy --strict"; .venv/bin/mypy bitharbord bitharborctl
+echo "== layers (import-linter: .importlinter)"; .venv/bin/lint-imports .importlinter --no-cache
 echo "== pytest"
 .venv/bin/pytest -q -p no:cacheprovider "$@"
 if [ $# -eq 0 ]; then

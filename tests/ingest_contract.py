@@ -74,3 +74,8 @@ class LocalIngest:
 
     async def wait(self, job_id: int, timeout: float | None = None) -> JobResult:
         return await asyncio.wait_for(asyncio.shield(self._results[job_id]), timeout)
+
+    def serves(self, db_path: str | Path) -> bool:
+        """Never: this stand-in takes what the catalog submits, not the library's watched folders (the library
+        provider leaves those jobs in SQLite, as it did for a stand-in without a library link)."""
+        return False

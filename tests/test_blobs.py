@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from blake3 import blake3
 
-from bitharbord.ingest.hash import hash_file
 from bitharbord.store.blobs import (
     TEMP_PREFIX,
     BlobStore,
@@ -27,6 +26,7 @@ from bitharbord.store.blobs import (
     cleanup_temp,
     stored_digests,
 )
+from bitharbord.store.hashing import hash_file
 from tests.media import make_jpeg, random_file
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bitharbord.catalog import entries as ent
-from bitharbord.catalog.entries import DAY, backoff_after_miss, backoff_after_temporary, entry_key, human_size
+from bitharbord.catalog.entries import entry_key, human_size
 from bitharbord.config import (
     ConfigError,
     Harbor,
@@ -21,6 +21,7 @@ from bitharbord.config import (
 )
 from bitharbord.providers.catalog import Catalog
 from bitharbord.reconcile.plan import Verb
+from bitharbord.store.wanted import DAY, backoff_after_miss, backoff_after_temporary
 
 
 @pytest.mark.parametrize(("wanted", "key"), [

@@ -19,7 +19,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from blake3 import blake3
 
-from bitharbord.catalog.entries import DAY, dir_name, entry_key
+from bitharbord.api import catalog as catalog_api
+from bitharbord.api.errors import json_errors
+from bitharbord.api.keys import CATALOG, Handles
+from bitharbord.catalog.entries import dir_name, entry_key
 from bitharbord.catalog.service import CatalogService
 from bitharbord.config import WantedPlaylist
 from bitharbord.daemon import Daemon, Settings
@@ -27,6 +30,7 @@ from bitharbord.reconcile.executor import ApplyReport
 from bitharbord.reconcile.plan import Plan
 from bitharbord.reconcile.render import render
 from bitharbord.store import catalog as store
+from bitharbord.store.wanted import DAY
 from tests.conftest import harbor_text
 from tests.fakes.archive import FakeArchive, FakeFile, FakeItem, blob
 from tests.fakes.tmdb import FakeTmdb
@@ -494,8 +498,9 @@ async def test_archive_size_cap_excludes_big_files(box: Box) -> None:
 
 @pytest.fixture
 async def api(box: Box, aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]]) -> TestClient[Any, Any]:
-    app = web.Application()
-    app.add_routes(box.svc.routes())
+    app = web.Application(middlewares=[json_errors])  # the API's error middleware answers the domain errors
+    app[CATALOG] = box.svc
+    app.add_routes(catalog_api.routes(Handles(box.daemon, catalog=box.svc)))
     return await aiohttp_client(app)
 
 

@@ -1,4 +1,4 @@
-"""ingest.hash: BLAKE3 of real files, small, large (threaded reader), mmap; refusals with reasons."""
+"""store.hashing: BLAKE3 of real files, small, large (threaded reader), mmap; refusals with reasons."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from blake3 import blake3
 
-from bitharbord.ingest.hash import HashError, hash_bytes, hash_file
+from bitharbord.store.hashing import HashError, hash_bytes, hash_file
 from tests.media import random_file
 
 

@@ -117,6 +117,28 @@ async def test_new_files_are_one_action_then_queued_and_converged(world: World) 
     assert (await world.plan()).empty
 
 
+async def test_a_saved_plan_carries_the_file_lists_apply_queues(world: World, make_harbor: Make,
+                                                                 ctx_for: Callable[[Harbor], Context]) -> None:
+    """The library's action carries what observe found (never rendered): a saved plan, applied by another
+    provider instance that never observed (another process: `apply plan.json`), queues exactly those files."""
+    files = [make_jpeg(world.inbox / f"IMG_{i}.jpg", color=(i * 40 % 256, 1, 2)) for i in range(3)]
+    age(*files)
+    plan = await world.plan()
+    saved = Plan.from_json(plan.to_json())
+    action = next(a for a in saved.actions if a.kind == "library")
+    assert action.payload is not None and sorted(p for p, _ in action.payload["new"]) == sorted(map(str, files))
+    assert "payload" not in render(saved) and str(files[0].name) in render(saved)
+    age(make_jpeg(world.inbox / "later.jpg"))  # arrives after the plan was made: not in it, so not queued by it
+    fresh = world_for(world.harbor, ctx_for)  # a new Library: nothing observed in this instance
+    await fresh.library.apply(action, fresh.ctx)
+    assert sorted(r[0] for r in world.sql("SELECT source_path FROM ingest_jobs")) == sorted(map(str, files))
+    assert library_actions(await fresh.plan()) == [(f"library.{world.inbox}", "1 new")]
+    bad = Plan.from_dict({**saved.to_dict(), "actions": [
+        {**a.to_dict(), "payload": {"new": [["x", "not a fingerprint"]]}} for a in saved.actions]})
+    with pytest.raises(ValueError, match="not a folder delta"):
+        await fresh.library.apply(next(a for a in bad.actions if a.kind == "library"), fresh.ctx)
+
+
 async def test_changed_moved_vanished_keep_identity_and_blobs(world: World) -> None:
     names = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]
     files = {n: make_jpeg(world.inbox / n, color=(i * 50, 1, 2)) for i, n in enumerate(names)}
@@ -238,7 +260,7 @@ async def test_unmounted_pool_plans_nothing_and_marks_nothing_vanished(
     await w.apply()
     # something was ingested from this folder while the pool was mounted
     store = await IngestStore.open(db_path(harbor))
-    from bitharbord.ingest.scan import Fingerprint
+    from bitharbord.store.fingerprint import Fingerprint
     from bitharbord.store.ingest import NewJob
 
     await store.enqueue([NewJob(f"{photos}/kept.jpg", "watch", "personal", Fingerprint(10, 1, 2, 3),

@@ -18,9 +18,9 @@ from blake3 import blake3
 from PIL import Image
 
 from bitharbord.ingest.pipeline import Pipeline
-from bitharbord.ingest.scan import Fingerprint
 from bitharbord.store import db
 from bitharbord.store.blobs import TEMP_PREFIX, BlobStore, stored_digests
+from bitharbord.store.fingerprint import Fingerprint
 from bitharbord.store.ingest import IngestStore, NewJob
 from bitharbord.system.runner import ProcessRunner
 from tests.media import make_jpeg, make_video, random_file, write_archive_meta, write_ytdlp_info
@@ -375,14 +375,14 @@ async def test_a_file_moved_while_its_job_is_in_flight_keeps_its_item(box: Box) 
     # a: renamed after the job was claimed, before it was hashed: not "gone", queued again at its new path
     jobs = await box.store.claim(10)
     await move(a, box.inbox / "a-renamed.jpg")
-    jobs = await box.pipeline._hash(jobs)
+    jobs = await box.pipeline.front.hash(jobs)
     assert [j.source_path for j in jobs] == [str(b)]
     # b: renamed after it was stored, before it was catalogued: the new path holds the item
-    jobs, refresh = await box.pipeline._dedupe(jobs)
-    await box.pipeline._probe(jobs, refresh)
-    stored = await box.pipeline._put(await box.store.claim(10, stages=("probed",)))
+    jobs, refresh = await box.pipeline.front.dedupe(jobs)
+    await box.pipeline.front.probe(jobs, refresh)
+    stored = await box.pipeline.back.put(await box.store.claim(10, stages=("probed",)))
     await move(b, box.inbox / "b-renamed.jpg")
-    await box.pipeline._catalog(stored)
+    await box.pipeline.back.catalog(stored)
     await box.pipeline.run_until_idle()
 
     assert box.sql("SELECT stage FROM ingest_jobs ORDER BY id") == [("done",), ("done",)]
@@ -400,7 +400,7 @@ async def test_a_move_seen_before_the_job_found_its_file_gone_does_not_revive_th
     dest = box.inbox / "moved" / "a.jpg"
     dest.parent.mkdir()
     a.rename(dest)
-    await box.pipeline._hash(await box.store.claim(10))
+    await box.pipeline.front.hash(await box.store.claim(10))
     assert box.sql("SELECT stage FROM ingest_jobs") == [("gone",)]
     await box.store.move_sources([(str(a), str(dest), str(box.inbox), Fingerprint.of(dest.stat()))])
 
@@ -418,7 +418,7 @@ async def test_startup_repairs_paths_left_present_after_their_job_found_them_gon
     a = make_jpeg(box.inbox / "a.jpg")
     await box.queue(a)
     a.unlink()
-    await box.pipeline._hash(await box.store.claim(10))
+    await box.pipeline.front.hash(await box.store.claim(10))
     # what the old move_sources could leave: the dead row moved to a path that is gone again too
     conn = sqlite3.connect(box.db, isolation_level=None)
     conn.execute("UPDATE sources SET path=?, vanished=0, vanished_at=NULL", (str(box.inbox / "b.jpg"),))

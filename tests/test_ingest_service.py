@@ -17,7 +17,8 @@ import pytest
 from bitharborctl.client import ApiError, Client
 from bitharborctl.commands.ingest import upload_file
 from bitharbord.daemon import Daemon, Settings
-from bitharbord.ingest.service import IngestRefused, IngestService
+from bitharbord.ingest.errors import IngestRefused
+from bitharbord.ingest.service import IngestService
 from bitharbord.store.blobs import stored_digests
 from tests.media import make_jpeg, make_video, random_file
 

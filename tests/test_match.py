@@ -7,24 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from bitharbord.catalog.archive_items import ArchiveFile, ArchiveItem, parse_item
 from bitharbord.catalog.match import (
     TITLE_THRESHOLD,
-    ArchiveFile,
-    ArchiveItem,
     TitleHit,
     Want,
     best_title_hit,
     match_item,
-    normalize_title,
-    parse_duration,
-    parse_item,
     pick_cover,
     pick_subtitles,
     rank_candidates,
     rank_files,
-    split_title_year,
-    title_similarity,
 )
+from bitharbord.catalog.titles import normalize_title, parse_duration, split_title_year, title_similarity
 
 RECORDED = Path(__file__).parent / "catalog" / "archive" / "metadata-movies-item.json"
 

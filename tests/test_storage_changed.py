@@ -14,12 +14,12 @@ import pytest
 
 from bitharbord.config import Harbor
 from bitharbord.ingest.pipeline import Pipeline
-from bitharbord.ingest.scan import Fingerprint
 from bitharbord.providers.database import db_path
 from bitharbord.reconcile.provider import Context
 from bitharbord.reconcile.render import render
 from bitharbord.store import db
 from bitharbord.store.blobs import BlobStore, StorageChangedError, stored_digests
+from bitharbord.store.fingerprint import Fingerprint
 from bitharbord.store.ingest import IngestStore, NewJob
 from bitharbord.system.runner import ProcessRunner
 from tests.media import make_jpeg

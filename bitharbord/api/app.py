@@ -8,6 +8,7 @@ document, each service's `routes()`, and the web UI (ui.py) at /.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -262,6 +263,14 @@ async def _on_startup(app: web.Application) -> None:
     app[AUTH].ensure_key()
 
 
+def _areas(handles: Handles) -> list[tuple[web.AppKey[Any], object | None,
+                                          Callable[[Handles], Sequence[web.RouteDef]]]]:
+    """Each service's key, handle and route module, in the order their routes are served (and documented)."""
+    return [(STORAGE, handles.storage, storage.routes), (INGEST, handles.ingest, ingest.routes),
+            (SEARCH, handles.search, search.routes), (CATALOG, handles.catalog, catalog.routes),
+            (BUNDLES, handles.bundles, bundles.routes), (VERIFY, handles.verify, verify.routes)]
+
+
 def init_app(handles: Handles) -> web.Application:
     """The app over typed handles (the daemon's `handles()`): core routes, auth, media, each running service's
     routes in the daemon's service order, the OpenAPI document and the web UI."""
@@ -277,24 +286,10 @@ def init_app(handles: Handles) -> web.Application:
     app.router.add_post("/v1/apply", apply)
     app.router.add_get("/v1/openapi.json", openapi_json)
     app.router.add_routes(login.routes())
-    if handles.storage is not None:
-        app[STORAGE] = handles.storage
-        app.router.add_routes(storage.routes(handles))
-    if handles.ingest is not None:
-        app[INGEST] = handles.ingest
-        app.router.add_routes(ingest.routes(handles))
-    if handles.search is not None:
-        app[SEARCH] = handles.search
-        app.router.add_routes(search.routes(handles))
-    if handles.catalog is not None:
-        app[CATALOG] = handles.catalog
-        app.router.add_routes(catalog.routes(handles))
-    if handles.bundles is not None:
-        app[BUNDLES] = handles.bundles
-        app.router.add_routes(bundles.routes(handles))
-    if handles.verify is not None:
-        app[VERIFY] = handles.verify
-        app.router.add_routes(verify.routes(handles))
+    for key, service, routes in _areas(handles):
+        if service is not None:
+            app[key] = service
+            app.router.add_routes(routes(handles))
     if not any(r.resource is not None and r.resource.canonical == "/v1/media/{id}/content"
                for r in app.router.routes()):
         app.router.add_routes(media.routes())  # unless ingest serves media itself

@@ -35,12 +35,14 @@ import structlog
 from internetarchive import get_session
 from internetarchive.session import ArchiveSession
 
-from bitharbord.catalog.match import (
+from bitharbord.catalog.archive_items import (
+    SEARCH_FIELDS,
     ArchiveFile,
     ArchiveItem,
+    SearchHit,
+    movie_query,
     parse_file,
     parse_item,
-    split_title_year,
 )
 from bitharbord.catalog.reasons import network_reason
 from bitharbord.config import Archive
@@ -97,49 +99,6 @@ class _Cancelled(Exception):
 
 
 @dataclass(frozen=True)
-class SearchHit:
-    """One advanced-search document (these are typed: year, downloads, num_reviews are numbers)."""
-
-    identifier: str
-    title: str
-    year: int | None
-    downloads: int | None
-    avg_rating: float | None
-    num_reviews: int
-    mediatype: str
-    creators: tuple[str, ...]
-    doc: Mapping[str, Any]
-
-    @classmethod
-    def from_doc(cls, doc: Mapping[str, Any]) -> SearchHit:
-        def first(v: Any) -> str:
-            return str(v[0] if isinstance(v, list) and v else v or "")
-
-        def number(v: Any) -> float | None:
-            try:
-                return float(first(v)) if first(v) else None
-            except ValueError:
-                return None
-
-        title = first(doc.get("title")) or str(doc["identifier"])
-        title_year = split_title_year(title)[1]
-        year = number(doc.get("year"))
-        downloads = number(doc.get("downloads"))
-        creators = doc.get("creator") or []
-        return cls(
-            identifier=str(doc["identifier"]),
-            title=title,
-            year=int(year) if year is not None else title_year,
-            downloads=int(downloads) if downloads is not None else None,
-            avg_rating=number(doc.get("avg_rating")),
-            num_reviews=int(number(doc.get("num_reviews")) or 0),
-            mediatype=first(doc.get("mediatype")),
-            creators=tuple(str(c) for c in (creators if isinstance(creators, list) else [creators])),
-            doc=dict(doc),
-        )
-
-
-@dataclass(frozen=True)
 class Downloaded:
     identifier: str
     name: str
@@ -148,31 +107,6 @@ class Downloaded:
     md5: str
     fetched: bool  # False when a verified copy was already in place
 
-
-SEARCH_FIELDS = ("identifier", "title", "year", "date", "downloads", "avg_rating", "num_reviews", "mediatype",
-                 "creator", "runtime", "format", "collection")
-_LUCENE_SPECIAL = re.compile(r'([+\-&|!(){}\[\]^"~*?:\\/])')
-_STOP = frozenset({"the", "a", "an", "and", "of", "part", "le", "la", "les", "der", "die", "das", "el"})
-
-
-def _escape(word: str) -> str:
-    return _LUCENE_SPECIAL.sub(r"\\\1", word)
-
-
-def movie_query(title: str, year: int | None = None, *, mediatype: str = "movies") -> str:
-    """An advanced-search query for a film: its significant title words, and the year +-1.
-
-    Articles, "part" and sequel numbers are left out of the query (the archive spells them every way:
-    "Part II", "Pt. 2"); `match.match_item` judges them afterwards."""
-    words = [w for w in re.split(r"[^\w']+", title) if w]
-    keep = [w for w in words if w.lower() not in _STOP and not re.fullmatch(r"[ivxIVX]+|\d{1,2}", w)]
-    chosen = keep or words
-    if not chosen:
-        raise ValueError(f"cannot search for the title {title!r}: it has no words")
-    parts = [f"mediatype:{mediatype}", "title:(" + " AND ".join(_escape(w) for w in chosen) + ")"]
-    if year is not None:
-        parts.append(f"year:[{year - 1} TO {year + 1}]")
-    return " AND ".join(parts)
 
 
 def _parse_host(host: str) -> tuple[bool, str]:

@@ -19,9 +19,11 @@ from typing import Any
 
 import structlog
 
-from bitharbord.catalog.archive import ArchiveClient, SearchHit
-from bitharbord.catalog.match import ArchiveFile, ArchiveItem, Candidate, Want, rank_candidates, split_title_year
-from bitharbord.catalog.tmdb import KeyFileError, Movie, TmdbClient
+from bitharbord.catalog.archive import ArchiveClient
+from bitharbord.catalog.archive_items import ArchiveFile, ArchiveItem, SearchHit
+from bitharbord.catalog.match import Candidate, Want, rank_candidates
+from bitharbord.catalog.titles import split_title_year
+from bitharbord.catalog.tmdb import CastMember, KeyFileError, Movie, TmdbClient
 
 log = structlog.get_logger("bitharbord.catalog.finder")
 
@@ -70,8 +72,6 @@ def movie_json(movie: Movie) -> dict[str, Any]:
 
 def movie_from_json(data: dict[str, Any]) -> Movie:
     """The inverse of `movie_json` (for facts kept in SQLite between search and ingest)."""
-    from bitharbord.catalog.tmdb import CastMember
-
     fields = {f.name for f in dataclasses.fields(Movie)}
     values = {k: v for k, v in data.items() if k in fields}
     values["genres"] = tuple(values.get("genres") or ())

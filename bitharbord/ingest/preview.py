@@ -21,7 +21,7 @@ from pathlib import Path
 import structlog
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from bitharbord.ingest.probe import Kind
+from bitharbord.ingest.probe.facts import Kind
 from bitharbord.system.fsio import fsync_dir as _fsync_dir
 from bitharbord.system.runner import ProcessRunner, Runner
 

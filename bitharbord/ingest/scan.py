@@ -1,7 +1,7 @@
 """Ingest stage 0: walk the watch folders and say what changed since the last walk.
 
-A file is identified by its stat `Fingerprint` (size, mtime_ns, inode, dev): a file whose fingerprint has
-not changed is never read again. `scan_folder` / `scan_folders` observe (one `os.scandir` per directory,
+A file is identified by its stat `Fingerprint` (`store.fingerprint`: size, mtime_ns, inode, dev): a file whose
+fingerprint has not changed is never read again. `scan_folder` / `scan_folders` observe (one `os.scandir` per directory,
 one `lstat` per file); `diff_scan` is pure and compares two observations:
 
 * new / changed / vanished / unchanged paths, and
@@ -17,6 +17,9 @@ Rules that keep a scan honest:
   below it as `unreachable`, never as vanished. A missing mount pauses ingest, it does not delete media.
 * `dev` is compared only to pair moves: device numbers of md/loop/btrfs filesystems can change across a
   reboot, and that alone must not make a whole library "changed".
+
+Sidecars (`is_sidecar`: `<name>.info.json`, `<id>_meta.xml`, `<id>_files.xml`, `.xmp`) are found like any file;
+the library provider and the ingest of server paths tell them apart from media by name.
 """
 
 from __future__ import annotations
@@ -26,11 +29,11 @@ import os
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import structlog
 
 from bitharbord.config import MediaType, WatchFolder
+from bitharbord.store.fingerprint import Fingerprint
 
 log = structlog.get_logger("bitharbord.ingest.scan")
 
@@ -40,20 +43,8 @@ SKIP_SUFFIXES: tuple[str, ...] = (
 )
 """Lower-case name endings of files that are still being written (downloads, editors)."""
 
-
-class Fingerprint(NamedTuple):
-    size: int
-    mtime_ns: int
-    inode: int
-    dev: int
-
-    @classmethod
-    def of(cls, st: os.stat_result) -> Fingerprint:
-        return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
-
-    def same_file_content(self, other: Fingerprint) -> bool:
-        """Size, mtime and inode agree (dev may differ: it is not stable across reboots)."""
-        return self[0] == other[0] and self[1] == other[1] and self[2] == other[2]
+SIDECAR_SUFFIXES: tuple[str, ...] = (".info.json", "_meta.xml", "_files.xml", ".xmp")
+"""Lower-case name endings of files that describe media beside them (yt-dlp, Internet Archive, XMP)."""
 
 
 _make_fingerprint = Fingerprint._make  # tuple.__new__ from an iterable: cheaper than calling the class
@@ -99,6 +90,11 @@ class ScanDelta:
 def is_skipped_name(name: str) -> bool:
     """True for hidden names and for files still being downloaded or written."""
     return not name or name[0] == "." or name.lower().endswith(SKIP_SUFFIXES)
+
+
+def is_sidecar(name: str) -> bool:
+    """A file name (or path) of a sidecar, in any letter case."""
+    return name.lower().endswith(SIDECAR_SUFFIXES)
 
 
 def _reason(exc: OSError) -> str:

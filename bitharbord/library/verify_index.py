@@ -27,7 +27,7 @@ from bitharbord.index import layout
 from bitharbord.index.canonical_vectors import vector_hash
 from bitharbord.index.nearest import ANN_DIR
 from bitharbord.index.vector_files import TOMBSTONES, VECTORS
-from bitharbord.library.verify import Check, Problem, Scrub
+from bitharbord.library.verify_types import Check, Problem, Scrub
 from bitharbord.store import search as search_store
 from bitharbord.store import verify as sql
 from bitharbord.system.runner import ProcessRunner

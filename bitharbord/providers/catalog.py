@@ -21,21 +21,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from bitharbord.catalog import entries as catalog_entries
-from bitharbord.catalog.entries import (
-    DOWNLOADED,
-    DOWNLOADING,
-    FAILED,
-    MATCHED,
-    NOT_FOUND,
-    SEARCHING,
-    file_line,
-    human_size,
-)
+from bitharbord.catalog.entries import file_line, human_size
 from bitharbord.config import Harbor
 from bitharbord.reconcile.plan import Action, Verb
 from bitharbord.reconcile.provider import Context, Observed, Spec, TemporaryError
 from bitharbord.store import catalog as store
 from bitharbord.store import db
+from bitharbord.store.wanted import DOWNLOADED, DOWNLOADING, FAILED, MATCHED, NOT_FOUND, SEARCHING
 
 
 def db_path(harbor: Harbor) -> Path:

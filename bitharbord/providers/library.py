@@ -35,12 +35,13 @@ import structlog
 
 from bitharbord.config import Harbor
 from bitharbord.index.layout import vectors_root
-from bitharbord.ingest.scan import Fingerprint, ScanResult, diff_scan, scan_folder
+from bitharbord.ingest.scan import SIDECAR_SUFFIXES, ScanResult, diff_scan, is_sidecar, scan_folder
 from bitharbord.pools import state
 from bitharbord.providers.database import db_path
 from bitharbord.reconcile.plan import Action, Verb
 from bitharbord.reconcile.provider import Context, Observed, Spec
 from bitharbord.store import db as store_db
+from bitharbord.store.fingerprint import Fingerprint
 from bitharbord.store.ingest import (
     IngestStore,
     NewJob,
@@ -53,18 +54,11 @@ from bitharbord.system.mountinfo import FsIdentity, filesystem_identity
 
 log = structlog.get_logger("bitharbord.providers.library")
 
-SIDECAR_SUFFIXES: tuple[str, ...] = (".info.json", "_meta.xml", "_files.xml", ".xmp")
-"""Lower-case name endings of files that describe media beside them (yt-dlp, Internet Archive, XMP)."""
 SAMPLE = 20  # names shown per kind in a plan
 ENQUEUE_CHUNK = 2000  # jobs per journal transaction when a folder brings many new files
 
 
 _SIDECAR_CASES: tuple[str, ...] = SIDECAR_SUFFIXES + tuple(x.upper() for x in SIDECAR_SUFFIXES)
-
-
-def is_sidecar(name: str) -> bool:
-    """A file name (or path) of a sidecar, in any letter case."""
-    return name.lower().endswith(SIDECAR_SUFFIXES)
 
 
 def count_media(paths: Iterable[str]) -> int:
@@ -97,6 +91,29 @@ class FolderDelta:
     @property
     def empty(self) -> bool:
         return not (self.new or self.changed or self.moved or self.vanished or self.sidecars)
+
+    def to_json(self) -> dict[str, Any]:
+        """The lists apply acts on, JSON-shaped (an action's payload: a saved plan carries them)."""
+        return {"new": [[p, list(fp)] for p, fp in self.new],
+                "changed": [[p, list(fp)] for p, fp in self.changed],
+                "moved": [[a, b, list(fp)] for a, b, fp in self.moved],
+                "vanished": list(self.vanished),
+                "sidecars": [[p, list(fp)] for p, fp in self.sidecars],
+                "refresh": [[p, list(fp)] for p, fp in self.refresh]}
+
+    @classmethod
+    def from_json(cls, folder: str, media_type: str, data: Mapping[str, Any]) -> FolderDelta:
+        """The inverse of to_json; ValueError for anything else (a hand-edited saved plan)."""
+        try:
+            def pairs(key: str) -> list[tuple[str, Fingerprint]]:
+                return [(str(p), Fingerprint(*map(int, fp))) for p, fp in data.get(key, [])]
+
+            return cls(folder, media_type, new=pairs("new"), changed=pairs("changed"),
+                       moved=[(str(a), str(b), Fingerprint(*map(int, fp))) for a, b, fp in data.get("moved", [])],
+                       vanished=[str(p) for p in data.get("vanished", [])], sidecars=pairs("sidecars"),
+                       refresh=pairs("refresh"))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"library action payload for {folder} is not a folder delta: {exc}") from None
 
 
 def delta_for(
@@ -213,7 +230,6 @@ class Library:
 
     def __init__(self, *, settle_s: float = 2.0) -> None:
         self.settle_s = settle_s
-        self._deltas: dict[str, FolderDelta] = {}  # folder -> delta of the latest observe (what apply queues)
         # db -> (the file's filesystem identity, its sources version, folders): another database file at the same
         # path (a pool returned, a restore) is another cache, whatever its version says
         self._cache: dict[str, tuple[FsIdentity | None, int, dict[str, dict[str, Fingerprint]]]] = {}
@@ -266,7 +282,6 @@ class Library:
 
     async def observe(self, ctx: Context, desired: Mapping[str, Spec]) -> Mapping[str, Observed]:
         out: dict[str, Observed] = {}
-        self._deltas = {}
         ready: dict[str, Spec] = {}
         for name, spec in desired.items():
             folder = spec["folder"]
@@ -312,8 +327,10 @@ class Library:
                 self._media_counts[(spec["db"], folder)] = counted
             delta = delta_for(folder, spec["type"], before, scan, now_ns=time.time_ns(), settle_s=self.settle_s,
                               previous_media=counted[1])
-            self._deltas[name] = delta
-            out[name] = observed_of(delta)
+            seen = observed_of(delta)
+            if not delta.empty:  # the lists themselves: diff carries them in the action for apply
+                seen["delta"] = delta.to_json()
+            out[name] = seen
         return out
 
     def diff(self, name: str, want: Spec | None, have: Observed | None) -> list[Action]:
@@ -332,7 +349,7 @@ class Library:
                 after[key] = sample[key]
         before = {"files": have.get("previous", 0), "type": want["type"]}
         return [Action(f"{self.kind}.{name}", Verb.UPDATE, before, after, reason,
-                       requires=tuple(want.get("requires", ())))]
+                       requires=tuple(want.get("requires", ())), payload=have.get("delta"))]
 
     def notes(self, observed: Mapping[str, Observed]) -> list[str]:
         """Why folders are not ingested (for the plan's notes)."""
@@ -348,12 +365,14 @@ class Library:
         spec = self.desired(ctx.harbor).get(name)
         if spec is None:
             return
-        delta = self._deltas.pop(name, None)
-        if delta is None:  # not observed in this process (never expected: apply re-observes first)
-            await self.observe(ctx, {name: spec})
-            delta = self._deltas.pop(name, None)
-            if delta is None:
+        if action.payload is None:  # a plan saved before actions carried their lists: look again
+            have = (await self.observe(ctx, {name: spec})).get(name) or {}
+            payload = have.get("delta")
+            if payload is None:
                 return
+        else:
+            payload = action.payload
+        delta = FolderDelta.from_json(spec["folder"], spec["type"], payload)
         await state.require_proven(ctx, str(Path(spec["db"]).parent))  # the database on the pool's own filesystem
         store = await IngestStore.open(Path(spec["db"]))
         try:

@@ -37,6 +37,9 @@ class Action:
     opted_in: bool = False  # harbor.yaml allows this destructive action (e.g. `wipe: true`)
     requires: tuple[str, ...] = ()  # addresses that must be applied first
     commands: tuple[tuple[str, ...], ...] = ()  # argv it will run, shown by `plan`
+    # What apply needs that observe found (e.g. the library's file lists): never rendered, but carried in a saved
+    # plan, so `apply plan.json` does exactly what the plan was made from. JSON-shaped; None for most kinds.
+    payload: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if "." not in self.address:
@@ -44,6 +47,7 @@ class Action:
         object.__setattr__(self, "verb", Verb(self.verb))
         object.__setattr__(self, "before", _freeze(self.before))
         object.__setattr__(self, "after", _freeze(self.after))
+        object.__setattr__(self, "payload", _freeze(self.payload))
         object.__setattr__(self, "requires", tuple(self.requires))
         object.__setattr__(self, "commands", tuple(tuple(c) for c in self.commands))
 
@@ -56,7 +60,7 @@ class Action:
         return self.address.split(".", 1)[1]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "address": self.address,
             "verb": self.verb.value,
             "before": self.before,
@@ -67,6 +71,9 @@ class Action:
             "requires": list(self.requires),
             "commands": [list(c) for c in self.commands],
         }
+        if self.payload is not None:
+            out["payload"] = self.payload
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Action:
@@ -80,6 +87,7 @@ class Action:
             opted_in=bool(data.get("opted_in", False)),
             requires=tuple(data.get("requires", ())),
             commands=tuple(tuple(c) for c in data.get("commands", ())),
+            payload=data.get("payload"),
         )
 
 

@@ -43,7 +43,7 @@ import structlog
 from blake3 import blake3
 
 from bitharbord.config import MediaType
-from bitharbord.ingest.hash import AUTO, HashError, open_regular
+from bitharbord.store.hashing import AUTO, HashError, open_regular
 from bitharbord.system.fsio import fsync_dir as _fsync_dir
 
 log = structlog.get_logger("bitharbord.store.blobs")

@@ -17,7 +17,8 @@ from typing import Any
 
 import aiosqlite
 
-from bitharbord.catalog.entries import (
+from bitharbord.store import db
+from bitharbord.store.wanted import (
     DOWNLOADED,
     DOWNLOADING,
     FAILED,
@@ -32,7 +33,6 @@ from bitharbord.catalog.entries import (
     backoff_after_miss,
     backoff_after_temporary,
 )
-from bitharbord.store import db
 
 TABLE = "catalog_entries"
 _COLUMNS = ("key", "kind", "spec_json", "origin", "state", "title", "year", "tmdb_id", "source", "identifier",

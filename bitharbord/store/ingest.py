@@ -31,9 +31,9 @@ from typing import Any, Final
 
 import aiosqlite
 
-from bitharbord.ingest.scan import Fingerprint
 from bitharbord.store import db
 from bitharbord.store import search as search_store
+from bitharbord.store.fingerprint import Fingerprint
 
 ACTIVE_STAGES: Final = ("queued", "hashed", "probed", "stored", "cataloged")
 PIPELINE_STAGES: Final = ("queued", "hashed", "probed", "stored")  # before the catalog transaction

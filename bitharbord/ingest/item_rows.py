@@ -1,4 +1,5 @@
-"""Ingest stage 5 (pure): the catalog rows of one item, from what probing found and what the caller gave.
+"""Ingest stage 5 (pure): the item rows of the media database for one item, from what probing found and what the
+caller gave (the rows of the library's items, not the catalog of wanted titles).
 
 `rows_for()` returns JSON-ready data: the `media_core` columns, the type table and its row. The store writes
 them (`IngestStore.catalog`); nothing here touches the database.
@@ -16,8 +17,9 @@ given values win over what probing found; unknown keys are kept in `media_core.m
     personal       captured_at, gps_lat, gps_lon, camera
     others         artist, description, captured_at
 
-The metadata fingerprint is BLAKE3 over the canonical JSON of the probe result and the given metadata: it
-changes exactly when what describes the item changes (a sidecar edited, the caller's facts updated).
+The metadata fingerprint is BLAKE3 over the canonical JSON (`probe.fingerprint_json`) of the probe result and
+the given metadata: it changes exactly when what describes the item changes (a sidecar edited, the caller's
+facts updated).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any, Final
 
 from blake3 import blake3
 
-from bitharbord.ingest.probe import MediaInfo, canonical_json
+from bitharbord.ingest.probe.facts import MediaInfo, fingerprint_json
 
 TYPE_TABLE: Final[Mapping[str, str]] = {
     "personal": "personal_media",
@@ -77,7 +79,7 @@ def metadata_fingerprint(info: MediaInfo, given: Mapping[str, Any] | None) -> st
     if not given:
         return info.fingerprint
     data = {"probe": info.to_json(), "given": normalise_given(given)}
-    return blake3(canonical_json(data).encode()).hexdigest()
+    return blake3(fingerprint_json(data).encode()).hexdigest()
 
 
 def rows_for(

@@ -1,4 +1,4 @@
-"""Ingest stage 1: the BLAKE3 content hash of a file, which names its blob.
+"""The BLAKE3 content hash of a file, which names its blob (ingest hashes with it, `BlobStore` verifies with it).
 
 Small files are streamed through one buffer. Large files are hashed with BLAKE3's own threads
 (`max_threads`), and read by a second thread so reading and hashing overlap. `mmap=True` instead maps the
