@@ -54,7 +54,7 @@ from bitharbord.index.rebuild import BuiltIndex, RebuildJob
 from bitharbord.index.tuning import DEFAULT_WIDTH, SearchConfig
 from bitharbord.index.vectors import VectorStore
 
-log = structlog.get_logger("bitharbord.index.nearest")
+log = structlog.get_logger("bitharbord.index.search")
 
 ANN_DIR = "ann"
 _STRAY = re.compile(r"^(gen-\d{6}(\.partial)?|diskann-build-.*)$")

@@ -29,7 +29,7 @@ from bitharbord.index.locality import gather, insertion_order
 from bitharbord.index.tuning import SearchConfig
 from bitharbord.system.fsio import fsync_dir
 
-log = structlog.get_logger("bitharbord.index.rebuild")
+log = structlog.get_logger("bitharbord.index.search")
 
 
 @dataclass

@@ -15,7 +15,7 @@ import structlog
 
 from bitharbord.system.fsio import write_atomic
 
-log = structlog.get_logger("bitharbord.index.vector_files")
+log = structlog.get_logger("bitharbord.index.vectors")
 
 FORMAT = 1
 MANIFEST = "manifest.json"
