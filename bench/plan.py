@@ -26,9 +26,9 @@ import contextlib
 
 from bitharbord.config import Harbor, parse
 from bitharbord.providers import registry
-from bitharbord.reconcile.provider import Context
 from bitharbord.providers.directories import Directories
 from bitharbord.reconcile.planner import Snapshot, make_plan, observe
+from bitharbord.reconcile.provider import Context
 from bitharbord.system.runner import RecordingRunner
 
 

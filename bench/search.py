@@ -42,8 +42,9 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bitharbord.index.ann import exact_search, topk
-from bitharbord.index.search import SearchConfig, Searcher
+from bitharbord.index.ann.flat import exact_search, topk
+from bitharbord.index.nearest import Searcher
+from bitharbord.index.tuning import SearchConfig
 from bitharbord.index.vectors import VectorStore
 from bitharbord.system.hugepages import malloc_hugepages, reexec_with_hugepages, thp_mode
 

@@ -28,11 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bitharbord.config import parse
 from bitharbord.embed.minilm import MiniLMEmbedder
-from bitharbord.index.search import SearchConfig, Searcher
+from bitharbord.index import layout
+from bitharbord.index.nearest import Searcher
+from bitharbord.index.tuning import SearchConfig
 from bitharbord.index.vectors import VectorStore
 from bitharbord.metrics import Metrics
 from bitharbord.reconcile.loop import Desired
-from bitharbord.index import layout
 from bitharbord.search.service import SearchService
 from bitharbord.services import ServiceEnv
 from bitharbord.store import db

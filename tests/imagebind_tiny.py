@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from bitharbord.embed.imagebind import _import_imagebind
+from bitharbord.embed.imagebind_setup import import_imagebind
 
 TINY: dict[str, Any] = dict(
     video_frames=2, out_embed_dim=24,
@@ -32,7 +32,7 @@ def randomise(model: torch.nn.Module, seed: int) -> None:
 
 def save_tiny(path: Path, arch: dict[str, Any] = TINY, seed: int = 1) -> torch.nn.Module:
     """Build the model the ordinary way, randomise it, save its state_dict to `path`; returns the model."""
-    model_mod, _ = _import_imagebind()
+    model_mod, _ = import_imagebind()
     torch.manual_seed(0)
     model: torch.nn.Module = model_mod.ImageBindModel(**arch)
     randomise(model, seed)

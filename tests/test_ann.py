@@ -9,16 +9,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from bitharbord.index.ann import (
-    AnnIndex,
-    DiskannIndex,
-    FlatIndex,
-    HnswIndex,
-    Unsupported,
-    create_index,
-    exact_search,
-    load_index,
-)
+from bitharbord.index.ann import create_index, load_index
+from bitharbord.index.ann.base import AnnIndex, Unsupported
+from bitharbord.index.ann.diskann import DiskannIndex
+from bitharbord.index.ann.flat import FlatIndex, exact_search
+from bitharbord.index.ann.hnsw import HnswIndex
 
 N, DIM, NQ = 5000, 64, 100
 

@@ -21,7 +21,8 @@ from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from bitharborctl.client import Client
-from bitharbord.api import auth, openapi
+from bitharbord.api import auth, openapi, ratelimit, signing_key
+from bitharbord.api.accounts import ACCOUNTS_NAME
 from bitharbord.api.app import init_app
 from bitharbord.config import ConfigError, parse
 from bitharbord.services import Condition, ServiceEnv
@@ -228,7 +229,7 @@ async def test_login_rejects_non_json(client: TestClient[Any, Any]) -> None:
 
 
 def _key(box: Box) -> bytes:
-    return bytes.fromhex((box.config_root / auth.KEY_NAME).read_text().strip())
+    return bytes.fromhex((box.config_root / signing_key.KEY_NAME).read_text().strip())
 
 
 async def test_expired_token(client: TestClient[Any, Any], box: Box) -> None:
@@ -271,10 +272,10 @@ async def test_forged_tokens(client: TestClient[Any, Any], box: Box) -> None:
 
 
 async def test_signing_key_file(box: Box, aiohttp_client: ClientMaker, client: TestClient[Any, Any]) -> None:
-    key = box.config_root / auth.KEY_NAME
+    key = box.config_root / signing_key.KEY_NAME
     assert key.is_file(), "made on first start"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    assert len(bytes.fromhex(key.read_text().strip())) == auth.KEY_BYTES
+    assert len(bytes.fromhex(key.read_text().strip())) == signing_key.KEY_BYTES
     assert not [p for p in key.parent.iterdir() if p.name.endswith(".tmp")]
     token = await login(client)
     # A second app (a restart) uses the same key: the token still works.
@@ -290,14 +291,14 @@ async def test_signing_key_file(box: Box, aiohttp_client: ClientMaker, client: T
 
 def test_key_creation_keeps_an_existing_key_and_tightens_its_mode(tmp_path: Path) -> None:
     path = tmp_path / "conf" / "jwt.key"
-    first = auth.load_or_create_key(path)
-    assert auth.load_or_create_key(path) == first
+    first = signing_key.load_or_create_key(path)
+    assert signing_key.load_or_create_key(path) == first
     path.chmod(0o644)
-    assert auth.load_or_create_key(path) == first
+    assert signing_key.load_or_create_key(path) == first
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     path.write_text("short\n")
-    with pytest.raises(auth.KeyError_, match="not 32 hex-encoded bytes"):
-        auth.load_or_create_key(path)
+    with pytest.raises(signing_key.KeyError_, match="not 32 hex-encoded bytes"):
+        signing_key.load_or_create_key(path)
 
 
 async def test_logout_revokes_the_token_and_clears_the_cookie(client: TestClient[Any, Any]) -> None:
@@ -324,7 +325,7 @@ async def test_cookie_only_for_safe_methods(client: TestClient[Any, Any], box: B
 
 
 async def test_login_rate_limit_per_address_and_per_account(client: TestClient[Any, Any]) -> None:
-    for _ in range(auth.FREE_FAILURES):
+    for _ in range(ratelimit.FREE_FAILURES):
         r = await client.post("/v1/auth/login", json={"name": "alice", "password": "guess"})
         assert r.status == 401
     r = await client.post("/v1/auth/login", json={"name": "alice", "password": ALICE_PASSWORD})
@@ -341,7 +342,7 @@ async def test_login_rate_limit_per_address_and_per_account(client: TestClient[A
         r = await other.post(client.make_url("/v1/auth/login"), json={"name": "bob", "password": BOB_PASSWORD})
         assert r.status == 200, "another account from another address is not limited"
     # The backoff runs out; a right password then works and clears the counters.
-    await asyncio.sleep(float(r.headers.get("Retry-After", 0)) + auth.BACKOFF_BASE_S + 0.1)
+    await asyncio.sleep(float(r.headers.get("Retry-After", 0)) + ratelimit.BACKOFF_BASE_S + 0.1)
     await login(client)
     r = await client.post("/v1/auth/login", json={"name": "alice", "password": "guess"})
     assert r.status == 401, "counters were reset by the success"
@@ -353,7 +354,7 @@ async def test_login_rate_limit_per_address_and_per_account(client: TestClient[A
 
 def test_backoff_doubles_and_is_capped() -> None:
     now = [1000.0]
-    limiter = auth.LoginLimiter(free=2, base=1.0, cap=8.0, clock=lambda: now[0])
+    limiter = ratelimit.LoginLimiter(free=2, base=1.0, cap=8.0, clock=lambda: now[0])
     waits = []
     for _ in range(8):
         limiter.failure("k")
@@ -364,7 +365,7 @@ def test_backoff_doubles_and_is_capped() -> None:
     limiter.success("k")
     limiter.failure("k")
     assert limiter.wait("k") == 0
-    small = auth.LoginLimiter(max_keys=3, free=1, clock=lambda: now[0])
+    small = ratelimit.LoginLimiter(max_keys=3, free=1, clock=lambda: now[0])
     for k in "abcd":
         small.failure(k)
     assert small.wait("a") == 0 and small.wait("d") > 0, "the oldest key is forgotten first"
@@ -377,7 +378,7 @@ async def test_admin_accounts_added_changed_removed(client: TestClient[Any, Any]
     token = await login(client)
     r = await client.post("/v1/admins", json={"name": "carol", "password": "carol's password"}, headers=bearer(token))
     assert r.status == 201 and await r.json() == {"name": "carol", "created": True}
-    accounts = box.config_root / auth.ACCOUNTS_NAME
+    accounts = box.config_root / ACCOUNTS_NAME
     assert stat.S_IMODE(accounts.stat().st_mode) == 0o600
     stored = json.loads(accounts.read_text())["admins"]["carol"]
     assert stored["hash"].startswith("$argon2id$") and "carol's password" not in accounts.read_text()

@@ -28,8 +28,10 @@ import torch
 from PIL import Image
 
 from bitharbord.config import Embedding
-from bitharbord.embed.base import Embedder, EmbedError, file_fingerprint, load_embedder
-from bitharbord.embed.imagebind import IMAGEBIND_HUGE, ImageBindEmbedder, _import_imagebind
+from bitharbord.embed.base import Embedder, EmbedError, file_fingerprint
+from bitharbord.embed.imagebind import IMAGEBIND_HUGE, ImageBindEmbedder
+from bitharbord.embed.imagebind_setup import import_imagebind
+from bitharbord.embed.loader import load_embedder
 from tests.imagebind_tiny import TINY, save_tiny
 
 RATE = 16_000
@@ -133,7 +135,7 @@ def test_loads_every_tensor_from_the_checkpoint_without_network(
 
 
 def test_text_matches_the_reference_pipeline(embedder: ImageBindEmbedder, reference: torch.nn.Module) -> None:
-    _, data = _import_imagebind()
+    _, data = import_imagebind()
     texts = ["a dog playing in the snow", "a red car", "a dog playing in the snow at night",
              "word " * 200]  # longer than 77 tokens: truncated, still ends with the end token
     ours = embedder.encode_text(texts)
@@ -148,7 +150,7 @@ def test_text_matches_the_reference_pipeline(embedder: ImageBindEmbedder, refere
 
 def test_images_match_the_reference_pipeline(embedder: ImageBindEmbedder, reference: torch.nn.Module,
                                              images: list[Path]) -> None:
-    _, data = _import_imagebind()
+    _, data = import_imagebind()
     ours = embedder.encode_image(images)  # batch_size 2: two batches
     with torch.inference_mode():
         raw = reference({"vision": data.load_and_transform_vision_data([str(p) for p in images], "cpu")})
@@ -207,7 +209,7 @@ def test_audio_file_and_waveform(embedder: ImageBindEmbedder, workdir: Path) -> 
 def test_audio_matches_imagebinds_own_clip_and_mel_steps(embedder: ImageBindEmbedder,
                                                          reference: torch.nn.Module) -> None:
     """The reference loader's steps after torchaudio.load (which needs torchcodec), on the same waveform."""
-    _, data = _import_imagebind()
+    _, data = import_imagebind()
     sampling = importlib.import_module("pytorchvideo.data.clip_sampling")  # untyped, absent from the main venv
     transforms = importlib.import_module("torchvision.transforms")
 

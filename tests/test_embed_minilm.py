@@ -15,14 +15,8 @@ import numpy as np
 import pytest
 
 from bitharbord.config import Embedding
-from bitharbord.embed.base import (
-    Embedder,
-    EmbedError,
-    UnsupportedModality,
-    batches,
-    l2_normalise,
-    load_embedder,
-)
+from bitharbord.embed.base import Embedder, EmbedError, UnsupportedModality, batches, l2_normalise
+from bitharbord.embed.loader import load_embedder
 from bitharbord.embed.minilm import MINILM_DIM, MINILM_ID, MiniLMEmbedder, hub_offline
 
 REPO = Path(__file__).resolve().parents[1]

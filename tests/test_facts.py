@@ -20,24 +20,20 @@ from typing import Any
 
 import pytest
 
-from bitharbord.system.facts import (
-    BlockDevice,
-    FactsError,
-    by_id_links,
-    find_device,
-    ids_by_device,
-    iter_devices,
+from bitharbord.pools.verdict import verdict
+from bitharbord.system.facts.blkid import parse_blkid_export
+from bitharbord.system.facts.by_id import by_id_links, ids_by_device
+from bitharbord.system.facts.common import FactsError
+from bitharbord.system.facts.findmnt import parse_findmnt
+from bitharbord.system.facts.lsblk import BlockDevice, find_device, iter_devices, parse_lsblk
+from bitharbord.system.facts.mdadm import (
     normalize_md_uuid,
-    parse_blkid_export,
-    parse_findmnt,
-    parse_lsblk,
     parse_mdadm_detail,
     parse_mdadm_detail_export,
     parse_mdadm_scan,
-    parse_mdstat,
-    systemd_escape_path,
-    verdict,
 )
+from bitharbord.system.facts.mdstat import parse_mdstat
+from bitharbord.system.facts.systemd import systemd_escape_path
 
 HERE = Path(__file__).resolve().parent
 FACTS = HERE / "facts"

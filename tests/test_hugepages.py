@@ -104,7 +104,8 @@ BUILD_CHILD = textwrap.dedent("""
     from bitharbord.system.hugepages import reexec_with_hugepages
     reexec_with_hugepages()
     import numpy as np
-    from bitharbord.index.search import SearchConfig, Searcher
+    from bitharbord.index.nearest import Searcher
+    from bitharbord.index.tuning import SearchConfig
     from bitharbord.index.vectors import VectorStore
     store = VectorStore.open(Path(sys.argv[1]), embedder="test", dim=128)
     rng = np.random.default_rng(1)

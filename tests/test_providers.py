@@ -15,6 +15,7 @@ from bitharbord.config import Embedding, Harbor
 from bitharbord.index import layout
 from bitharbord.providers import registry
 from bitharbord.providers.database import Database, db_path
+from bitharbord.providers.index import IndexStore
 from bitharbord.reconcile import executor
 from bitharbord.reconcile.plan import Plan, Verb
 from bitharbord.reconcile.planner import make_plan, observe
@@ -142,6 +143,10 @@ async def test_imagebind_stores_are_named_by_their_checkpoint(make_harbor: Make,
     weights = tmp_path / "weights" / "imagebind_huge.pth"
     with_weights = make_harbor(f"embedding: {{backend: imagebind, checkpoint: {weights}}}\n")
 
+    # desired is pure: it names the checkpoint and reads nothing (the fingerprint is observe's to read)
+    spec = IndexStore().desired(with_weights)["store"]
+    assert spec["embedder"] is None and spec["checkpoint"] == str(weights) and spec["dim"] == 1024
+
     # the checkpoint is not there: nothing is planned for an embedder that cannot embed; a note says why
     plan = await plan_of(with_weights, ctx_for(with_weights))
     assert plan.actions == ()
@@ -155,12 +160,19 @@ async def test_imagebind_stores_are_named_by_their_checkpoint(make_harbor: Make,
     rng = np.random.default_rng(0)
     # a real PyTorch archive, bigger than the 4 MiB the fingerprint reads
     torch.save({"w": torch.from_numpy(rng.normal(size=9 << 18).astype(np.float32))}, weights)
+    assert IndexStore().desired(with_weights)["store"] == spec  # the same, whatever the checkpoint holds
     plan = await plan_of(with_weights, ctx_for(with_weights))
     [action] = plan.actions
     new_id = action.after["embedder"]
     assert re.fullmatch(r"imagebind-huge-[0-9a-f]{12}@1024", new_id) and action.after["dim"] == 1024
     assert action.reason == f"embedder minilm-l6-v2@384 -> {new_id}: re-embed 0 items, rebuild index"
     assert layout.backend_of(new_id) == "imagebind" and layout.backend_of("minilm-l6-v2@384") == "minilm"
+
+    # no serving store at all: the store named by the checkpoint's content is created
+    (Path(harbor.paths.index_root) / "vectors" / "current").unlink()
+    plan = await plan_of(with_weights, ctx_for(with_weights))
+    assert [(a.address, a.verb, a.after and a.after["embedder"]) for a in plan.actions] == [
+        ("index.store", Verb.CREATE, new_id)]
 
     # the same weights elsewhere are the same embedder; other weights at the same path are another one
     copy = tmp_path / "copy.pth"

@@ -194,7 +194,7 @@ class Harbord:
 
     def invariants(self, n: int) -> None:
         """Checked on disk and in SQLite, not through the daemon: the serving store, idmap and the catalog agree."""
-        from bitharbord.index.vectors import MANIFEST, TOMBSTONES, VECTORS
+        from bitharbord.index.vector_files import MANIFEST, TOMBSTONES, VECTORS
 
         serving = layout.current_dir(self.root / "index")
         assert serving is not None and serving.name == layout.slug(MINILM)

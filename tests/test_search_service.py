@@ -307,7 +307,7 @@ async def test_vectors_overwritten_in_place_are_embedded_again_not_paused(
     vector_wrong): the service keeps running, takes the wrong rows out and embeds their items again. It paused
     for good ("holds other vectors than the catalog recorded"), stranding the re-embedding `verify --repair`
     had queued."""
-    from bitharbord.index.vectors import canonicalize
+    from bitharbord.index.canonical_vectors import canonicalize
 
     async with running(tmp_path, factory) as box:
         ids = add_films(box, films()[:3])

@@ -14,12 +14,13 @@ import pytest
 from bitharbord.config import ConfigError
 from bitharbord.daemon import Daemon, Settings
 from bitharbord.pools.mounttab import unit_name
-from bitharbord.pools.pools import mkfs_argv, planned_uuid
 from bitharbord.pools.service import StorageService
+from bitharbord.pools.specs import mkfs_argv, planned_uuid
 from bitharbord.reconcile.executor import DestroyNotAllowed
 from bitharbord.reconcile.plan import Plan, Verb
 from bitharbord.reconcile.render import render
-from bitharbord.system.facts import parse_blkid_export, parse_findmnt
+from bitharbord.system.facts.blkid import parse_blkid_export
+from bitharbord.system.facts.findmnt import parse_findmnt
 from tests.storage.loops import GuardError, Loops, run, sh
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for loop devices")]

@@ -7,16 +7,18 @@ from pathlib import Path
 
 from bitharbord.config import Harbor, parse
 from bitharbord.links import Links
+from bitharbord.pools.assessment import assess
 from bitharbord.pools.devices import list_devices
 from bitharbord.pools.health import FsHealth, PoolHealth, conditions
 from bitharbord.pools.observe import StorageFacts
-from bitharbord.pools.pools import assess, pool_specs
 from bitharbord.pools.proof import (
     RootProver,
     judge,
     pool_of,
 )
-from bitharbord.system.facts import BlkidInfo, BlockDevice
+from bitharbord.pools.specs import pool_specs
+from bitharbord.system.facts.blkid import BlkidInfo
+from bitharbord.system.facts.lsblk import BlockDevice
 from bitharbord.system.mountinfo import filesystem_identity, mount_of, parse_mountinfo
 
 MOUNTINFO = """\

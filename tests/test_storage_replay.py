@@ -18,9 +18,10 @@ from bitharbord.config import Harbor
 from bitharbord.metrics import Metrics
 from bitharbord.pools import health
 from bitharbord.pools import observe as storage_observe
+from bitharbord.pools.assessment import assess
 from bitharbord.pools.devices import list_devices
-from bitharbord.pools.pools import StorageError, assess, planned_uuid, pool_specs
 from bitharbord.pools.service import StorageService
+from bitharbord.pools.specs import StorageError, planned_uuid, pool_specs
 from bitharbord.providers.arrays import Arrays
 from bitharbord.providers.disks import Disks
 from bitharbord.providers.filesystems import Filesystems

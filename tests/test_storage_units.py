@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bitharbord.config import Harbor, parse
+from bitharbord.pools.assessment import assess
 from bitharbord.pools.health import PoolHealth, conditions
 from bitharbord.pools.mounttab import (
     fstab_entries,
@@ -23,11 +24,14 @@ from bitharbord.pools.mounttab import (
     unit_value_problem,
 )
 from bitharbord.pools.observe import MountConfig, StorageFacts
-from bitharbord.pools.pools import assess, mkfs_argv, planned_uuid, pool_specs
 from bitharbord.pools.service import media_ready_for
+from bitharbord.pools.specs import mkfs_argv, planned_uuid, pool_specs
 from bitharbord.providers import registry
 from bitharbord.reconcile.planner import Snapshot, make_plan
-from bitharbord.system.facts import BlkidInfo, BlockDevice, Mount, parse_blkid_export, parse_lsblk, parse_mdstat
+from bitharbord.system.facts.blkid import BlkidInfo, parse_blkid_export
+from bitharbord.system.facts.findmnt import Mount
+from bitharbord.system.facts.lsblk import BlockDevice, parse_lsblk
+from bitharbord.system.facts.mdstat import parse_mdstat
 
 FACTS = Path(__file__).resolve().parent / "facts"
 

@@ -17,17 +17,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from bitharbord.index.vectors import (
-    MANIFEST,
-    TOMBSTONES,
-    TYPES,
-    VECTORS,
-    EmbedderMismatch,
-    VectorStore,
-    VectorStoreError,
-    canonicalize,
-    vector_hash,
-)
+from bitharbord.index.canonical_vectors import canonicalize, vector_hash
+from bitharbord.index.vector_files import MANIFEST, TOMBSTONES, TYPES, VECTORS, EmbedderMismatch, VectorStoreError
+from bitharbord.index.vectors import VectorStore
 
 DIM = 8
 

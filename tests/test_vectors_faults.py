@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from bitharbord.index import vectors as vmod
-from bitharbord.index.vectors import StoreChanged, VectorStore
+from bitharbord.index.vector_files import StoreChanged
+from bitharbord.index.vectors import VectorStore
 
 DIM = 8
 

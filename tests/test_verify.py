@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bitharbord.index.vectors import canonicalize
+from bitharbord.index.canonical_vectors import canonicalize
 from bitharbord.library import verify
 from bitharbord.library.verify_files import Throttle, hash_file
 from bitharbord.store.blobs import LocalBlobStore
@@ -129,7 +129,7 @@ async def test_every_vector_overwritten_with_one_is_wrong_and_duplicate(box: Box
 
 async def test_duplicate_vectors_of_different_documents(box: Box) -> None:
     # the hashes recorded in idmap follow the overwrite (as when a store's rows were appended twice over)
-    from bitharbord.index.vectors import vector_hash
+    from bitharbord.index.canonical_vectors import vector_hash
 
     one = canonicalize(np.ones(DIM))[0]
     path = box.store_dir / "vectors.fp32"

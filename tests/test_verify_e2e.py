@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from bitharborctl.client import ApiError, Client
-from bitharbord.index.vectors import canonicalize
+from bitharbord.index.canonical_vectors import canonicalize
 from tests.daemon import Harbord, answers
 from tests.media import make_jpeg
 

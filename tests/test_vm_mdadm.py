@@ -13,20 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from bitharbord.system.facts import (
-    by_id_links,
-    find_device,
-    ids_by_device,
+from bitharbord.pools.verdict import verdict
+from bitharbord.system.facts.blkid import parse_blkid_export
+from bitharbord.system.facts.by_id import by_id_links, ids_by_device
+from bitharbord.system.facts.findmnt import parse_findmnt
+from bitharbord.system.facts.lsblk import find_device, parse_lsblk
+from bitharbord.system.facts.mdadm import (
     normalize_md_uuid,
-    parse_blkid_export,
-    parse_findmnt,
-    parse_lsblk,
     parse_mdadm_detail,
     parse_mdadm_detail_export,
     parse_mdadm_scan,
-    parse_mdstat,
-    verdict,
 )
+from bitharbord.system.facts.mdstat import parse_mdstat
 from tests.facts import record_host
 from tests.vm import harness
 

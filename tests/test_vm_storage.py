@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from bitharbord.pools.pools import planned_uuid
+from bitharbord.pools.specs import planned_uuid
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from bitharbord.index import layout
-from bitharbord.index.search import SearchConfig, Searcher
+from bitharbord.index.nearest import Searcher
+from bitharbord.index.tuning import SearchConfig
 from bitharbord.index.vectors import VectorStore
 from bitharbord.library.verify import Library
 from bitharbord.store import db

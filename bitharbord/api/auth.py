@@ -13,6 +13,9 @@ in `<config_root>/jwt.key` (32 random bytes, mode 0600, created atomically on fi
 to invalidate every token). A token whose account is gone is refused. Logout forgets a token's `jti` until
 it expires (in memory: a restart forgets the list, the expiry still holds).
 
+The parts live apart: the signing key in signing_key.py, admins.json and the password rules in accounts.py, the
+login rate limiter in ratelimit.py; this module holds `Auth` (accounts, login, tokens) and `Principal`.
+
 Login attempts are rate-limited per client address AND per account name: after FREE_FAILURES consecutive
 failures, each further attempt waits 1, 2, 4 ... seconds (at most BACKOFF_CAP_S) after the last failure and
 is answered 429 with Retry-After without checking the password. A success clears both counters. The address
@@ -23,47 +26,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
-import os
-import re
 import secrets
-import stat
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import jwt
 import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from prometheus_client import CollectorRegistry, Counter
 
 from bitharbord.api import access
+from bitharbord.api.accounts import ACCOUNTS_NAME, MAX_PASSWORD, MIN_PASSWORD, NAME_RE, AccountFile
 from bitharbord.api.errors import ApiError
-from bitharbord.system.fsio import fsync_dir, write_atomic
+from bitharbord.api.ratelimit import LoginLimiter, login_counter
+from bitharbord.api.signing_key import KEY_NAME, KeyError_, load_or_create_key
 
 if TYPE_CHECKING:
-    from bitharbord.api.keys import Control
+    from bitharbord.metrics import Metrics
+    from bitharbord.reconcile.loop import Desired
 
 log = structlog.get_logger("bitharbord.api.auth")
 
-KEY_NAME: Final = "jwt.key"
-ACCOUNTS_NAME: Final = "admins.json"
 ALGORITHM: Final = "HS256"
 ISSUER: Final = "bitharbord"
 TOKEN_TTL_S: Final = 12 * 3600
 COOKIE: Final = "bitharbor_token"
-FREE_FAILURES: Final = 5
-BACKOFF_BASE_S: Final = 1.0
-BACKOFF_CAP_S: Final = 300.0
-MIN_PASSWORD: Final = 8
-MAX_PASSWORD: Final = 1024
-NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-KEY_BYTES: Final = 32
 
 Via = Literal["jwt", "machine_token", "unix"]
 
@@ -78,170 +69,22 @@ class Principal:
     token_id: str | None = None
 
 
-class KeyError_(Exception):
-    """The signing key cannot be read or created (answered 503)."""
+class AuthControl(Protocol):
+    """What Auth needs of the daemon's control surface (api/keys.py's Control has it; not imported from there, so
+    keys.py may name Auth without a cycle)."""
 
+    metrics: Metrics
 
-def _fsync_parent(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fsync_dir(path.parent)
+    @property
+    def token_file(self) -> str | None: ...
 
-
-def load_or_create_key(path: Path) -> bytes:
-    """The HMAC key at `path`, created atomically (0600) when missing. Two processes racing both end up with
-    the one key that won the link(). A key readable by others is tightened to 0600."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        data = b""
-    except OSError as exc:
-        raise KeyError_(f"cannot read the token signing key {path}: {exc.strerror or exc}") from None
-    if data:
-        st = path.stat()
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            log.warning("auth.key_mode_tightened", path=str(path), mode=oct(stat.S_IMODE(st.st_mode)))
-            os.chmod(path, 0o600)
-        key = bytes.fromhex(data.decode("ascii", "replace").strip()) if _is_hex(data) else b""
-        if len(key) < KEY_BYTES:
-            raise KeyError_(f"the token signing key {path} is not {KEY_BYTES} hex-encoded bytes: "
-                            "delete it and restart bitharbord to make a new one")
-        return key
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    key = secrets.token_bytes(KEY_BYTES)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, key.hex().encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # never replaces a key another process made meanwhile
-    except FileExistsError:
-        return load_or_create_key(path)
-    finally:
-        os.unlink(tmp)
-    _fsync_parent(path)
-    log.info("auth.key_created", path=str(path))
-    return key
-
-
-def _is_hex(data: bytes) -> bool:
-    text = data.strip()
-    return bool(text) and all(c in b"0123456789abcdefABCDEF" for c in text)
-
-
-# --------------------------------------------------------------------------- accounts added with bitharborctl
-
-
-class AccountFile:
-    """`<config_root>/admins.json`: {"version": 1, "admins": {name: {"hash", "created_at", "valid_after"}}}."""
-
-    _cache: dict[Path, tuple[tuple[int, int, int], dict[str, dict[str, Any]]]] = {}
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def read(self) -> dict[str, dict[str, Any]]:
-        """The accounts (a copy); re-parsed only when the file changed (it is read on every request)."""
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return {}
-        except OSError as exc:
-            log.error("auth.accounts_unreadable", path=str(self.path), error=str(exc))
-            return {}
-        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        cached = self._cache.get(self.path)
-        if cached is not None and cached[0] == stamp:
-            return {k: dict(v) for k, v in cached[1].items()}
-        parsed = self._parse()
-        self._cache[self.path] = (stamp, parsed)
-        return {k: dict(v) for k, v in parsed.items()}
-
-    def _parse(self) -> dict[str, dict[str, Any]]:
-        try:
-            raw = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return {}
-        except OSError as exc:
-            log.error("auth.accounts_unreadable", path=str(self.path), error=str(exc))
-            return {}
-        try:
-            data = json.loads(raw)
-            admins = data["admins"]
-            if not isinstance(admins, dict):
-                raise TypeError("admins is not a mapping")
-            return {str(k): dict(v) for k, v in admins.items() if isinstance(v, dict) and "hash" in v}
-        except (ValueError, KeyError, TypeError) as exc:
-            log.error("auth.accounts_malformed", path=str(self.path), error=str(exc))
-            return {}
-
-    def write(self, admins: dict[str, dict[str, Any]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        body = json.dumps({"version": 1, "admins": admins}, indent=2, sort_keys=True) + "\n"
-        write_atomic(self.path, body.encode(), mode=0o600)
-
-
-# --------------------------------------------------------------------------- rate limiting
-
-
-@dataclass
-class _Strikes:
-    failures: int
-    last: float
-
-
-class LoginLimiter:
-    """Consecutive failures per key; after `free` of them, exponential backoff from the last failure."""
-
-    def __init__(self, *, free: int = FREE_FAILURES, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S,
-                 max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
-        self.free, self.base, self.cap, self.max_keys, self.clock = free, base, cap, max_keys, clock
-        self._strikes: OrderedDict[str, _Strikes] = OrderedDict()
-
-    def wait(self, key: str) -> float:
-        """Seconds until `key` may try again (0: now)."""
-        s = self._strikes.get(key)
-        if s is None or s.failures < self.free:
-            return 0.0
-        delay: float = min(self.cap, self.base * 2.0 ** (s.failures - self.free))
-        return max(0.0, s.last + delay - self.clock())
-
-    def failure(self, key: str) -> None:
-        s = self._strikes.pop(key, None) or _Strikes(0, 0.0)
-        s.failures += 1
-        s.last = self.clock()
-        self._strikes[key] = s  # most recent last
-        while len(self._strikes) > self.max_keys:
-            self._strikes.popitem(last=False)
-
-    def success(self, key: str) -> None:
-        self._strikes.pop(key, None)
-
-
-# --------------------------------------------------------------------------- the authenticator
-
-_LOGIN_COUNTERS: dict[int, tuple[CollectorRegistry, Counter]] = {}
-
-
-def login_counter(registry: CollectorRegistry) -> Counter:
-    """bitharbor_logins_total{result}: ok, failed, throttled (one per registry: apps may be rebuilt)."""
-    found = _LOGIN_COUNTERS.get(id(registry))
-    if found is None or found[0] is not registry:
-        counter = Counter("bitharbor_logins_total", "Login attempts on /v1/auth/login, by result.", ["result"],
-                          registry=registry)
-        for result in ("ok", "failed", "throttled"):
-            counter.labels(result=result)
-        found = _LOGIN_COUNTERS[id(registry)] = (registry, counter)
-    return found[1]
-
+    def current_desired(self) -> Desired | None: ...
 
 
 class Auth:
     """Accounts, login, tokens. One per app; reads the desired state in force from the daemon's control surface."""
 
-    def __init__(self, control: Control, *, ttl_s: int = TOKEN_TTL_S, hasher: PasswordHasher | None = None,
+    def __init__(self, control: AuthControl, *, ttl_s: int = TOKEN_TTL_S, hasher: PasswordHasher | None = None,
                  limiter: LoginLimiter | None = None, clock: Callable[[], float] = time.time) -> None:
         self.control = control
         self.ttl_s = ttl_s
@@ -473,3 +316,4 @@ class Auth:
 def _unauthorized(code: str, message: str) -> ApiError:
     error = "invalid_request" if code == "unauthorized" else "invalid_token"
     return ApiError(401, code, message, headers={"WWW-Authenticate": f'Bearer realm="bitharbor", error="{error}"'})
+

@@ -8,7 +8,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from bitharbord.api import schemas
-from bitharbord.api.auth import COOKIE, MAX_PASSWORD, Principal
+from bitharbord.api.accounts import MAX_PASSWORD
+from bitharbord.api.auth import COOKIE, Principal
 from bitharbord.api.errors import ApiError
 from bitharbord.api.keys import AUTH, PRINCIPAL
 

@@ -1,4 +1,5 @@
-"""The Embedder protocol every backend implements, shared helpers, and `load_embedder(config.Embedding)`.
+"""The Embedder protocol every backend implements and the helpers they share (bitharbord/embed/loader.py picks
+the backend harbor.yaml names).
 
 An embedder turns items of one or more modalities into vectors of one shared space: float32, shape (n, dim),
 each row of unit L2 norm (so cosine similarity is a dot product). Backends load their model lazily, on the
@@ -16,8 +17,6 @@ import numpy.typing as npt
 
 if TYPE_CHECKING:
     from PIL import Image
-
-    from bitharbord.config import Embedding
 
 Modality = Literal["text", "image", "video", "audio"]
 MODALITIES: tuple[Modality, ...] = ("text", "image", "video", "audio")
@@ -152,29 +151,3 @@ def batches(n: int, size: int) -> list[slice]:
     if size < 1:
         raise ValueError(f"batch size must be at least 1, got {size}")
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
-
-
-# --------------------------------------------------------------------------- factory
-
-
-def load_embedder(config: Embedding) -> Embedder:
-    """The embedder harbor.yaml asks for. Cheap: the model itself loads on first use (or `load()`).
-
-    For imagebind, a missing checkpoint file is reported here, before anything slow happens."""
-    if config.backend == "minilm":
-        from bitharbord.embed.minilm import MiniLMEmbedder
-
-        return MiniLMEmbedder()
-    if config.backend == "imagebind":
-        if config.checkpoint is None:  # the config model already refuses this; keep mypy and readers sure
-            raise EmbedError("embedding.backend imagebind needs embedding.checkpoint (a local .pth file)")
-        checkpoint = Path(config.checkpoint)
-        if not checkpoint.is_file():
-            raise EmbedError(
-                f"embedding.checkpoint {checkpoint} is not a file: ImageBind loads its weights only from a "
-                "local checkpoint (nothing is downloaded); put imagebind_huge.pth there or fix the path"
-            )
-        from bitharbord.embed.imagebind import ImageBindEmbedder
-
-        return ImageBindEmbedder(checkpoint)
-    raise EmbedError(f"unknown embedding backend {config.backend!r}: expected minilm or imagebind")

@@ -20,8 +20,8 @@ from typing import Any
 
 from bitharbord.config import Embedding
 from bitharbord.embed.base import file_fingerprint
-from bitharbord.index.vectors import MANIFEST
-from bitharbord.system.fsio import fsync_dir
+from bitharbord.index.vector_files import MANIFEST
+from bitharbord.system.fsio import fsync_dir, write_atomic
 
 VECTORS_DIR = "vectors"
 CURRENT = "current"
@@ -37,22 +37,35 @@ class EmbedderUnavailable(Exception):
     code is not installed, or it failed to load): the message says why."""
 
 
+def named_embedder(config: Embedding) -> tuple[str | None, int]:
+    """(embedder id, dimension) as far as harbor.yaml alone says, reading nothing: the id is None where it depends
+    on the weights' content (imagebind: its checkpoint's fingerprint, which `embedder_for` reads)."""
+    eid, dim = EMBEDDERS[config.backend]
+    return (None if config.backend == "imagebind" else eid), dim
+
+
 def embedder_for(config: Embedding) -> tuple[str, int]:
     """(embedder id, dimension) harbor.yaml's `embedding` asks for; EmbedderUnavailable if its weights are not
     there or its code cannot be imported (nothing can be embedded with it, so nothing should be planned for it).
     Cheap: no model is loaded (the search service reports a load that fails later the same way)."""
-    eid, dim = EMBEDDERS[config.backend]
-    if config.backend == "imagebind":
+    return resolve_embedder(config.backend, config.checkpoint)
+
+
+def resolve_embedder(backend: str, checkpoint: str | None) -> tuple[str, int]:
+    """`embedder_for` from the backend name and checkpoint path: for imagebind, reads the checkpoint's fingerprint
+    (4 MiB) and checks that the checkpoint and the package can load."""
+    eid, dim = EMBEDDERS[backend]
+    if backend == "imagebind":
         try:
-            fp = file_fingerprint(str(config.checkpoint))
+            fp = file_fingerprint(str(checkpoint))
         except OSError as exc:
-            raise EmbedderUnavailable(f"embedding.checkpoint {config.checkpoint}: {exc.strerror or exc} "
+            raise EmbedderUnavailable(f"embedding.checkpoint {checkpoint}: {exc.strerror or exc} "
                                       "(ImageBind loads only a local checkpoint; nothing is downloaded)") from None
         from bitharbord.embed.base import EmbedError
-        from bitharbord.embed.imagebind import check_loadable
+        from bitharbord.embed.imagebind_setup import check_loadable
 
         try:
-            check_loadable(str(config.checkpoint))
+            check_loadable(str(checkpoint))
         except EmbedError as exc:
             raise EmbedderUnavailable(str(exc)) from None
         name, _, rest = eid.partition("@")
@@ -117,10 +130,7 @@ def set_current(index_root: Path | str, embedder_id: str) -> None:
 def mark_retiring(store_dir: Path, successor: str) -> None:
     """Before `current` moves away from `store_dir`: say which embedder replaces it, so that a start after a crash
     between the swap and the old generation's removal finishes the removal (and one before the swap undoes it)."""
-    tmp = store_dir / f".{RETIRING}.{os.getpid()}.tmp"
-    tmp.write_text(successor + "\n")
-    os.replace(tmp, store_dir / RETIRING)
-    fsync_dir(store_dir)
+    write_atomic(store_dir / RETIRING, (successor + "\n").encode(), mode=0o644)
 
 
 def retiring_for(store_dir: Path) -> str | None:

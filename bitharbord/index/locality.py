@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bitharbord.index.vectors import F32Matrix, I64Array
+from bitharbord.index.canonical_vectors import F32Matrix, I64Array
 
 SKELETON = 0.1
 ROWS_PER_CELL = 1000

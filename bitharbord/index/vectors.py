@@ -18,9 +18,8 @@ Row ids are positions in vectors.fp32 (0-based) and are never reused; they are t
 catalog database. The caller appends first, then records the returned row ids in `idmap`; rows that a crash
 left without an `idmap` row should be deleted (tombstoned) by the caller's reconcile pass.
 
-Canonical form (`canonicalize`): L2-normalised in float64, rounded to 6 decimals, stored as little-endian
-float32. The vector hash is blake3 of those canonical bytes, so the same embedding gives the same hash across
-runs and machines (`idmap.vector_hash`).
+Rows are stored in canonical form (bitharbord/index/canonical_vectors.py); the file names, the store's errors
+and the durable-write helpers are in bitharbord/index/vector_files.py.
 
 Not thread-safe: one owner (the daemon's index task) calls the mutating methods. Views returned by `matrix()`
 stay valid after later appends (rows are never rewritten), so a rebuild thread may read a snapshot of them.
@@ -38,165 +37,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-import blake3
 import numpy as np
 import numpy.typing as npt
 import structlog
 
-from bitharbord.system.fsio import fsync_dir
+from bitharbord.index.canonical_vectors import F32Matrix, I64Array, canonicalize, vector_hashes
+from bitharbord.index.vector_files import (
+    FORMAT,
+    LOCK,
+    MANIFEST,
+    TOMBSTONES,
+    TYPES,
+    VECTORS,
+    EmbedderMismatch,
+    StoreChanged,
+    VectorStoreError,
+    truncate_back,
+    truncate_to,
+    write_at,
+    write_json_atomic,
+)
 
 log = structlog.get_logger("bitharbord.index.vectors")
 
-FORMAT = 1
-MANIFEST = "manifest.json"
-VECTORS = "vectors.fp32"
-TYPES = "types.u16"
-TOMBSTONES = "tombstones.i64"
-LOCK = ".lock"
-ROUND_DECIMALS = 6
 MAX_TYPES = 65535
 _TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-
-F32Matrix = npt.NDArray[np.float32]
-I64Array = npt.NDArray[np.int64]
-
-
-class VectorStoreError(RuntimeError):
-    """The store on disk is unusable as it is (missing committed data, foreign files, locked, mismatch)."""
-
-
-class EmbedderMismatch(VectorStoreError):
-    """The store was written by another embedder or dimension; its vectors cannot be mixed with new ones."""
-
-
-class StoreChanged(VectorStoreError):
-    """The files under this open store are not the ones it opened (the file system under it changed: a disk was
-    unmounted or remounted, the directory replaced) or disagree with what it committed: it refuses to write.
-    Close it and open the store again from disk."""
-
-
-# ---------------------------------------------------------------------------------------------------------
-# canonical form and hashing
-
-
-def canonicalize(vectors: npt.ArrayLike, dim: int | None = None) -> F32Matrix:
-    """Return the canonical float32 form of a (n, dim) or (dim,) array: L2-normalised, rounded to 1e-6.
-
-    Raises ValueError naming the offending row for a wrong shape, NaN/inf or a zero vector.
-    """
-    arr = np.asarray(vectors)
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2:
-        raise ValueError(f"vectors: expected a 2-d array (rows, dim) or one 1-d vector, got shape {arr.shape}")
-    if dim is not None and arr.shape[1] != dim:
-        raise ValueError(f"vectors: expected dimension {dim}, got {arr.shape[1]} (shape {arr.shape})")
-    if arr.shape[1] == 0:
-        raise ValueError("vectors: dimension must be at least 1")
-    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-        raise ValueError(f"vectors: expected real numbers, got dtype {arr.dtype}")
-    x = arr.astype(np.float64, copy=False)
-    finite = np.isfinite(x).all(axis=1)
-    if not finite.all():
-        bad = int(np.flatnonzero(~finite)[0])
-        raise ValueError(f"vectors: row {bad} contains NaN or infinity")
-    norms = np.linalg.norm(x, axis=1)
-    if not (norms > 0).all():
-        bad = int(np.flatnonzero(~(norms > 0))[0])
-        raise ValueError(f"vectors: row {bad} is all zeros and cannot be normalised")
-    out = np.round(x / norms[:, None], ROUND_DECIMALS).astype("<f4")
-    out += np.float32(0.0)  # turns -0.0 into +0.0 so that equal vectors have equal bytes
-    return np.ascontiguousarray(out)
-
-
-def vector_hash(row: npt.NDArray[np.float32]) -> str:
-    """blake3 hex digest of one canonical row's bytes (call `canonicalize` first)."""
-    return blake3.blake3(np.ascontiguousarray(row, dtype="<f4").tobytes()).hexdigest()
-
-
-def vector_hashes(canonical: F32Matrix) -> list[str]:
-    return [vector_hash(r) for r in canonical]
-
-
-def normalize_queries(queries: npt.ArrayLike, dim: int) -> F32Matrix:
-    """Queries as a C-contiguous (nq, dim) float32 array of unit rows (not rounded: queries are not stored)."""
-    arr = np.asarray(queries, dtype=np.float64)
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2 or arr.shape[1] != dim:
-        raise ValueError(f"query: expected dimension {dim}, got shape {np.shape(queries)}")
-    if not np.isfinite(arr).all():
-        raise ValueError("query: contains NaN or infinity")
-    norms = np.linalg.norm(arr, axis=1)
-    if not (norms > 0).all():
-        raise ValueError("query: a query vector is all zeros")
-    return np.ascontiguousarray((arr / norms[:, None]).astype(np.float32))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# durable small-file helpers
-
-
-
-def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Write JSON to `path` atomically: temp file in the same directory, fsync, rename, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    body = json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(body)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
-
-
-def _write_at(path: Path, offset: int, data: bytes) -> None:
-    """Write `data` at `offset`, cut anything after it, fsync. The file must exist. When the write fails (a full
-    disk: ENOSPC), the file is cut back to `offset` before the error is raised, so nothing half-written stays."""
-    with open(path, "r+b") as fh:
-        try:
-            fh.seek(offset)
-            fh.write(data)
-            fh.truncate(offset + len(data))
-            fh.flush()
-            os.fsync(fh.fileno())
-        except BaseException:
-            with contextlib.suppress(OSError):
-                fh.truncate(offset)
-                os.fsync(fh.fileno())
-            raise
-
-
-def _truncate_back(path: Path, size: int) -> None:
-    """Cut a file back to `size` bytes (an uncommitted tail after a failed write); fsync."""
-    with open(path, "r+b") as fh:
-        if os.fstat(fh.fileno()).st_size > size:
-            fh.truncate(size)
-            os.fsync(fh.fileno())
-
-
-def _truncate_to(path: Path, size: int, what: str) -> None:
-    have = path.stat().st_size
-    if have < size:
-        raise VectorStoreError(
-            f"{path}: {what} file has {have} bytes but the manifest commits {size}; committed data is missing "
-            "(the store is damaged: restore it, or delete the index root to rebuild it from the media)"
-        )
-    if have > size:
-        with open(path, "r+b") as fh:
-            fh.truncate(size)
-            fh.flush()
-            os.fsync(fh.fileno())
-        log.warning("vectors.torn_tail_truncated", file=str(path), committed_bytes=size, dropped_bytes=have - size)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# the store
 
 
 @dataclass(frozen=True)
@@ -306,9 +171,9 @@ class VectorStore:
         for name in (VECTORS, TYPES, TOMBSTONES):
             if not (root / name).exists():
                 raise VectorStoreError(f"{root / name}: missing (the manifest commits {rows} rows)")
-        _truncate_to(root / VECTORS, rows * dim * 4, "vectors")
-        _truncate_to(root / TYPES, rows * 2, "types")
-        _truncate_to(root / TOMBSTONES, n_tomb * 8, "tombstones")
+        truncate_to(root / VECTORS, rows * dim * 4, "vectors")
+        truncate_to(root / TYPES, rows * 2, "types")
+        truncate_to(root / TOMBSTONES, n_tomb * 8, "tombstones")
         manifest.setdefault("index", None)
         return dict(manifest)
 
@@ -490,13 +355,13 @@ class VectorStore:
             return Appended(np.zeros(0, dtype=np.int64), [])
         start = self._rows
         try:
-            _write_at(self.root / VECTORS, start * self._dim * 4, canon.tobytes())
-            _write_at(self.root / TYPES, start * 2, codes.tobytes())
+            write_at(self.root / VECTORS, start * self._dim * 4, canon.tobytes())
+            write_at(self.root / TYPES, start * 2, codes.tobytes())
             self._commit(rows=start + n, types=all_names)  # the commit point
         except BaseException:  # nothing committed: cut both files back to the committed rows
             for name, size in ((VECTORS, start * self._dim * 4), (TYPES, start * 2)):
                 with contextlib.suppress(OSError):
-                    _truncate_back(self.root / name, size)
+                    truncate_back(self.root / name, size)
             raise
         self._type_names, self._type_index = all_names, index
         self._rows = start + n
@@ -521,11 +386,11 @@ class VectorStore:
             return 0
         start = len(self._tomb)
         try:
-            _write_at(self.root / TOMBSTONES, start * 8, new.astype("<i8").tobytes())
+            write_at(self.root / TOMBSTONES, start * 8, new.astype("<i8").tobytes())
             self._commit(tombstones=start + len(new))
         except BaseException:
             with contextlib.suppress(OSError):
-                _truncate_back(self.root / TOMBSTONES, start * 8)
+                truncate_back(self.root / TOMBSTONES, start * 8)
             raise
         self._tomb = np.concatenate([self._tomb, new])
         self._alive[new] = False

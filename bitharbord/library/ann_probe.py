@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from bitharbord.index.ann import load_index, topk
-from bitharbord.index.search import ANN_DIR, DEFAULT_WIDTH
+from bitharbord.index.ann import load_index
+from bitharbord.index.ann.flat import topk
+from bitharbord.index.nearest import ANN_DIR
+from bitharbord.index.tuning import DEFAULT_WIDTH
 from bitharbord.library.verify_index import _read_store
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import structlog
 from blake3 import blake3
 
-from bitharbord.library.verify import Check, Problem, Scrub, Stopped
+from bitharbord.library.verify_types import Check, Problem, Scrub, Stopped
 from bitharbord.store import verify as sql
 from bitharbord.store.blobs import MEDIA_TYPES, TEMP_PREFIX
 from bitharbord.system.fsio import fsync_dir

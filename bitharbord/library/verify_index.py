@@ -24,9 +24,10 @@ import structlog
 
 from bitharbord.embed.document import build_document
 from bitharbord.index import layout
-from bitharbord.index.search import ANN_DIR
-from bitharbord.index.vectors import TOMBSTONES, VECTORS, vector_hash
-from bitharbord.library.verify import Check, Problem, Scrub
+from bitharbord.index.canonical_vectors import vector_hash
+from bitharbord.index.nearest import ANN_DIR
+from bitharbord.index.vector_files import TOMBSTONES, VECTORS
+from bitharbord.library.verify_types import Check, Problem, Scrub
 from bitharbord.store import search as search_store
 from bitharbord.store import verify as sql
 from bitharbord.system.runner import ProcessRunner

@@ -1,6 +1,7 @@
-"""The verify service: `POST /v1/verify` (start a scrub), `GET /v1/verify` (its progress and the last report),
-the scheduled scrub (harbor.yaml `library.verify`: every `interval` seconds, started inside the daily `window`,
-at `rate` MB/s, checks only), the condition `LibraryDamaged` and the bitharbor_verify_* metrics.
+"""The verify service: start a scrub (`POST /v1/verify`), its progress and the last report (`GET /v1/verify`;
+the routes are api/verify.py's), the scheduled scrub (harbor.yaml `library.verify`: every `interval` seconds,
+started inside the daily `window`, at `rate` MB/s, checks only), the condition `LibraryDamaged` and the
+bitharbor_verify_* metrics.
 
 The work is library/verify.py's; this module only hosts it. Repairs that touch the open vector stores go through
 the search service (`env.links.search`: its `tombstone`, `rebuild` and `wake`)."""
@@ -16,12 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from pydantic import BaseModel, ConfigDict, Field
 
-from bitharbord.api import schemas
-from bitharbord.api.errors import ApiError
 from bitharbord.config import Verify
 from bitharbord.library import verify as domain
 from bitharbord.services import DATABASE_DAMAGED, DATABASE_MISSING, Condition, ServiceEnv, database_fault
@@ -30,20 +27,6 @@ log = structlog.get_logger("bitharbord.library.verify")
 
 RESULTS = ("clean", "repaired", "damaged", "problems", "failed")
 CHECK_KINDS = ("database", "items", "vectors", "ann", "previews", "blobs")
-
-
-class VerifyBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    repair: bool = Field(default=False, description="also do the lossless repairs (re-embed, re-queue previews, "
-                                                    "rebuild a bad ANN index, quarantine a bad blob)")
-    rate: float | None = Field(default=None, gt=0, le=100_000,
-                               description="MB/s of blob reading (default: harbor.yaml library.verify.rate)")
-
-
-_STATE: schemas.JsonSchema = {"type": "object", "properties": {
-    "running": {"type": ["object", "null"], "description": "progress of the scrub in progress"},
-    "last": {"type": ["object", "null"], "description": "the last scrub's report: result, checks, problems"},
-    "schedule": {"type": "object"}}}
 
 
 class _Metrics:
@@ -170,6 +153,20 @@ class VerifyService:
             raise domain.VerifyError(f"the verify could not start: {exc}")
         return progress.run_id
 
+    async def start_requested(self, *, repair: bool, rate: float | None) -> int:
+        """A scrub asked for by a client (POST /v1/verify): at `rate` MB/s, or harbor.yaml's rate when None.
+        Its run id; AlreadyRunning, NotReady, BadRequest, DatabaseDamaged, VerifyError."""
+        _, cfg = self._library()
+        return await self.start(domain.Options(repair=repair, rate=rate if rate is not None else cfg.rate,
+                                               trigger="request"))
+
+    async def current(self) -> dict[str, Any]:
+        """The state (GET /v1/verify), with the last report read from the database if not known yet."""
+        if self._last is None:
+            with contextlib.suppress(domain.NotReady):
+                await self._load_last(self._library()[0])
+        return self.state()
+
     async def _guarded(self, lib: domain.Library, options: domain.Options, owner: Any,
                        progress: domain.Progress, stop: asyncio.Event) -> domain.Report:
         try:
@@ -251,42 +248,6 @@ class VerifyService:
             return [Condition("LibraryDamaged", True, reason, last.get("finished_at"))]
         why = f"verify #{last['id']}: {result}" if last else "no verify has run yet"
         return [Condition("LibraryDamaged", False, why)]
-
-    # ------------------------------------------------------------------ routes
-
-    def routes(self) -> Sequence[web.RouteDef]:
-        return [web.post("/v1/verify", self._route_start), web.get("/v1/verify", self._route_state)]
-
-    @schemas.route(summary="Start a scrub of the library", tags=["operations"],
-                   description="Re-hashes every blob, checks the database, the vectors, the ANN index and the "
-                               "previews (each check reported apart). With repair: only lossless repairs. Runs in "
-                               "the background: follow it with GET /v1/verify.",
-                   body=VerifyBody, responses={202: _STATE}, errors=[400, 409, 503])
-    async def _route_start(self, request: web.Request) -> web.Response:
-        body = await schemas.parse_body(request, VerifyBody, required=False)
-        try:
-            _, cfg = self._library()
-            rate = body.rate if body.rate is not None else cfg.rate
-            run_id = await self.start(domain.Options(repair=body.repair, rate=rate, trigger="request"))
-        except domain.BadRequest as exc:
-            raise ApiError(400, "bad_rate", str(exc)) from None
-        except domain.AlreadyRunning as exc:
-            raise ApiError(409, "verify_running", str(exc)) from None
-        except domain.NotReady as exc:
-            raise ApiError(503, "not_ready", str(exc)) from None
-        except domain.DatabaseDamaged as exc:
-            raise ApiError(409, "database_damaged", str(exc)) from None
-        except domain.VerifyError as exc:
-            raise ApiError(409, "verify_failed", str(exc)) from None
-        return web.json_response({"id": run_id, **self.state()}, status=202)
-
-    @schemas.route(summary="The scrub in progress and the last report", tags=["operations"],
-                   responses={200: _STATE})
-    async def _route_state(self, request: web.Request) -> web.Response:
-        if self._last is None:
-            with contextlib.suppress(domain.NotReady):
-                await self._load_last(self._library()[0])
-        return web.json_response(self.state())
 
 
 def _retrieve(task: asyncio.Task[domain.Report]) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 
 from bitharbord.config import Harbor
 from bitharbord.pools.observe import StorageFacts
-from bitharbord.system.facts import BlockDevice, verdict
+from bitharbord.pools.verdict import verdict
+from bitharbord.system.facts.lsblk import BlockDevice
 
 
 def _signature(facts: StorageFacts, node: BlockDevice) -> dict[str, Any]:

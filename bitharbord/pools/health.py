@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bitharbord.pools.assessment import PoolView
 from bitharbord.pools.observe import StorageFacts
-from bitharbord.pools.pools import PoolSpec, PoolView
+from bitharbord.pools.specs import PoolSpec
 
 FULL_PERCENT = 95.0  # DiskFull at or above this share used
 

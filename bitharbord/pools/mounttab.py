@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bitharbord.system.facts import systemd_escape_path
+from bitharbord.system.facts.systemd import systemd_escape_path
 from bitharbord.system.mountinfo import unmangle as unmangle
 
 # fstab(5) / getmntent(3): space, tab, newline and backslash are written as \ooo.

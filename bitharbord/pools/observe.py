@@ -26,26 +26,21 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from bitharbord.system.facts import (
-    BlkidInfo,
-    BlockDevice,
-    FactsError,
+from bitharbord.system.facts.blkid import BlkidInfo, blkid_argv, parse_blkid_export
+from bitharbord.system.facts.by_id import LIST_LINKS, by_id_links
+from bitharbord.system.facts.common import FactsError
+from bitharbord.system.facts.findmnt import FINDMNT, Mount, parse_findmnt, usage_argv
+from bitharbord.system.facts.lsblk import LSBLK, BlockDevice, find_device, iter_devices, parse_lsblk
+from bitharbord.system.facts.mdadm import (
     MdDetail,
-    Mdstat,
-    MdstatArray,
-    Mount,
-    by_id_links,
-    find_device,
-    iter_devices,
+    md_detail_argv,
+    md_export_argv,
     normalize_md_uuid,
-    parse_blkid_export,
-    parse_findmnt,
-    parse_lsblk,
     parse_mdadm_detail,
     parse_mdadm_detail_export,
-    parse_mdstat,
-    systemd_escape_path,
 )
+from bitharbord.system.facts.mdstat import MDSTAT, Mdstat, MdstatArray, parse_mdstat
+from bitharbord.system.facts.systemd import systemd_escape_path
 from bitharbord.system.runner import Argv, Runner
 
 if TYPE_CHECKING:
@@ -54,30 +49,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("bitharbord.storage")
 
-LSBLK_COLUMNS = "NAME,PATH,KNAME,TYPE,SIZE,ROTA,MODEL,SERIAL,MOUNTPOINTS,PKNAME,FSTYPE,LABEL,UUID"
-MOUNT_COLUMNS = "TARGET,SOURCE,FSTYPE,OPTIONS"
-USAGE_COLUMNS = "TARGET,SOURCE,FSTYPE,OPTIONS,SIZE,USED,AVAIL"
-LSBLK: Argv = ("lsblk", "--json", "--bytes", "--output", LSBLK_COLUMNS)
-FINDMNT: Argv = ("findmnt", "-J", "-l", "-o", MOUNT_COLUMNS)
-BY_ID: Argv = ("find", "/dev/disk/by-id", "-mindepth", "1", "-maxdepth", "1", "-type", "l", "-printf", "%f %l\\n")
-MDSTAT: Argv = ("cat", "/proc/mdstat")
 BITHARBOR_HEADER = "# Written by bitharbord"  # first line of every .mount unit we write
-
-
-def blkid_argv(device: str) -> Argv:
-    return ("blkid", "-p", "-o", "export", device)
-
-
-def md_export_argv(device: str) -> Argv:
-    return ("mdadm", "--detail", "--export", device)
-
-
-def md_detail_argv(device: str) -> Argv:
-    return ("mdadm", "--detail", device)
-
-
-def usage_argv(target: str) -> Argv:
-    return ("findmnt", "-J", "-b", "-o", USAGE_COLUMNS, "--mountpoint", target)
 
 
 class GatherError(RuntimeError):
@@ -229,7 +201,7 @@ async def gather(
 
     by_id: dict[str, str] = {}
     if everything or any(p.startswith("/dev/disk/by-id/") for p in wanted):
-        rc, out, _ = await _run(runner, BY_ID)
+        rc, out, _ = await _run(runner, LIST_LINKS)
         if rc == 0 and out.strip():
             by_id = by_id_links(dict(line.split(" ", 1) for line in out.splitlines() if " " in line))
     links: dict[str, str] = {}

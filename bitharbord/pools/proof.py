@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from bitharbord.pools.pools import PoolSpec, fs_matches, pool_specs
-from bitharbord.system.facts import BlkidInfo
+from bitharbord.pools.assessment import fs_matches
+from bitharbord.pools.specs import PoolSpec, pool_specs
+from bitharbord.system.facts.blkid import BlkidInfo
 from bitharbord.system.mountinfo import MOUNTINFO, MountEntry, inside, mount_of, read_mountinfo, top_at
 
 if TYPE_CHECKING:

@@ -1,5 +1,6 @@
-"""The storage service: GET /v1/devices, the "storage" status section, the Degraded / DiskMissing /
-MountMissing / DiskFull conditions, storage metrics, and `storage.media_ready` for ingest.
+"""The storage service: the devices list (GET /v1/devices, served by api/storage.py), the "storage" status
+section, the Degraded / DiskMissing / MountMissing / DiskFull conditions, storage metrics, and
+`storage.media_ready` for ingest.
 
 Ingest contract: `env.links.media_ready` is a callable returning (ok, reason); ok is False while
 paths.media_root is on a declared pool and not proven to be on that pool's own filesystem (storage.proof: the
@@ -18,18 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from aiohttp import web
 from prometheus_client import Gauge
 
-from bitharbord.api import schemas
 from bitharbord.config import Harbor
+from bitharbord.errors import Unavailable
 from bitharbord.pools import observe
+from bitharbord.pools.assessment import assess
 from bitharbord.pools.devices import list_devices
 from bitharbord.pools.health import PoolHealth, conditions, pool_health
 from bitharbord.pools.health import summary as health_summary
 from bitharbord.pools.mounttab import mountinfo_targets
-from bitharbord.pools.pools import assess, pool_specs
 from bitharbord.pools.proof import RootProver
+from bitharbord.pools.specs import pool_specs
 from bitharbord.services import Condition, ServiceEnv
 
 log = structlog.get_logger("bitharbord.storage")
@@ -71,9 +72,6 @@ class StorageService:
         self._refresh_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ the service protocol
-
-    def routes(self) -> Sequence[web.RouteDef]:
-        return [web.get("/v1/devices", self._devices)]
 
     def attach(self, env: ServiceEnv) -> None:
         """Take the daemon's env: metrics registered, `storage.media_ready` published (run() does this first)."""
@@ -222,20 +220,12 @@ class StorageService:
                 g["bitharbor_filesystem_size_bytes"].labels(mount=h.mount).set(fs.size)
                 g["bitharbor_filesystem_avail_bytes"].labels(mount=h.mount).set(fs.avail or 0)
 
-    @schemas.route(summary="Every block device and md array, with a verdict (free / in use / has data)",
-                   tags=["storage"], errors=[503],
-                   responses={200: {"type": "object", "required": ["devices", "arrays", "md_driver"],
-                                    "properties": {"devices": {"type": "array", "items": {"type": "object"}},
-                                                   "arrays": {"type": "array", "items": {"type": "object"}},
-                                                   "md_driver": {"type": "boolean"}}}})
-    async def _devices(self, request: web.Request) -> web.Response:
+    async def devices(self) -> dict[str, Any]:
+        """Every block device and md array with a verdict (free / in use / has data): `list_devices` over facts
+        gathered with everything=True. Unavailable before the service started; observe.GatherError when lsblk or
+        findmnt cannot run."""
         env = self.env
         if env is None:
-            return web.json_response({"error": {"code": "unavailable",
-                                                "message": "the storage service has not started yet"}}, status=503)
-        try:
-            facts = await observe.gather(env.runner, self._harbor(), everything=True)
-        except observe.GatherError as exc:
-            return web.json_response({"error": {"code": "storage_unavailable", "message": str(exc)}}, status=500)
-        return web.json_response(list_devices(facts, self._harbor()))
-
+            raise Unavailable("unavailable", "the storage service has not started yet")
+        facts = await observe.gather(env.runner, self._harbor(), everything=True)
+        return list_devices(facts, self._harbor())

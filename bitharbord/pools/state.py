@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from bitharbord.pools import observe
-from bitharbord.pools.pools import Assessment, StorageError, assess, pool_specs
+from bitharbord.pools.assessment import Assessment, assess
 from bitharbord.pools.proof import RootProver, pool_of
+from bitharbord.pools.specs import StorageError, pool_specs
 from bitharbord.reconcile.provider import Context, Observed, Spec, TemporaryError
-from bitharbord.system.facts import FactsError
+from bitharbord.system.facts.common import FactsError
 
 ASSESSMENT_KEY = "storage.assessment"
 

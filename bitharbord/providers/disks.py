@@ -10,7 +10,8 @@ import structlog
 
 from bitharbord.config import Harbor
 from bitharbord.pools import observe, state
-from bitharbord.pools.pools import pool_specs, raise_problems
+from bitharbord.pools.assessment import raise_problems
+from bitharbord.pools.specs import pool_specs
 from bitharbord.reconcile.plan import Action, Verb
 from bitharbord.reconcile.provider import Context, Observed, Spec
 

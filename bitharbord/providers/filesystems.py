@@ -11,8 +11,10 @@ import structlog
 
 from bitharbord.config import Harbor
 from bitharbord.pools import state
+from bitharbord.pools.assessment import describe, raise_problems
 from bitharbord.pools.observe import probe_signature
-from bitharbord.pools.pools import article, describe, mkfs_argv, pool_specs, raise_problems, relabel_argv
+from bitharbord.pools.specs import mkfs_argv, pool_specs, relabel_argv
+from bitharbord.pools.verdict import article
 from bitharbord.reconcile.plan import Action, Verb
 from bitharbord.reconcile.provider import Context, Observed, Spec
 

@@ -13,64 +13,50 @@ named by the `vectors/current` symlink (see bitharbord/index/layout.py). The gen
   keeps serving.
 
 ImageBind's embedder id carries its checkpoint's fingerprint (`imagebind-huge-<12 hex>@1024`), so other
-weights at the same path are another embedder: re-embedded, never mixed into the old store."""
+weights at the same path are another embedder: re-embedded, never mixed into the old store. `desired` only names
+the checkpoint (it reads nothing); `observe` reads the fingerprint and checks the checkpoint can load."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 from bitharbord.config import Harbor
 from bitharbord.index import layout
-from bitharbord.index.vectors import EmbedderMismatch, VectorStore, VectorStoreError
+from bitharbord.index.vector_files import EmbedderMismatch, VectorStoreError
+from bitharbord.index.vectors import VectorStore
 from bitharbord.pools import state
 from bitharbord.reconcile.plan import Action, Verb
 from bitharbord.reconcile.provider import Context, Observed, Spec
-from bitharbord.store import db
 from bitharbord.store.db import DB_NAME
+from bitharbord.store.index_counts import reembed_progress
 
 
-def manifest_for(harbor: Harbor) -> dict[str, Any]:
-    """What the store should be; with `unavailable` (and no embedder) when harbor.yaml's weights are missing."""
+def wanted_embedder(spec: Spec) -> tuple[str | None, str | None]:
+    """(embedder id, None) of the store `spec` asks for, or (None, why it cannot be used here). Reads the
+    checkpoint where the id depends on it (imagebind: 4 MiB for its fingerprint): observe's work, never desired's."""
+    if spec.get("embedder"):
+        return str(spec["embedder"]), None
     try:
-        embedder, dim = layout.embedder_for(harbor.embedding)
+        embedder, _ = layout.resolve_embedder(str(spec["backend"]), spec.get("checkpoint"))
     except layout.EmbedderUnavailable as exc:
-        return {"embedder": None, "dim": None, "ann": harbor.index.backend, "unavailable": str(exc)}
-    return {"embedder": embedder, "dim": dim, "ann": harbor.index.backend}
-
-
-def _count(db_path: Path, embedder: str) -> tuple[int | None, int | None]:
-    """(items in the catalog, items with a live vector of `embedder`), read-only; None where unknown."""
-    if not db_path.exists():
-        return None, None
-    try:
-        conn = sqlite3.connect(db.uri(db_path), uri=True, timeout=5)
-    except sqlite3.Error:
-        return None, None
-    try:
-        items = int(conn.execute("SELECT count(*) FROM media_core").fetchone()[0])
-    except sqlite3.Error:
-        conn.close()
-        return None, None
-    try:
-        done = int(conn.execute("SELECT count(DISTINCT media_id) FROM idmap WHERE embedder=? AND deleted=0",
-                                (embedder,)).fetchone()[0])
-    except sqlite3.Error:  # idmap without its embedder column keying (before 0004_search)
-        done = None
-    finally:
-        conn.close()
-    return items, done
+        return None, str(exc)
+    return embedder, None
 
 
 class IndexStore:
     kind: ClassVar[str] = "index"
 
     def desired(self, harbor: Harbor) -> Mapping[str, Spec]:
+        """Pure: the store harbor.yaml names. `embedder` is None where its id depends on the weights' content
+        (imagebind: the checkpoint's fingerprint); observe reads it (`target` in the observed state)."""
         root = harbor.paths.index_root
-        return {"store": {"root": root, **manifest_for(harbor),
-                          "db": str(Path(harbor.paths.media_root) / DB_NAME), "requires": [f"dir.{root}"]}}
+        embedder, dim = layout.named_embedder(harbor.embedding)
+        return {"store": {"root": root, "backend": harbor.embedding.backend,
+                          "checkpoint": harbor.embedding.checkpoint, "embedder": embedder, "dim": dim,
+                          "ann": harbor.index.backend, "db": str(Path(harbor.paths.media_root) / DB_NAME),
+                          "requires": [f"dir.{root}"]}}
 
     async def observe(self, ctx: Context, desired: Mapping[str, Spec]) -> Mapping[str, Observed]:
         out: dict[str, Observed] = {}
@@ -81,49 +67,55 @@ class IndexStore:
                 out[name] = {"root": str(root), "blocked": why}
                 continue
             serving = layout.current_dir(root)
-            unavailable = spec.get("unavailable")
+            embedder, unavailable = wanted_embedder(spec)
             search = ctx.links.search
-            if not unavailable and spec.get("embedder") and search is not None:
-                unavailable = search.load_failure(str(spec["embedder"]))  # it failed to load in the daemon
-            if unavailable:  # nothing to plan; notes() says why
+            if not unavailable and embedder and search is not None:
+                unavailable = search.load_failure(embedder)  # it failed to load in the daemon
+            if unavailable or embedder is None:  # nothing to plan; notes() says why
                 out[name] = {"root": str(root), "serving": serving.name if serving else None,
                              "unavailable": unavailable}
                 continue
+            # the id desired could not know (it depends on the checkpoint's content)
+            target: dict[str, Any] = {} if embedder == spec.get("embedder") else {"target": embedder}
             if serving is None:
+                if target:
+                    out[name] = target
                 continue
             manifest = layout.read_manifest(serving)
-            target = layout.generation_dir(root, str(spec["embedder"]))
-            have: dict[str, Any] = {"root": str(root), "serving": serving.name, "manifest": manifest}
-            if manifest is not None and manifest.get("embedder") != spec["embedder"]:
-                items, done = _count(Path(spec["db"]), str(spec["embedder"]))
-                have.update(items=items, reembedded=done if target.is_dir() else None)
+            generation = layout.generation_dir(root, embedder)
+            have: dict[str, Any] = {"root": str(root), "serving": serving.name, "manifest": manifest, **target}
+            if manifest is not None and manifest.get("embedder") != embedder:
+                items, done = reembed_progress(Path(spec["db"]), embedder)
+                have.update(items=items, reembedded=done if generation.is_dir() else None)
             out[name] = have
         return out
 
     def diff(self, name: str, want: Spec | None, have: Observed | None) -> list[Action]:
         if have is not None and have.get("blocked"):
             return []  # its pool is missing: nothing on the bare mount point
-        if want is None or want.get("unavailable") or (have is not None and have.get("unavailable")):
+        if want is None or (have is not None and have.get("unavailable")):
+            return []
+        embedder = (have or {}).get("target") or want.get("embedder")
+        if not embedder:  # observe did not resolve it (it says why when it cannot)
             return []
         address = f"{self.kind}.{name}"
-        after = {k: want[k] for k in ("root", "embedder", "dim", "ann")}
+        after = {"root": want["root"], "embedder": embedder, "dim": want["dim"], "ann": want["ann"]}
         requires = tuple(want.get("requires", ()))
-        if have is None:
+        if have is None or "serving" not in have:
             return [Action(address, Verb.CREATE, None, after,
-                           f"missing: the vector store for {want['embedder']} "
-                           f"(vectors/{layout.slug(want['embedder'])})",
+                           f"missing: the vector store for {embedder} (vectors/{layout.slug(embedder)})",
                            requires=requires)]
         manifest = have.get("manifest")
         if not manifest or "error" in manifest:
             what = manifest["error"] if manifest else f"vectors/{have.get('serving')} has no manifest.json"
             return [Action(address, Verb.UPDATE, {"root": have["root"]}, after,
-                           f"damaged: {what}; a new store for {want['embedder']} will be filled from the catalog",
+                           f"damaged: {what}; a new store for {embedder} will be filled from the catalog",
                            requires=requires)]
         old = f"{manifest.get('embedder')}"
-        if old != want["embedder"]:
+        if old != embedder:
             items = have.get("items")
             n = "all" if items is None else str(items)
-            reason = f"embedder {old} -> {want['embedder']}: re-embed {n} items, rebuild index"
+            reason = f"embedder {old} -> {embedder}: re-embed {n} items, rebuild index"
             done = have.get("reembedded")
             if done is not None:
                 reason += f" (in progress: {done} of {n} embedded; the old index serves until then)"

@@ -26,6 +26,7 @@ import structlog
 
 from bitharbord.config import Harbor
 from bitharbord.pools import observe, state
+from bitharbord.pools.assessment import raise_problems
 from bitharbord.pools.mounttab import (
     WANTS_DIR,
     fstab_line,
@@ -35,8 +36,8 @@ from bitharbord.pools.mounttab import (
     unit_is_ours,
     unit_name,
 )
-from bitharbord.pools.pools import pool_specs, raise_problems
 from bitharbord.pools.proof import RootProver
+from bitharbord.pools.specs import pool_specs
 from bitharbord.reconcile.plan import Action, Verb
 from bitharbord.reconcile.provider import Context, Observed, Spec, TemporaryError
 from bitharbord.system.fsio import fsync_dir, write_atomic

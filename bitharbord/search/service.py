@@ -51,11 +51,15 @@ from pydantic import BaseModel, Field
 from bitharbord.api import schemas
 from bitharbord.api.errors import ApiError
 from bitharbord.config import Embedding, Harbor
-from bitharbord.embed.base import Embedder, EmbedError, UnsupportedModality, Vectors, l2_normalise, load_embedder
+from bitharbord.embed.base import Embedder, EmbedError, UnsupportedModality, Vectors, l2_normalise
 from bitharbord.embed.document import build_document
+from bitharbord.embed.loader import load_embedder
 from bitharbord.index import layout
-from bitharbord.index.search import Hit, SearchConfig, Searcher
-from bitharbord.index.vectors import StoreChanged, VectorStore, vector_hashes
+from bitharbord.index.canonical_vectors import vector_hashes
+from bitharbord.index.nearest import Hit, Searcher
+from bitharbord.index.tuning import SearchConfig
+from bitharbord.index.vector_files import StoreChanged
+from bitharbord.index.vectors import VectorStore
 from bitharbord.services import Condition, ServiceEnv, catalog_database
 from bitharbord.store import db
 from bitharbord.store import search as store

@@ -25,7 +25,8 @@ sys.path.insert(0, str(REPO))
 from bitharbord.config import Harbor, load, parse  # noqa: E402
 from bitharbord.pools import health  # noqa: E402
 from bitharbord.pools import observe as storage_observe  # noqa: E402
-from bitharbord.pools.pools import assess, pool_specs  # noqa: E402
+from bitharbord.pools.assessment import assess  # noqa: E402
+from bitharbord.pools.specs import pool_specs  # noqa: E402
 from bitharbord.providers.arrays import Arrays  # noqa: E402
 from bitharbord.providers.directories import Directories  # noqa: E402
 from bitharbord.providers.disks import Disks  # noqa: E402

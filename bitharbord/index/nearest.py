@@ -1,5 +1,6 @@
-"""Search over the vector store: ANN over the rows present at the last build, an exact scan of the fresh tail,
-tombstone and media-type filtering, and an exact fp32 cosine score for every candidate.
+"""Nearest-neighbour search over one vector store (the `Searcher`): ANN over the rows present at the last build,
+an exact scan of the fresh tail, tombstone and media-type filtering, and an exact fp32 cosine score for every
+candidate.
 
 How a query is answered (rows 0..built_rows-1 are "built", rows built_rows..rows-1 are the "fresh tail"):
 
@@ -21,22 +22,12 @@ How a query is answered (rows 0..built_rows-1 are "built", rows built_rows..rows
 - Deleted rows (tombstones) are hidden in the ANN indexes and filtered everywhere; `min_score` and `k` apply
   to the merged, exactly scored candidates.
 
-Rebuild: `prepare_rebuild()` (owner thread, cheap: snapshots row count, liveness and types) -> `job.run()`
-(may run in a worker thread: reads only the snapshot and immutable files, builds a new index generation in
-`<index root>/ann/gen-NNNNNN.partial/`, fsyncs, renames it to `gen-NNNNNN/`) -> `install(built)` (owner
-thread: records the generation, its build duration and parameters in the store manifest -- the atomic swap
-point -- then switches searches to it and deletes the old generation). `rebuild()` does all three. A full build
-of a graph index inserts the rows in locality order (bitharbord/index/locality.py: a random skeleton, then
-neighbourhoods together), into room reserved at once. An hnsw rebuild is incremental when the previous index
-is hnsw and not too full of tombstones: a copy of it gets the tail added. A crash at any point leaves the
-previous generation in use; stray directories are removed when a Searcher opens.
+Rebuild: `prepare_rebuild()` -> `job.run()` -> `install(built)`; how a generation is built and swapped in:
+bitharbord/index/rebuild.py.
 
 `needs_rebuild()`: the tail holds >= `rebuild_threshold` (10k) rows, or >= `rebuild_fraction` (5%) of the
 built rows (and >= `rebuild_min_rows`), or tombstones since the build reach `tombstone_fraction` (10%) of the
 indexed rows, or the configured backend differs from the installed one.
-
-`ann_dtype="int8"` keeps a reduced-precision copy in the ANN index (DiskANN only: a quarter of fp32; diskannpy
-has no fp16 and hnswlib stores fp32 only); re-ranking always reads the fp32 rows.
 
 Not thread-safe: search, delete and install belong to one owner thread (e.g. one executor thread); only
 `RebuildJob.run()` is meant to run elsewhere.
@@ -47,31 +38,27 @@ from __future__ import annotations
 import math
 import re
 import shutil
-import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import structlog
 
-from bitharbord.index.ann import AnnIndex, I64Matrix, create_index, load_index, topk
-from bitharbord.index.locality import gather, insertion_order
-from bitharbord.index.vectors import F32Matrix, I64Array, VectorStore, normalize_queries
-from bitharbord.system.fsio import fsync_dir
+from bitharbord.index.ann import load_index
+from bitharbord.index.ann.base import AnnIndex, I64Matrix
+from bitharbord.index.ann.flat import topk
+from bitharbord.index.canonical_vectors import F32Matrix, I64Array, normalize_queries
+from bitharbord.index.rebuild import BuiltIndex, RebuildJob
+from bitharbord.index.tuning import DEFAULT_WIDTH, SearchConfig
+from bitharbord.index.vectors import VectorStore
 
 log = structlog.get_logger("bitharbord.index.search")
 
 ANN_DIR = "ann"
 _STRAY = re.compile(r"^(gen-\d{6}(\.partial)?|diskann-build-.*)$")
 _TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-# The search width when harbor.yaml sets none (else the backend's own default, raised to the `rerank` pool).
-# hnsw at 1M x 1024-d on 2 cores (bench/search.py), builds of the same data (hnswlib's threaded inserts make
-# each graph differ): in row order, ef 100 gave recall@10 0.976 / 0.986 / 0.980 / 0.979, ef 128 0.987-0.993;
-# in locality order (locality.py) 0.985 and 0.992, at ~0.1 ms more per query for 128.
-DEFAULT_WIDTH: dict[str, int] = {"hnsw": 128}
 
 
 @dataclass(frozen=True)
@@ -79,184 +66,6 @@ class Hit:
     row_id: int
     score: float
     type: str
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    backend: str = "hnsw"
-    ann_params: Mapping[str, Any] = field(default_factory=dict)
-    ann_dtype: Literal["float32", "int8"] = "float32"
-    rerank: int = 100
-    width: int | None = None
-    type_scan_limit: int = 20_000
-    type_index_max_fraction: float = 0.2
-    overfetch_cap: int = 4096
-    rebuild_threshold: int = 10_000
-    rebuild_fraction: float = 0.05
-    rebuild_min_rows: int = 1_000
-    tombstone_fraction: float = 0.1
-    incremental: bool = True
-    num_threads: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.backend not in ("hnsw", "diskann", "flat"):
-            raise ValueError(f"index backend: {self.backend!r} is not one of diskann, flat, hnsw")
-        if self.ann_dtype not in ("float32", "int8"):
-            raise ValueError(f"ann_dtype: expected 'float32' or 'int8', got {self.ann_dtype!r}")
-        if self.ann_dtype == "int8" and self.backend != "diskann":
-            raise ValueError(f"ann_dtype int8 (reduced-precision ANN storage): the {self.backend} backend stores "
-                             "float32 only; use backend diskann or ann_dtype float32")
-        for name in ("rerank", "rebuild_threshold", "overfetch_cap"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
-        if self.type_scan_limit < 0 or self.rebuild_min_rows < 0:
-            raise ValueError("type_scan_limit and rebuild_min_rows must not be negative")
-        for name in ("rebuild_fraction", "tombstone_fraction"):
-            if not 0 < float(getattr(self, name)) <= 1:
-                raise ValueError(f"{name}: expected a fraction in (0, 1], got {getattr(self, name)!r}")
-        if not 0 <= self.type_index_max_fraction <= 1:
-            raise ValueError(f"type_index_max_fraction: expected 0..1, got {self.type_index_max_fraction!r}")
-
-    @classmethod
-    def from_settings(cls, index: Any, **overrides: Any) -> SearchConfig:
-        """From the harbor.yaml `index` section (bitharbord.config.Index: backend, rebuild_threshold,
-        rebuild_fraction, fp16, search_width). fp16 asks for reduced-precision ANN storage, which is int8 on
-        DiskANN; search_width is hnsw's ef / diskann's L (wider: better recall, slower)."""
-        fp16 = bool(getattr(index, "fp16", False))
-        backend = str(index.backend)
-        if fp16 and backend != "diskann":
-            raise ValueError(f"index.fp16: reduced-precision ANN storage needs backend diskann (the {backend} "
-                             "backend stores float32 only)")
-        width = getattr(index, "search_width", None)
-        overrides.setdefault("width", int(width) if width is not None else None)
-        return cls(backend=backend, rebuild_threshold=int(index.rebuild_threshold),
-                   rebuild_fraction=float(index.rebuild_fraction),
-                   ann_dtype="int8" if fp16 else "float32", **overrides)
-
-    def index_params(self, scratch: Path) -> dict[str, Any]:
-        params = dict(self.ann_params)
-        if self.backend == "diskann":
-            params.setdefault("dtype", self.ann_dtype)
-            params.setdefault("scratch", scratch)
-            # searches ask for `rerank` candidates: size the query scratch for that from the start
-            params.setdefault("search_complexity", max(64, self.rerank))
-        if self.num_threads is not None and self.backend != "flat":
-            params.setdefault("num_threads", self.num_threads)
-        return params
-
-
-@dataclass
-class BuiltIndex:
-    """A finished generation, ready for `Searcher.install`."""
-
-    generation: int
-    directory: Path
-    info: dict[str, Any]
-    main: AnnIndex
-    subs: dict[str, AnnIndex]
-
-
-@dataclass
-class RebuildJob:
-    """A snapshot of what to index. `run()` touches only the snapshot and new files: safe in a worker thread."""
-
-    ann_root: Path
-    generation: int
-    config: SearchConfig
-    dim: int
-    rows: int
-    tombstones: int
-    vectors: F32Matrix
-    alive: npt.NDArray[np.bool_]
-    types: npt.NDArray[np.uint16]
-    type_names: tuple[str, ...]
-    previous: dict[str, Any] | None
-    sub_types: list[str]
-
-    def _build(self, rows: I64Array, base: Path | None, base_rows: int) -> tuple[AnnIndex, str]:
-        cfg = self.config
-        params = cfg.index_params(self.ann_root)
-        if base is not None:  # room for every row of the snapshot at once (HnswIndex.reserve says why)
-            index = load_index(base, capacity=self.rows, **{k: v for k, v in params.items() if k == "num_threads"})
-            index.delete(np.flatnonzero(~self.alive[:base_rows]))
-            new = rows[rows >= base_rows]
-            for s in range(0, len(new), 65536):
-                part = new[s : s + 65536]
-                index.add(self.vectors[part], part)
-            return index, "incremental"
-        index = create_index(cfg.backend, self.dim, **params)
-        if index.supports_add:  # a graph: inserted in an order that keeps neighbourhoods together (locality.py)
-            order = insertion_order(self.vectors, rows)
-            index.build(np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64))
-            index.reserve(len(rows))
-            for s in range(0, len(order), 65536):  # gather in chunks: no full copy of the library in RAM
-                part = order[s : s + 65536]
-                index.add(gather(self.vectors, part), part)
-        else:
-            index.build(self.vectors[rows] if len(rows) < self.rows else self.vectors, rows)
-        return index, "full"
-
-    def _base(self, name: str) -> tuple[Path | None, int]:
-        """The previous generation's index directory to extend incrementally, or (None, 0) for a full build."""
-        prev = self.previous
-        cfg = self.config
-        if not (cfg.incremental and prev and prev.get("backend") == cfg.backend == "hnsw"):
-            return None, 0
-        if dict(prev.get("params", {})) != dict(create_index("hnsw", self.dim, **cfg.ann_params).params()):
-            return None, 0
-        if name != "all" and name not in prev.get("subindexes", []):
-            return None, 0
-        base_rows = int(prev["rows"])
-        # nodes of the old graph whose rows are dead now: hnsw keeps them (marked), they slow and crowd search
-        marked = int((~self.alive[:base_rows]).sum()) - int(prev.get("unindexed_dead", 0))
-        if marked > cfg.tombstone_fraction * max(int(prev.get("indexed", 0)) + marked, 1):
-            return None, 0
-        d = self.ann_root / str(prev["dir"]) / name
-        return (d, base_rows) if d.is_dir() else (None, 0)
-
-    def _prev_unindexed(self) -> int:
-        return int(self.previous.get("unindexed_dead", 0)) if self.previous else 0
-
-    def run(self) -> BuiltIndex:
-        t0, started = time.monotonic(), time.time()
-        final = self.ann_root / f"gen-{self.generation:06d}"
-        partial = final.with_name(final.name + ".partial")
-        if partial.exists():
-            shutil.rmtree(partial)
-        partial.mkdir(parents=True)
-        log.info("index.rebuild.start", generation=self.generation, backend=self.config.backend,
-                 rows=self.rows, live=int(self.alive.sum()))
-        try:
-            live = np.flatnonzero(self.alive).astype(np.int64)
-            base, base_rows = self._base("all")
-            main, mode = self._build(live, base, base_rows)
-            # dead rows that are not nodes of the graph (a full build skips them; so does an incremental add)
-            unindexed = (int((~self.alive).sum()) if base is None else
-                         int(self._prev_unindexed()) + int((~self.alive[base_rows:]).sum()))
-            main.save(partial / "all")
-            subs: dict[str, AnnIndex] = {}
-            for name in self.sub_types:
-                code = self.type_names.index(name)
-                rows = live[self.types[live] == code]
-                sbase, sbase_rows = self._base(name)
-                subs[name], _ = self._build(rows, sbase, sbase_rows)
-                subs[name].save(partial / name)
-            fsync_dir(partial)
-            partial.rename(final)
-            fsync_dir(self.ann_root)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-        duration = time.monotonic() - t0
-        info = {
-            "generation": self.generation, "dir": final.name, "backend": self.config.backend,
-            "params": main.params(), "rows": self.rows, "tombstones": self.tombstones,
-            "indexed": main.count(), "unindexed_dead": unindexed, "subindexes": sorted(subs),
-            "mode": mode, "started_at": started, "duration_s": round(duration, 3),
-        }
-        log.info("index.rebuild.done", generation=self.generation, mode=mode, duration_s=round(duration, 3),
-                 indexed=main.count(), subindexes=sorted(subs))
-        return BuiltIndex(self.generation, final, info, main, subs)
 
 
 class Searcher:
@@ -545,4 +354,3 @@ class Searcher:
     def rebuild(self) -> dict[str, Any]:
         """prepare_rebuild + run + install in the calling thread."""
         return self.install(self.prepare_rebuild().run())
-

@@ -1,4 +1,4 @@
-"""Pools, pure: what harbor.yaml wants (specs) and what the observed facts mean for it (assessment).
+"""Pools, pure: what the observed facts mean for what harbor.yaml wants (the assessment; the specs are specs.py's).
 
 A pool is a chain disk -> (md array) -> filesystem -> mount, one resource kind per link, addressed
 `disk.<path as written>`, `array.<pool>`, `fs.<pool>`, `mount.<mount point>`. Each provider's observe()
@@ -17,113 +17,24 @@ destructive action that needs `wipe: true` and `--allow-destroy`.
 
 from __future__ import annotations
 
-import uuid as uuidlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from bitharbord.config import ConfigError, Harbor, Problem
 from bitharbord.pools.mounttab import unit_name, unit_value_problem
 from bitharbord.pools.observe import MdArray, StorageFacts
-from bitharbord.system.facts import BlkidInfo, BlockDevice, normalize_md_uuid, verdict
+from bitharbord.pools.specs import PoolSpec, StorageError
+from bitharbord.pools.verdict import article, verdict
+from bitharbord.system.facts.blkid import BlkidInfo
+from bitharbord.system.facts.lsblk import BlockDevice
+from bitharbord.system.facts.mdadm import normalize_md_uuid
 
-# Fixed namespace for planned filesystem UUIDs (uuid5 of the pool's identity).
-NAMESPACE = uuidlib.UUID("5d0f4a8e-4b7a-4d1e-9a57-6b9c1f0e2a31")
 SIZE_TOLERANCE = 0.01  # array members may differ in size by at most 1%
 DEVICE_TYPES = ("disk", "loop", "part")
 SYSTEMD_UNIT_DIRS = frozenset({"/etc/systemd/system", "/run/systemd/system"})
 SYSTEM_MOUNTS = frozenset({"/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/run", "/sbin",
                            "/sys", "/usr", "/var"})
-
-
-class StorageError(ConfigError):
-    """harbor.yaml's storage section cannot be carried out on this box; nothing was touched."""
-
-    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
-        super().__init__([Problem("harbor.yaml", 0, 0, field, message) for field, message in problems])
-
-
-# --------------------------------------------------------------------------- specs
-
-
-@dataclass(frozen=True)
-class PoolSpec:
-    index: int  # position in storage.pools (for error locations)
-    name: str
-    disks: tuple[str, ...]
-    raid: str  # none, 0, 1, 10
-    filesystem: str
-    label: str
-    uuid: str  # the UUID mkfs gives a new filesystem
-    mount: str
-    options: tuple[str, ...]
-    wipe: bool
-    mount_with: str
-    fstab: str
-    units_dir: str
-
-    @property
-    def field(self) -> str:
-        return f"storage.pools[{self.index}]"
-
-    @property
-    def md_device(self) -> str:
-        return f"/dev/md/{self.name}"
-
-    @property
-    def level(self) -> str | None:
-        return None if self.raid == "none" else f"raid{self.raid}"
-
-
-def planned_uuid(name: str, raid: str, disks: Sequence[str]) -> str:
-    return str(uuidlib.uuid5(NAMESPACE, "\0".join(["bitharbor-pool", name, raid, *disks])))
-
-
-def pool_specs(harbor: Harbor) -> list[PoolSpec]:
-    st = harbor.storage
-    return [
-        PoolSpec(
-            index=i, name=p.name, disks=tuple(p.disks), raid=p.raid, filesystem=p.filesystem,
-            label=p.label or p.name[:12], uuid=planned_uuid(p.name, p.raid, p.disks), mount=p.mount,
-            options=tuple(p.options), wipe=p.wipe, mount_with=st.mount_with, fstab=st.fstab, units_dir=st.units_dir,
-        )
-        for i, p in enumerate(st.pools)
-    ]
-
-
-# --------------------------------------------------------------------------- commands
-
-
-def mkfs_argv(fstype: str, label: str, uuid: str, device: str) -> tuple[str, ...]:
-    if fstype == "ext4":
-        return ("mkfs.ext4", "-q", "-L", label, "-U", uuid, device)
-    if fstype == "xfs":
-        return ("mkfs.xfs", "-q", "-L", label, "-m", f"uuid={uuid}", device)
-    if fstype == "btrfs":
-        return ("mkfs.btrfs", "-q", "-L", label, "-U", uuid, device)
-    raise ValueError(f"unsupported filesystem {fstype!r}")
-
-
-def relabel_argv(fstype: str, label: str, device: str, mounted_at: str | None = None) -> tuple[str, ...]:
-    """The command that renames a filesystem. xfs_admin and btrfs refuse the device of a mounted filesystem
-    (measured on loop devices), so a mounted xfs or btrfs is relabelled through its mount point."""
-    if fstype == "ext4":
-        return ("e2label", device, label)
-    if fstype == "xfs":
-        return ("xfs_io", "-c", f"label -s {label}", mounted_at) if mounted_at else ("xfs_admin", "-L", label, device)
-    if fstype == "btrfs":
-        return ("btrfs", "filesystem", "label", mounted_at or device, label)
-    raise ValueError(f"unsupported filesystem {fstype!r}")
-
-
-def mdadm_create_argv(pool: PoolSpec) -> tuple[str, ...]:
-    return ("mdadm", "--create", pool.md_device, f"--level={pool.raid}", f"--raid-devices={len(pool.disks)}",
-            "--metadata=1.2", f"--name={pool.name}", "--run", *pool.disks)
-
-
-def mdadm_assemble_argv(pool: PoolSpec) -> tuple[str, ...]:
-    return ("mdadm", "--assemble", pool.md_device, *pool.disks)
 
 
 # --------------------------------------------------------------------------- assessment
@@ -181,10 +92,6 @@ def fs_matches(info: BlkidInfo | None, pool: PoolSpec) -> bool:
     if info is None or info.usage != "filesystem" or info.type != pool.filesystem:
         return False
     return info.label == pool.label or (info.uuid or "").lower() == pool.uuid
-
-
-def article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def describe(info: BlkidInfo) -> str:

@@ -15,9 +15,11 @@ import numpy.typing as npt
 import pytest
 
 from bitharbord.config import ConfigError, parse
-from bitharbord.index.ann import exact_search
-from bitharbord.index.search import ANN_DIR, DEFAULT_WIDTH, Hit, SearchConfig, Searcher
-from bitharbord.index.vectors import MANIFEST, VectorStore
+from bitharbord.index.ann.flat import exact_search
+from bitharbord.index.nearest import ANN_DIR, Hit, Searcher
+from bitharbord.index.tuning import DEFAULT_WIDTH, SearchConfig
+from bitharbord.index.vector_files import MANIFEST
+from bitharbord.index.vectors import VectorStore
 
 DIM = 32
 N = 3000
