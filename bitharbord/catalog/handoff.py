@@ -26,7 +26,8 @@ from bitharbord.catalog.finder import movie_from_json
 from bitharbord.catalog.runtime import Where
 from bitharbord.links import IngestLink
 from bitharbord.store import catalog as store
-from bitharbord.store.blobs import BlobError, LocalBlobStore
+from bitharbord.store.blobs import LocalBlobStore
+from bitharbord.store.blobstore import BlobError, BlobStore
 from bitharbord.store.wanted import COLLECTION_REFRESH_S, FAILED
 from bitharbord.system.ytdlp_info import InfoJsonError, read_ytdlp_info
 
@@ -100,7 +101,7 @@ class Handoff:
             raise IngestFailed(f"{row.key}: the downloaded file {path} is gone; it is fetched again on retry")
         # Poster, cover and subtitles go into the blob store first (content-addressed: repeating is free), so
         # the film's facts handed to ingest already name the poster.
-        blobs = LocalBlobStore(where.media_root)
+        blobs: BlobStore = LocalBlobStore(where.media_root)
         stored_sidecars: list[tuple[str, str, str, str]] = []
         poster_hash: str | None = None
         for kind, name, file in self._sidecar_files(row, dest):
