@@ -36,7 +36,7 @@ from bitharbord.index import layout
 from bitharbord.search.service import SearchService
 from bitharbord.services import ServiceEnv
 from bitharbord.store import db
-from bitharbord.store import search as store
+from bitharbord.store import embeddings as store
 from bitharbord.system.hugepages import reexec_with_hugepages
 from bitharbord.system.runner import ProcessRunner
 

@@ -379,7 +379,7 @@ class IngestService:
 
     def _pending_embed(self, facts: QueueFacts | None) -> tuple[int, str]:
         """(items the embedding worker will take, what else waits and why): the search service's `embed_queue`
-        facts (GET /v1/index) while it runs, else the same store query (`store.search.queue_counts`)."""
+        facts (GET /v1/index) while it runs, else the same store query (`store.embeddings.queue_counts`)."""
         pending = facts.pending_embed if facts else 0  # counted now, in the store (the worker's counts lag)
         search = self.env.links.search if self.env is not None else None
         q = search.embed_queue_facts() if search is not None else None

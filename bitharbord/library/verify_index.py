@@ -27,7 +27,7 @@ from bitharbord.index import layout
 from bitharbord.index.search import ANN_DIR
 from bitharbord.index.vectors import TOMBSTONES, VECTORS, vector_hash
 from bitharbord.library.verify import Check, Problem, Scrub
-from bitharbord.store import search as search_store
+from bitharbord.store import embeddings as search_store
 from bitharbord.store import verify as sql
 from bitharbord.system.runner import ProcessRunner
 

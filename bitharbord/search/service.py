@@ -58,7 +58,7 @@ from bitharbord.index.search import Hit, SearchConfig, Searcher
 from bitharbord.index.vectors import StoreChanged, VectorStore, vector_hashes
 from bitharbord.services import Condition, ServiceEnv, catalog_database
 from bitharbord.store import db
-from bitharbord.store import search as store
+from bitharbord.store import embeddings as store
 
 log = structlog.get_logger("bitharbord.search")
 T = TypeVar("T")

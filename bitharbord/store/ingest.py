@@ -33,7 +33,7 @@ import aiosqlite
 
 from bitharbord.ingest.scan import Fingerprint
 from bitharbord.store import db
-from bitharbord.store import search as search_store
+from bitharbord.store import embeddings as search_store
 
 ACTIVE_STAGES: Final = ("queued", "hashed", "probed", "stored", "cataloged")
 PIPELINE_STAGES: Final = ("queued", "hashed", "probed", "stored")  # before the catalog transaction
