@@ -280,12 +280,7 @@ class Generations:
         serving_dir = layout.current_dir(where.index_root)
         if serving_dir is None:
             directory = layout.generation_dir(where.index_root, target)
-            gen = await self.call(self._open_gen, directory, target, dim, config)
-            try:
-                await self.reconcile_rows(gen, conn)
-            except BaseException:
-                await self.call(gen.store.close)
-                raise
+            gen = await self._open_checked(directory, target, dim, config, conn)
             await asyncio.to_thread(layout.set_current, where.index_root, target)
             self.serving = gen
             log.info("search.store_created", embedder=target, dir=str(directory))
