@@ -5,9 +5,9 @@
 
 Builds a library in a temp dir: N catalog rows (media_core + movies) and their idmap rows written through SQLite,
 N random unit vectors (384-d, MiniLM's space) appended to the vector store, the HNSW index built. Then serves the
-real SearchService routes in a real aiohttp app on a Unix socket and times GET /v1/search?q=…&k=10 (query encode
-with the real MiniLM, ANN + fresh tail with exact scores, hydration from SQLite, JSON over the socket) against
-`encode_text([q])` alone. Goal: ratio <= 1.5x."""
+real search routes (api/search.py) in a real aiohttp app on a Unix socket and times GET /v1/search?q=…&k=10
+(query encode with the real MiniLM, ANN + fresh tail with exact scores, hydration from SQLite, JSON over the
+socket) against `encode_text([q])` alone. Goal: ratio <= 1.5x."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import aiohttp
@@ -26,6 +27,8 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bitharbord.api.keys import SEARCH, Handles
+from bitharbord.api.search import routes as search_routes
 from bitharbord.config import parse
 from bitharbord.embed.minilm import MiniLMEmbedder
 from bitharbord.index import layout
@@ -37,7 +40,7 @@ from bitharbord.reconcile.loop import Desired
 from bitharbord.search.service import SearchService
 from bitharbord.services import ServiceEnv
 from bitharbord.store import db
-from bitharbord.store import search as store
+from bitharbord.store import embeddings as store
 from bitharbord.system.hugepages import reexec_with_hugepages
 from bitharbord.system.runner import ProcessRunner
 
@@ -106,7 +109,8 @@ async def main() -> int:
         await service.step()
         assert service.index_stats()["vectors"] == n, service.index_stats()
         app = web.Application()
-        app.add_routes(service.routes())
+        app[SEARCH] = service
+        app.add_routes(search_routes(Handles(control=cast(Any, None), search=service)))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         sock = str(root / "s.sock")

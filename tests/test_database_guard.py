@@ -331,7 +331,7 @@ def test_a_new_catalog_over_the_old_blobs_on_request(harbord: Harbord) -> None:
 
 async def test_pending_embed_counts_only_what_the_embedding_worker_takes(tmp_path: Path) -> None:
     from bitharbord.store import db
-    from bitharbord.store import search as search_store
+    from bitharbord.store import embeddings as search_store
     from bitharbord.store.ingest import IngestStore
 
     path = tmp_path / "bitharbor.db"

@@ -341,7 +341,7 @@ async def test_service_starts_without_loading_the_model(tmp_path: Path) -> None:
     async with running(tmp_path, factory) as box:
         stats = await box.get("/v1/index")
         assert stats["vectors"] == 0 and stats["queue_depth"] == 0
-        emb = box.service._embedders.get("minilm-l6-v2@384")
+        emb = box.service.generations.embedders.get("minilm-l6-v2@384")
         assert emb is None or not getattr(emb, "_model", None)
 
 

@@ -1,4 +1,4 @@
-"""store/search.py on a real migrated SQLite file: which items the embedding worker takes next."""
+"""store/embeddings.py on a real migrated SQLite file: which items the embedding worker takes next."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import aiosqlite
 import pytest
 
 from bitharbord.store import db
-from bitharbord.store import search as store
+from bitharbord.store import embeddings as store
 
 EMBEDDER = "imagebind-huge@1024"
 

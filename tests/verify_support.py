@@ -20,7 +20,7 @@ from bitharbord.index.tuning import SearchConfig
 from bitharbord.index.vectors import VectorStore
 from bitharbord.library.verify import Library
 from bitharbord.store import db
-from bitharbord.store import search as search_store
+from bitharbord.store import embeddings as search_store
 from bitharbord.store.blobs import LocalBlobStore
 
 EMBEDDER, DIM = layout.EMBEDDERS["minilm"]

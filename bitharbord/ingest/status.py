@@ -96,7 +96,7 @@ class StatusBoard:
 
     def _pending_embed(self, facts: QueueFacts | None) -> tuple[int, str]:
         """(items the embedding worker will take, what else waits and why): the search service's `embed_queue`
-        facts (GET /v1/index) while it runs, else the same store query (`store.search.queue_counts`)."""
+        facts (GET /v1/index) while it runs, else the same store query (`store.embeddings.queue_counts`)."""
         pending = facts.pending_embed if facts else 0  # counted now, in the store (the worker's counts lag)
         env = self.sessions.env
         search = env.links.search if env is not None else None

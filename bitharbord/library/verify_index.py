@@ -28,7 +28,7 @@ from bitharbord.index.canonical_vectors import vector_hash
 from bitharbord.index.nearest import ANN_DIR
 from bitharbord.index.vector_files import TOMBSTONES, VECTORS
 from bitharbord.library.verify_types import Check, Problem, Scrub
-from bitharbord.store import search as search_store
+from bitharbord.store import embeddings as search_store
 from bitharbord.store import verify as sql
 from bitharbord.system.runner import ProcessRunner
 

@@ -6,7 +6,7 @@ Every path that makes or changes an item goes through these functions: the inges
 (store/catalog.py). They run on the caller's connection inside the caller's transaction, so an item's rows
 land together with whatever the caller records beside them (a job's stage, a path in `sources`), or not at all.
 The bundle import runs in a thread on a plain sqlite3 connection: `import_item` is its synchronous twin.
-(The embedding worker's own queue bookkeeping and the scrub's damage flags stay with store/search.py and
+(The embedding worker's own queue bookkeeping and the scrub's damage flags stay with store/embeddings.py and
 store/verify.py: they record what happened to an item, they do not make one.)
 """
 

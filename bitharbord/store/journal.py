@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import aiosqlite
 
-from bitharbord.store import search as search_store
+from bitharbord.store import embeddings as search_store
 from bitharbord.store.fingerprint import Fingerprint
 from bitharbord.store.sql import chunks, dumps, fetch, marks
 

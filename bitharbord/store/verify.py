@@ -15,7 +15,7 @@ from typing import Any
 
 import aiosqlite
 
-from bitharbord.store.search import _DOC_SELECT
+from bitharbord.store.embeddings import _DOC_SELECT
 
 NEEDS = ("0002_ingest", "0004_search", "0005_verify")
 _CHUNK = 500
@@ -165,7 +165,7 @@ async def item_meta(conn: aiosqlite.Connection, ids: Sequence[int]) -> dict[int,
 
 async def queue_embedding(conn: aiosqlite.Connection, ids: Sequence[int]) -> int:
     """Queue items for the embedding worker (a fresh attempt count): it replaces their vectors and retires the
-    old ones in one transaction (store/search.py record_embedded)."""
+    old ones in one transaction (store/embeddings.py record_embedded)."""
     if not ids:
         return 0
     await conn.execute("BEGIN IMMEDIATE")

@@ -1,5 +1,5 @@
-"""All SQL of search: the embedding queue as the worker sees it, `idmap` (vector row <-> media id per embedder)
-and the hydration of search hits from the catalog rows. Only the store writes the database.
+"""All SQL of the embeddings: the embedding queue as the worker sees it, `idmap` (vector row <-> media id per
+embedder) and the hydration of search hits from the catalog rows. Only the store writes the database.
 
 An item is *pending* for embedder E while it has an `embed_queue` row (new or changed metadata) or has no live
 `idmap` row for E (e.g. a new embedder re-embeds everything). The worker appends the vectors to the vector
