@@ -59,8 +59,9 @@ class Service(Protocol):
     def conditions(self) -> Sequence[Condition]: ...
 
 
-def catalog_database(env: ServiceEnv | None) -> tuple[Harbor, Path] | str:
-    """The harbor in force (rebased in a sandbox) and its catalog database, or why a service must wait."""
+def library_database(env: ServiceEnv | None) -> tuple[Harbor, Path] | str:
+    """The harbor in force (rebased in a sandbox) and its library database (bitharbor.db: items, jobs, wanted
+    entries), or why a service must wait."""
     desired = env.desired() if env is not None else None
     if desired is None:
         return "no configuration applied yet"

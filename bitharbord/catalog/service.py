@@ -35,7 +35,7 @@ from bitharbord.catalog.handoff import Handoff
 from bitharbord.catalog.runtime import Clients, Metrics, Where
 from bitharbord.catalog.searching import Searcher
 from bitharbord.catalog.transfers import Transfers
-from bitharbord.services import Condition, ServiceEnv, catalog_database
+from bitharbord.services import Condition, ServiceEnv, library_database
 from bitharbord.store import catalog as store
 from bitharbord.store import db
 from bitharbord.store.wanted import DOWNLOADED, DOWNLOADING, Entry
@@ -86,7 +86,7 @@ class CatalogService:
 
     def serves(self, db_path: str | Path) -> bool:
         """Whether this service works on that catalog database (the one the config in force names)."""
-        found = catalog_database(self.env)
+        found = library_database(self.env)
         return not isinstance(found, str) and found[1] == Path(db_path)
 
     async def run(self, env: ServiceEnv) -> None:
@@ -130,7 +130,7 @@ class CatalogService:
         return self.env
 
     def _where(self) -> Where | None:
-        found = catalog_database(self._env())
+        found = library_database(self._env())
         if isinstance(found, str):
             self.phase = found
             return None

@@ -36,7 +36,7 @@ from bitharbord.search.query import Query
 from bitharbord.search.rebuilds import Rebuilds
 from bitharbord.search.stats import index_facts, summary
 from bitharbord.search.worker import Worker, WriteGuard
-from bitharbord.services import Condition, ServiceEnv, catalog_database
+from bitharbord.services import Condition, ServiceEnv, library_database
 from bitharbord.store import db
 from bitharbord.store import embeddings as store
 
@@ -109,7 +109,7 @@ class SearchService:
     def _where(self) -> Where | None:
         if self.env is None:
             return None
-        found = catalog_database(self.env)
+        found = library_database(self.env)
         if isinstance(found, str):
             self.phase = found
             return None
