@@ -248,9 +248,8 @@ class Daemon:
         """The box changed (a database, an index store, a folder, another harbor.yaml): services look now
         instead of at their next poll, so status and work follow an apply at once."""
         for service in self.services:
-            wake = getattr(service, "wake", None)
-            if callable(wake):
-                wake()
+            if isinstance(service, services_mod.Wakeable):
+                service.wake()
 
     def _on_pass(self, st: Any) -> None:
         if st.last_applied:

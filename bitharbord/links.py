@@ -15,13 +15,26 @@ from typing import Any, Protocol
 Ready = Callable[[], tuple[bool, str]]  # (ok, why not)
 
 
+class JobOutcome(Protocol):
+    """Where one submitted item stands (ingest's JobResult): its stage, its item once cataloged, why it failed."""
+
+    @property
+    def stage(self) -> str: ...
+
+    @property
+    def media_id(self) -> int | None: ...
+
+    @property
+    def error(self) -> str | None: ...
+
+
 class IngestLink(Protocol):
     """What the catalog, the library provider and the scrub ask of the running ingest service."""
 
     async def submit(self, path: Path, *, media_type: str, origin: str,
                      metadata: Mapping[str, Any] | None = None) -> int: ...
 
-    async def wait(self, job_id: int, timeout: float | None = None) -> Any: ...
+    async def wait(self, job_id: int, timeout: float | None = None) -> JobOutcome: ...
 
     def serves(self, db_path: str | Path) -> bool: ...
 

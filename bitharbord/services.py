@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from bitharbord.config import Harbor
 from bitharbord.links import Links
@@ -57,6 +57,13 @@ class Service(Protocol):
     def status(self) -> dict[str, Any]: ...
 
     def conditions(self) -> Sequence[Condition]: ...
+
+
+@runtime_checkable
+class Wakeable(Protocol):
+    """A service that can look again now rather than at its next poll (the daemon wakes it after an apply)."""
+
+    def wake(self) -> None: ...
 
 
 def library_database(env: ServiceEnv | None) -> tuple[Harbor, Path] | str:

@@ -80,13 +80,12 @@ class Handoff:
             self._jobs[job_key] = job
             log.info("catalog.ingest_submitted", key=key, job=job, path=str(path))
         result = await ingest.wait(job, timeout=self.ingest_timeout)
-        stage = str(getattr(result, "stage", "") or "")
-        media_id = getattr(result, "media_id", None)
+        stage, media_id = result.stage, result.media_id
         if stage not in INGEST_FINAL_STAGES and media_id is None:
             raise TimeoutError(f"ingest job {job} is at stage {stage or 'unknown'}")
         self._jobs.pop(job_key, None)
         if media_id is None or stage in ("failed", "gone"):
-            error = getattr(result, "error", None) or f"ingest stopped at stage {stage} without a media id"
+            error = result.error or f"ingest stopped at stage {stage} without a media id"
             raise IngestFailed(f"ingest failed for {path.name}: {error}")
         return int(media_id)
 
