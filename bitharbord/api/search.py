@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -82,7 +83,7 @@ async def search(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_query", "q: give some words to search for (e.g. /v1/search?q=silent+film)")
     types = _types(params.type)
     data = await request.app[SEARCH].search_text(params.q.strip(), types, params.k, params.min_score)
-    return web.json_response(data)
+    return web.json_response(with_urls(data))
 
 
 @schemas.route(summary="Search by an example image", tags=["search"],
@@ -98,7 +99,7 @@ async def search_image(request: web.Request) -> web.Response:
     t0 = time.perf_counter()
     service.require_modality("image")  # before the upload is read
     raw = await _image_bytes(request)
-    return web.json_response(await service.search_image(raw, types, params.k, params.min_score, t0=t0))
+    return web.json_response(with_urls(await service.search_image(raw, types, params.k, params.min_score, t0=t0)))
 
 
 @schemas.route(summary="Index statistics", tags=["search"],
@@ -127,3 +128,16 @@ async def _image_bytes(request: web.Request) -> bytes:
     if not raw:
         raise ApiError(400, "bad_image", "send the image as the body or as the multipart field `image`")
     return raw
+
+
+def with_urls(answer: dict[str, Any]) -> dict[str, Any]:
+    """Each result gets the URLs of its item's media routes (api/media.py), where the service gave only the id and
+    whether a thumbnail exists."""
+    results = []
+    for hit in answer.get("results", []):
+        hit = dict(hit)
+        base = f"/v1/media/{hit['id']}"
+        thumb = f"{base}/thumbnail" if hit.pop("has_thumbnail") else None
+        results.append({**hit, "urls": {"content": f"{base}/content", "thumbnail": thumb}, "thumbnail_url": thumb,
+                        "media_url": f"{base}/content"})
+    return {**answer, "results": results}

@@ -1,5 +1,6 @@
 """Answering a query: encode it with the serving generation's embedder (text or an example image), search that
-generation's index, and hydrate the hits from the catalog (store/embeddings.py) into results with their URLs.
+generation's index, and hydrate the hits from the catalog (store/embeddings.py) into results (api/search.py
+adds their URLs).
 
 Errors are domain errors (bitharbord/errors.py): 503 index_not_ready (nothing serves, or the serving generation
 changed three times during one query), embedder_unavailable (the model's code or weights do not load) and
@@ -99,10 +100,7 @@ class Query:
             f = facts.get(h.row_id)
             if f is None:  # deleted meanwhile
                 continue
-            base = f"/v1/media/{f['id']}"
-            thumb = f"{base}/thumbnail" if f.pop("has_thumbnail") else None
-            out.append({**f, "score": round(h.score, 6), "urls": {"content": f"{base}/content", "thumbnail": thumb},
-                        "thumbnail_url": thumb, "media_url": f"{base}/content"})
+            out.append({**f, "score": round(h.score, 6)})  # the API adds the item's URLs
         return out
 
     async def answer(self, query: str | None, encode: Callable[[Embedder], Vectors], types: list[str] | None,
