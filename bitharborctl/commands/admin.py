@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -72,18 +70,9 @@ def cmd_admin_remove(args: argparse.Namespace) -> int:
 
 def save_token(path: str, token: str) -> None:
     """Atomically, readable by the owner only (the file works with --token-file)."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, token.encode() + b"\n")
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.replace(tmp, target)
+    from bitharbord.system.fsio import write_atomic
+
+    write_atomic(Path(path), token.encode() + b"\n", mode=0o600)
 
 
 def cmd_login(args: argparse.Namespace) -> int:

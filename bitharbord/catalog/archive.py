@@ -47,7 +47,7 @@ from bitharbord.catalog.archive_items import (
 from bitharbord.catalog.reasons import network_reason
 from bitharbord.config import Archive
 from bitharbord.reconcile.provider import TemporaryError
-from bitharbord.system.fsio import fsync_dir as _fsync_dir
+from bitharbord.system.fsio import replace_durably
 
 __all__ = [
     "ArchiveClient",
@@ -337,8 +337,7 @@ class ArchiveClient:
             size, digest = self._call(what, lambda: self._fetch(url, f, target, report, cancelled))
             if (f.size is None or size == f.size) and (f.md5 is None or digest == f.md5):
                 tmp = _tmp_name(target)
-                os.replace(tmp, target)
-                _fsync_dir(target.parent)
+                replace_durably(tmp, target)
                 log.info("archive.downloaded", identifier=identifier, file=f.name, bytes=size, md5=digest,
                          attempt=attempt)
                 return Downloaded(identifier, f.name, target, size, digest, fetched=True)

@@ -21,7 +21,7 @@ from typing import Any
 from bitharbord.config import Embedding
 from bitharbord.embed.base import file_fingerprint
 from bitharbord.index.vector_files import MANIFEST
-from bitharbord.system.fsio import fsync_dir, write_atomic
+from bitharbord.system.fsio import replace_durably, write_atomic
 
 VECTORS_DIR = "vectors"
 CURRENT = "current"
@@ -123,8 +123,7 @@ def set_current(index_root: Path | str, embedder_id: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     os.symlink(slug(embedder_id), tmp)
-    os.replace(tmp, root / CURRENT)
-    fsync_dir(root)
+    replace_durably(tmp, root / CURRENT)
 
 
 def mark_retiring(store_dir: Path, successor: str) -> None:

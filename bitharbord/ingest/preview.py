@@ -22,6 +22,7 @@ import structlog
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bitharbord.ingest.probe.facts import Kind
+from bitharbord.system.fsio import commit_file
 from bitharbord.system.fsio import fsync_dir as _fsync_dir
 from bitharbord.system.runner import ProcessRunner, Runner
 
@@ -70,16 +71,9 @@ def _temp_beside(dest: Path) -> Path:
 
 def _commit(temp: Path, dest: Path) -> None:
     """fsync the finished temp file, rename it over `dest`, fsync the directory."""
-    fd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if os.fstat(fd).st_size == 0:
-            raise PreviewError(dest, "the encoder produced an empty file")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(temp, 0o644)
-    os.rename(temp, dest)
-    _fsync_dir(dest.parent)
+    if os.stat(temp).st_size == 0:
+        raise PreviewError(dest, "the encoder produced an empty file")
+    commit_file(temp, dest, mode=0o644)
 
 
 def make_image_thumbnail(src: str | os.PathLike[str], dest: Path, *, size: int = THUMB_SIZE) -> Path:

@@ -40,7 +40,7 @@ from bitharbord.pools.proof import RootProver
 from bitharbord.pools.specs import pool_specs
 from bitharbord.reconcile.plan import Action, Verb
 from bitharbord.reconcile.provider import Context, Observed, Spec, TemporaryError
-from bitharbord.system.fsio import fsync_dir, write_atomic
+from bitharbord.system.fsio import fsync_dir, replace_durably, write_atomic
 from bitharbord.system.runner import CommandError
 
 log = structlog.get_logger("bitharbord.storage")
@@ -220,8 +220,7 @@ def _write_unit(path: Path, text: str) -> None:
         if os.path.lexists(tmp):
             tmp.unlink()
         tmp.symlink_to(f"../{path.name}")
-        os.replace(tmp, link)
-        fsync_dir(wants)
+        replace_durably(tmp, link)
 
 
 def _remove_unit(path: Path) -> None:

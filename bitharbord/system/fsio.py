@@ -61,6 +61,21 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o640) -> None:
     fsync_dir(path.parent)
 
 
+def replace_durably(tmp: PathLike, dest: PathLike) -> None:
+    """Rename a finished temp file (or symlink) over `dest` and fsync the directory: the new entry survives a
+    crash once this returns, and a reader sees either the old entry or the new one."""
+    os.replace(tmp, dest)
+    fsync_dir(os.path.dirname(os.path.abspath(dest)))
+
+
+def commit_file(temp: PathLike, dest: PathLike, *, mode: int | None = None) -> None:
+    """fsync a finished temp file's content, set its mode, rename it over `dest`, fsync the directory."""
+    fsync_file(temp)
+    if mode is not None:
+        os.chmod(temp, mode)
+    replace_durably(temp, dest)
+
+
 def append_durable(path: Path, data: bytes, mode: int = 0o640) -> None:
     """Append `data` to `path` (created with `mode`) and fsync it: a journal line survives a crash once this
     returns."""
