@@ -136,8 +136,9 @@ class RootProver:
         except OSError as exc:
             return Proof(False, f"cannot read {self.mountinfo}: {exc.strerror or exc}")
 
-    def quick(self, harbor: Harbor, path: str) -> Proof:
-        """From mountinfo and what prove() found before: a mount not proven yet is not proven."""
+    def _mount_for(self, harbor: Harbor, path: str) -> tuple[PoolSpec, MountEntry, list[MountEntry]] | Proof:
+        """The declared pool that contains `path`, the mount holding it and all mounts, or the verdict already
+        (no pool: fine; mountinfo unreadable or the pool's mount not there: not proven)."""
         pool = pool_of(harbor, path)
         if pool is None:
             return Proof(True, NO_POOL)
@@ -145,8 +146,14 @@ class RootProver:
         if isinstance(entries, Proof):
             return entries
         found = locate(pool, path, entries)
-        if isinstance(found, Proof):
-            return found
+        return found if isinstance(found, Proof) else (pool, found, entries)
+
+    def quick(self, harbor: Harbor, path: str) -> Proof:
+        """From mountinfo and what prove() found before: a mount not proven yet is not proven."""
+        mount = self._mount_for(harbor, path)
+        if isinstance(mount, Proof):
+            return mount
+        pool, found, _ = mount
         for (key, _), proof in self._seen.items():
             if key == key_for(pool, found):
                 return proof
@@ -154,15 +161,10 @@ class RootProver:
                      pool.name, key_for(pool, found))
 
     async def prove(self, harbor: Harbor, path: str, runner: Runner | None = None) -> Proof:
-        pool = pool_of(harbor, path)
-        if pool is None:
-            return Proof(True, NO_POOL)
-        entries = self._entries()
-        if isinstance(entries, Proof):
-            return entries
-        found = locate(pool, path, entries)
-        if isinstance(found, Proof):
-            return found
+        mount = self._mount_for(harbor, path)
+        if isinstance(mount, Proof):
+            return mount
+        pool, found, entries = mount
         recorded = recorded_uuid(harbor, pool)
         cache_key = (key_for(pool, found), recorded)
         cached = self._seen.get(cache_key)
