@@ -73,7 +73,7 @@ ensure_imagebind_venv() {
     "${pip[@]}" --no-deps diskannpy==0.7.0
     "${pip[@]}" --no-deps -e .
   } 2>&1 | grep -v "^WARNING: Location" || true
-  # Through our loader: imagebind's own import needs the torchvision shim bitharbord.embed.imagebind installs.
-  "$dir/bin/python" -c "import torch, torchvision; from bitharbord.embed import imagebind as m; m._install_shims(); import imagebind.models.imagebind_model; from bitharbord import services; services.registered()" || return 1
+  # Through our loader: imagebind's own import needs the torchvision shim bitharbord.embed.imagebind_setup installs.
+  "$dir/bin/python" -c "import torch, torchvision; from bitharbord.embed import imagebind_setup as m; m._install_shims(); import imagebind.models.imagebind_model; from bitharbord.daemon import registered; registered()" || return 1
   echo "$want" > "$stamp"
 }
