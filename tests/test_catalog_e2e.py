@@ -131,3 +131,49 @@ async def test_daemon_finds_downloads_and_hands_over_a_wanted_film(aiohttp_serve
         assert "NosferatuTheVampyre1979" not in (d.state / "harbor.yaml").read_text()
     finally:
         assert await asyncio.to_thread(d.stop) == 0
+
+
+async def test_without_its_key_file_the_daemon_searches_the_archive_alone(aiohttp_server: Server,
+                                                                         tmp_path: Path) -> None:
+    """A new box: harbor.yaml names a TMDB key file that is not there. `catalog search` answers from the Internet
+    Archive with a note, the plan says it once, status holds TmdbKeyUnusable naming the file."""
+    archive = FakeArchive()
+    for item in nosferatu_items():
+        archive.add(item)
+    tmdb = FakeTmdb(api_key=KEY)
+    ia_url = str((await aiohttp_server(archive.app)).make_url("")).rstrip("/")
+    tmdb_url = str((await aiohttp_server(tmdb.app)).make_url("")).rstrip("/")
+    key_file = tmp_path / "tmdb.key"  # never written
+    cfg = tmp_path / "harbor.yaml"
+    cfg.write_text(harbor_text(Path("/box"), (
+        "catalog:\n"
+        "  wanted:\n"
+        "    - {title: Nosferatu, year: 1922}\n"
+        "  tmdb:\n"
+        f"    key_file: {key_file}\n"
+        f"    api_base: {tmdb_url}/3\n"
+        "  archive:\n"
+        f"    host: {ia_url}\n")))
+    why = f"cannot read the TMDB API key file {key_file}: no such file"
+    d = await asyncio.to_thread(Harbord(tmp_path, http=False).start)
+    try:
+        await ctl(d, "apply", "-f", str(cfg))
+        text = (await ctl(d, "catalog", "search", "Nosferatu", "--year", "1922")).stdout
+        assert f"  note: {why}: searched the Internet Archive alone\n" in text, text
+        assert "best: nosferatu1922" in text
+        deadline = time.monotonic() + 60
+        conditions: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = json.loads((await ctl(d, "status", "-o", "json")).stdout)
+            conditions = {c["type"]: c for c in status["conditions"]}
+            if conditions.get("TmdbKeyUnusable", {}).get("status"):
+                break
+            await asyncio.sleep(0.3)
+        assert conditions["TmdbKeyUnusable"]["status"], conditions
+        assert conditions["TmdbKeyUnusable"]["reason"].startswith(why)
+        plan = (await ctl(d, "plan")).stdout
+        assert plan.count("Internet Archive alone") == 1, plan
+        assert f"Note: catalog: {why}: films are found on the Internet Archive alone" in plan, plan
+        assert tmdb.requests == []
+    finally:
+        assert await asyncio.to_thread(d.stop) == 0

@@ -2,8 +2,9 @@
 film and every candidate with its score and reasons), POST /v1/catalog/ingest (add an entry; kept in SQLite).
 
 Each handler reads the service with `request.app[CATALOG]`; the service raises the domain errors api/errors.py
-answers (503 catalog_not_running, 409 catalog_not_ready, 502 tmdb_key / upstream_error, 503
-upstream_unavailable); what is wrong with the request itself (400 bad_query, invalid_body) is answered here.
+answers (503 catalog_not_running, 409 catalog_not_ready, 502 upstream_error, 503 upstream_unavailable); what
+is wrong with the request itself (400 bad_query, invalid_body) is answered here. Without a usable TMDB key the
+search answers 200 with the Internet Archive's candidates alone and a note saying why.
 """
 
 from __future__ import annotations

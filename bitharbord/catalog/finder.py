@@ -5,9 +5,12 @@
     film.best                                            # the accepted candidate with the highest score
     films = await finder.search("Nosferatu")             # one Film per TMDB hit (the catalog search route)
 
-Without TMDB (no `catalog.tmdb.key_file`) titles are looked for on the Internet Archive alone. The errors of
-the clients pass through unchanged: tmdb.KeyRejected, tmdb.RateLimited, archive.Unavailable, ... (the
-temporary ones are `TemporaryError`s), tmdb.NotFound / archive.NotFound for unknown ids.
+Without TMDB (tmdb None: no `catalog.tmdb.key_file`, an unreadable one, a rejected key; `without_tmdb` says
+why, in each film's notes) titles are looked for on the Internet Archive alone, with the year and runtime its
+items give. A key TMDB rejects (tmdb.KeyRejected) mid-way is dropped at once: the film and the ones after are
+found on the Internet Archive alone, and `rejected` keeps the error for the caller (who remembers the key
+file is bad). The other errors of the clients pass through unchanged: tmdb.RateLimited, archive.Unavailable, ...
+(the temporary ones are `TemporaryError`s), tmdb.NotFound / archive.NotFound for unknown ids.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from bitharbord.catalog.archive import ArchiveClient
 from bitharbord.catalog.archive_items import ArchiveFile, ArchiveItem, SearchHit
 from bitharbord.catalog.match import Candidate, Want, rank_candidates
 from bitharbord.catalog.titles import split_title_year
-from bitharbord.catalog.tmdb import CastMember, KeyFileError, Movie, TmdbClient
+from bitharbord.catalog.tmdb import CastMember, KeyFileError, KeyRejected, Movie, TmdbClient
 
 log = structlog.get_logger("bitharbord.catalog.finder")
 
@@ -115,16 +118,32 @@ def item_facts(item: ArchiveItem) -> dict[str, Any]:
 
 
 class NoTmdb(KeyFileError):
-    """A TMDB id was asked for but TMDB is not configured."""
+    """A TMDB id was asked for but TMDB is not used (not configured, an unreadable key file, a rejected key)."""
+
+
+NOT_CONFIGURED = "TMDB is not configured (no catalog.tmdb.key_file)"
 
 
 class Finder:
     def __init__(self, archive: ArchiveClient, tmdb: TmdbClient | None, *, max_bytes: int | None = None,
-                 items: int = 8) -> None:
+                 items: int = 8, without_tmdb: str | None = None) -> None:
         self.archive = archive
         self.tmdb = tmdb
         self.max_bytes = max_bytes
         self.items = items
+        self.without_tmdb = without_tmdb or (NOT_CONFIGURED if tmdb is None else None)
+        self.rejected: KeyRejected | None = None
+
+    def _drop_tmdb(self, exc: KeyRejected) -> None:
+        """TMDB rejected the key: no more TMDB calls from this finder (the caller closes the client)."""
+        log.warning("catalog.tmdb_dropped", error=str(exc))
+        self.tmdb = None
+        self.rejected = exc
+        self.without_tmdb = str(exc)
+
+    def _alone(self) -> tuple[str, ...]:
+        """The note of a film found without TMDB."""
+        return (f"{self.without_tmdb}: searched the Internet Archive alone",) if self.without_tmdb else ()
 
     async def _hits(self, title: str, year: int | None) -> list[SearchHit]:
         return (await self.archive.search(title, year, rows=max(self.items, 10)))[: self.items]
@@ -151,45 +170,66 @@ class Finder:
                 break
         return ranked
 
-    async def _movie_for(self, title: str, year: int | None) -> tuple[Movie | None, str]:
+    async def _movie_for(self, title: str, year: int | None) -> tuple[Movie | None, tuple[str, ...]]:
         if self.tmdb is None:
-            return None, ""
-        hit = await self.tmdb.find_movie(title, year)
-        if hit is None:
-            return None, f"TMDB has no film {title!r}" + (f" ({year})" if year else "")
-        return await self.tmdb.movie(hit.id), ""
+            return None, self._alone()
+        try:
+            hit = await self.tmdb.find_movie(title, year)
+            if hit is None:
+                return None, (f"TMDB has no film {title!r}" + (f" ({year})" if year else ""),)
+            return await self.tmdb.movie(hit.id), ()
+        except KeyRejected as exc:
+            self._drop_tmdb(exc)
+            return None, self._alone()
 
     async def by_title(self, title: str, year: int | None = None) -> Film:
-        movie, note = await self._movie_for(title, year)
+        movie, notes = await self._movie_for(title, year)
         want = movie.want() if movie else Want(title, year)
-        return Film(want, movie, await self.candidates(want), (note,) if note else ())
+        return Film(want, movie, await self.candidates(want), notes)
 
     async def by_tmdb(self, movie_id: int) -> Film:
-        if self.tmdb is None:
+        if self.tmdb is not None:
+            try:
+                movie = await self.tmdb.movie(movie_id)
+            except KeyRejected as exc:
+                self._drop_tmdb(exc)
+            else:
+                want = movie.want()
+                return Film(want, movie, await self.candidates(want))
+        if self.without_tmdb in (None, NOT_CONFIGURED):
             raise NoTmdb(f"tmdb:{movie_id} needs TMDB: set catalog.tmdb.key_file to a file holding an API key")
-        movie = await self.tmdb.movie(movie_id)
-        want = movie.want()
-        return Film(want, movie, await self.candidates(want))
+        raise NoTmdb(f"tmdb:{movie_id} needs TMDB: {self.without_tmdb}")
 
     async def by_archive(self, identifier: str) -> Film:
         """A pinned item: ranked against itself (only its files are judged), TMDB asked for the film's facts."""
         item = await self.archive.item(identifier)
         title, title_year = split_title_year(item.title)
         year = item.year or title_year
-        movie, note = await self._movie_for(title, year)
+        movie, notes = await self._movie_for(title, year)
         runtime = item.duration_s / 60 if item.duration_s else None
         itself = Want(title, year, runtime)
         ranked = rank_candidates(itself, [item], max_bytes=self.max_bytes)
-        return Film(movie.want() if movie else itself, movie, ranked, (note,) if note else (), item)
+        return Film(movie.want() if movie else itself, movie, ranked, notes, item)
 
     async def search(self, query: str, year: int | None = None, *, films: int = 5) -> list[Film]:
         """Every film the query may mean (TMDB's hits, at most `films`), each with its ranked candidates."""
         title, title_year = split_title_year(query)
         year = year if year is not None else title_year
-        if self.tmdb is None:
+        try:
+            out = await self._search_tmdb(title, year, films)
+        except KeyRejected as exc:
+            self._drop_tmdb(exc)
+            out = None
+        if out is None:
             want = Want(title, year)
-            return [Film(want, None, await self.candidates(want), ("TMDB is not configured: searched the "
-                                                                    "Internet Archive by title alone",))]
+            out = [Film(want, None, await self.candidates(want), self._alone())]
+        log.info("catalog.search", query=query, year=year, films=len(out), tmdb=self.tmdb is not None)
+        return out
+
+    async def _search_tmdb(self, title: str, year: int | None, films: int) -> list[Film] | None:
+        """One Film per TMDB hit; None without TMDB."""
+        if self.tmdb is None:
+            return None
         hits = await self.tmdb.search_movie(title, year)
         if not hits and year is not None:
             hits = [h for h in await self.tmdb.search_movie(title) if h.year is None or abs(h.year - year) <= 1]
@@ -197,13 +237,8 @@ class Finder:
             want = Want(title, year)
             return [Film(want, None, await self.candidates(want),
                          (f"TMDB has no film {title!r}" + (f" ({year})" if year else ""),))]
-        out = []
-        for hit in hits[:films]:
-            movie = await self.tmdb.movie(hit.id)
-            want = movie.want()
-            out.append(Film(want, movie, await self.candidates(want)))
-        log.info("catalog.search", query=query, year=year, films=len(out))
-        return out
+        movies = [await self.tmdb.movie(hit.id) for hit in hits[:films]]  # all of TMDB first: a 401 is whole
+        return [Film(m.want(), m, await self.candidates(m.want())) for m in movies]
 
 
 def summary(files: Sequence[dict[str, Any]]) -> int | None:

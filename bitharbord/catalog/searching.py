@@ -2,11 +2,16 @@
 
 Every wanted entry gets a `catalog_entries` row; a due entry is searched (TMDB for the film's facts, the
 Internet Archive for copies, `match` to rank them) and recorded `matched` with its chosen files, or `not_found`
-(searched again after 1, 3, 7, 30 days), or `failed` (a lasting error, say a rejected TMDB key; tried again on
-the same schedule, at once when the config changes). Temporary errors (429, 5xx) keep it `searching` with a
-retry in minutes. A YouTube entry is matched at once (yt-dlp decides what to fetch); an ingested playlist or
-channel whose refresh is due is reopened. Nothing is downloaded here: the reconcile loop sees `matched` rows
-through the catalog provider, `plan` shows the download, `apply` hands it back (state `downloading`).
+(searched again after 1, 3, 7, 30 days), or `failed` (a lasting error, say a `tmdb:` entry without a usable
+TMDB key; tried again on the same schedule, at once when the config or the key file changes). Temporary errors
+(429, 5xx) keep it `searching` with a retry in minutes. A YouTube entry is matched at once (yt-dlp decides what
+to fetch); an ingested playlist or channel whose refresh is due is reopened. Nothing is downloaded here: the
+reconcile loop sees `matched` rows through the catalog provider, `plan` shows the download, `apply` hands it
+back (state `downloading`).
+
+Without TMDB (no key file, an unreadable one, a key TMDB rejected: runtime.Clients.tmdb_problem) films are
+found on the Internet Archive alone; a rejected key is not sent again until its file changes, and
+`Searcher.tmdb_problem` says why TMDB was not used in the last pass (the TmdbKeyUnusable condition).
 
 `Searcher.search` is the interactive search (GET /v1/catalog/search): the same finder, nothing recorded.
 """
@@ -15,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,7 +31,7 @@ from bitharbord.catalog import archive as ia
 from bitharbord.catalog import tmdb as tm
 from bitharbord.catalog.entries import entries, file_line, youtube_url
 from bitharbord.catalog.finder import Film, Finder, candidate_files, item_facts, movie_json, summary
-from bitharbord.catalog.runtime import Clients, Where
+from bitharbord.catalog.runtime import Clients, TmdbProblem, Where, key_stamp
 from bitharbord.config import Harbor
 from bitharbord.reconcile.provider import TemporaryError
 from bitharbord.store import catalog as store
@@ -46,19 +50,23 @@ class Searcher:
         self.count = count
         self.search_items = search_items
         self._stamp: str | None = None  # the catalog config (and TMDB key file) of the previous pass
+        self.tmdb_problem: TmdbProblem | None = None  # why TMDB was not used, as of the last pass
 
-    def _finder(self, archive: ia.ArchiveClient, tmdb: tm.TmdbClient | None, harbor: Harbor) -> Finder:
-        return Finder(archive, tmdb, max_bytes=harbor.catalog.max_download_bytes, items=self.search_items)
+    def _finder(self, archive: ia.ArchiveClient, tmdb: tm.TmdbClient | None, harbor: Harbor,
+                problem: TmdbProblem | None) -> Finder:
+        return Finder(archive, tmdb, max_bytes=harbor.catalog.max_download_bytes, items=self.search_items,
+                      without_tmdb=problem.message if problem else None)
+
+    def _done_with(self, finder: Finder, harbor: Harbor) -> None:
+        """After a pass: remember a key TMDB rejected, and say why TMDB is not used (status)."""
+        if finder.rejected is not None:
+            self.clients.reject(harbor, finder.rejected)
+        self.tmdb_problem = self.clients.tmdb_problem(harbor)
 
     @staticmethod
     def _config_stamp(harbor: Harbor) -> str:
-        key = harbor.catalog.tmdb.key_file
-        try:
-            st = os.stat(key) if key else None
-            key_stamp = f"{st.st_mtime_ns}:{st.st_size}" if st else ""
-        except OSError:
-            key_stamp = "missing"
-        return json.dumps([harbor.catalog.model_dump(mode="json", exclude={"wanted"}), key_stamp], sort_keys=True)
+        key = key_stamp(harbor.catalog.tmdb.key_file)
+        return json.dumps([harbor.catalog.model_dump(mode="json", exclude={"wanted"}), key], sort_keys=True)
 
     async def due(self, conn: aiosqlite.Connection, where: Where, stop: asyncio.Event) -> tuple[int, int]:
         """Add the new wanted entries, retry the failed ones at once when the config changed, then search every
@@ -73,6 +81,7 @@ class Searcher:
             retried = await store.retry_failed_now(conn, now)
             log.info("catalog.config_changed", failed_retried=retried)
         self._stamp = stamp
+        self.tmdb_problem = self.clients.tmdb_problem(where.harbor)
         due = await store.due_searches(conn, [e.key for e in wanted], now)
         if not due:
             return 0, 0
@@ -82,20 +91,17 @@ class Searcher:
                           stop: asyncio.Event) -> tuple[int, int]:
         harbor = where.harbor
         archive = self.clients.archive(harbor)
-        tmdb: tm.TmdbClient | None = None
-        tmdb_problem: tm.KeyFileError | None = None
-        try:
-            tmdb = self.clients.tmdb(harbor)
-        except tm.KeyFileError as exc:
-            tmdb_problem = exc
-        finder = self._finder(archive, tmdb, harbor)
+        tmdb, problem = self.clients.tmdb_or_why(harbor)
+        if problem is not None:
+            log.info("catalog.without_tmdb", why=problem.message)
+        finder = self._finder(archive, tmdb, harbor, problem)
         searched = matched = 0
         try:
             for row in due:
                 if stop.is_set():
                     break
                 searched += 1
-                result = await self._search_one(conn, row, finder, tmdb_problem, harbor)
+                result = await self._search_one(conn, row, finder, harbor)
                 if result == MATCHED:
                     matched += 1
                 if result == "temporary_error":
@@ -104,10 +110,11 @@ class Searcher:
             archive.close()
             if tmdb is not None:
                 await tmdb.close()
+            self._done_with(finder, harbor)
         return searched, matched
 
     async def _search_one(self, conn: aiosqlite.Connection, row: store.EntryRow, finder: Finder,
-                          tmdb_problem: tm.KeyFileError | None, harbor: Harbor) -> str:
+                          harbor: Harbor) -> str:
         e = row.entry
         now = self.clock()
         log.info("catalog.search", key=e.key, kind=e.kind, attempt=row.attempts + 1)
@@ -120,8 +127,6 @@ class Searcher:
                 await store.record_match(conn, e.key, self._youtube_choice(e, harbor), now)
                 result = MATCHED
             else:
-                if tmdb_problem is not None and e.kind in ("title", "tmdb", "archive"):
-                    raise tmdb_problem
                 film = await self._find(e, finder)
                 result = await self._record_film(conn, e, film, now)
         except TemporaryError as exc:
@@ -190,15 +195,14 @@ class Searcher:
 
     async def search(self, harbor: Harbor, query: str, year: int | None) -> list[Film]:
         """The interactive search: one Film per film the title may mean, each with every candidate ranked;
-        nothing is recorded or downloaded. Raises Invalid (a title the clients refuse), UpstreamFailed (an
-        unreadable TMDB key file, an upstream error) or Unavailable (upstream busy)."""
-        try:
-            tmdb = self.clients.tmdb(harbor)
-        except tm.KeyFileError as exc:
-            raise errors.UpstreamFailed("tmdb_key", str(exc)) from None
+        nothing is recorded or downloaded. Without TMDB (no key, an unreadable key file, a rejected key) the one
+        film is found on the Internet Archive alone, its note says why. Raises Invalid (a title the clients
+        refuse), UpstreamFailed (an upstream error) or Unavailable (upstream busy)."""
+        tmdb, problem = self.clients.tmdb_or_why(harbor)
         archive = self.clients.archive(harbor)
+        finder = self._finder(archive, tmdb, harbor, problem)
         try:
-            films = await self._finder(archive, tmdb, harbor).search(query, year)
+            films = await finder.search(query, year)
         except TemporaryError as exc:
             raise errors.Unavailable("upstream_unavailable", str(exc)) from None
         except ValueError as exc:  # a title the clients refuse (nothing searchable in it)
@@ -209,5 +213,6 @@ class Searcher:
             archive.close()
             if tmdb is not None:
                 await tmdb.close()
+            self._done_with(finder, harbor)
         self.count("interactive")
         return films

@@ -11,8 +11,9 @@ It runs inside bitharbord beside the reconcile loop, as two loops over the `cata
               ingest`: the files are kept.
 
 For the API (api/catalog.py) it answers `list_entries()`, `search(query, year)` and `add(entry)`, raising the
-domain errors of bitharbord/errors.py. Status section "catalog" (status.py); condition CatalogFailing; metrics
-bitharbor_catalog_entries{state}, bitharbor_catalog_download_bytes_total, bitharbor_catalog_searches_total{result}.
+domain errors of bitharbord/errors.py. Status section "catalog" (status.py); conditions CatalogFailing and
+TmdbKeyUnusable; metrics bitharbor_catalog_entries{state}, bitharbor_catalog_download_bytes_total,
+bitharbor_catalog_searches_total{result}.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from bitharbord.catalog import status as shown
 from bitharbord.catalog.entries import entries
 from bitharbord.catalog.finder import Film
 from bitharbord.catalog.handoff import Handoff
-from bitharbord.catalog.runtime import Clients, Metrics, Where
+from bitharbord.catalog.runtime import Clients, Metrics, TmdbProblem, Where
 from bitharbord.catalog.searching import Searcher
 from bitharbord.catalog.transfers import Transfers
+from bitharbord.config import Harbor
 from bitharbord.services import Condition, ServiceEnv, library_database
 from bitharbord.store import catalog as store
 from bitharbord.store import db
@@ -229,7 +231,12 @@ class CatalogService:
                 "summary": shown.summary(entries_, self.phase), "counts": store.counts(rows), "entries": entries_}
 
     def conditions(self) -> Sequence[Condition]:
-        return shown.conditions(self._rows.values())
+        return [*shown.conditions(self._rows.values()), shown.tmdb_condition(self.searcher.tmdb_problem)]
+
+    def tmdb_problem(self, harbor: Harbor) -> TmdbProblem | None:
+        """Why TMDB is not used with that config (the catalog provider's plan note): no key, an unreadable key
+        file, or a key TMDB rejected (remembered until the key file changes)."""
+        return self.clients.tmdb_problem(harbor)
 
     # ------------------------------------------------------------------ what the API asks
 

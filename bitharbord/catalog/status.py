@@ -1,5 +1,5 @@
 """How the catalog shows itself: each entry as the status and GET /v1/catalog list it, the one-line summary for
-`bitharborctl status`, and the CatalogFailing condition. Pure: rows in, data out."""
+`bitharborctl status`, and the CatalogFailing and TmdbKeyUnusable conditions. Pure: rows in, data out."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bitharbord.catalog.entries import file_line
+from bitharbord.catalog.runtime import TmdbProblem
 from bitharbord.services import Condition
 from bitharbord.store.catalog import EntryRow
 from bitharbord.store.wanted import DOWNLOADED, DOWNLOADING, FAILED, STATES
@@ -59,3 +60,14 @@ def conditions(rows: Iterable[EntryRow]) -> Sequence[Condition]:
     if len(failed) > 2:
         reason += f"; and {len(failed) - 2} more (bitharborctl catalog list)"
     return [Condition("CatalogFailing", True, reason)]
+
+
+def tmdb_condition(problem: TmdbProblem | None) -> Condition:
+    """TmdbKeyUnusable: a key file is named but cannot be read, or TMDB rejected its key; films are found on the
+    Internet Archive alone meanwhile. No key file at all is the owner's choice, not a condition."""
+    if problem is None:
+        return Condition("TmdbKeyUnusable", False, "no problem with the TMDB API key seen")
+    if not problem.owner_asked:
+        return Condition("TmdbKeyUnusable", False, f"{problem.message}: films are found on the Internet Archive alone")
+    return Condition("TmdbKeyUnusable", True, f"{problem.message}; films are found on the Internet Archive alone "
+                                              "until the key file changes")

@@ -10,6 +10,11 @@ and says nothing for the others (a note says where each stands: searching, not f
 again, downloading, waiting for ingest). `apply` hands the chosen download to the service (it marks the row
 `downloading` and wakes the service), which downloads, verifies and ingests it. Entries are never removed:
 an entry dropped from harbor.yaml keeps what it brought into the library.
+
+Without TMDB (no key file, an unreadable one, a key TMDB rejected) the plan says so once, in one note:
+
+    catalog: cannot read the TMDB API key file /etc/bitharbor/tmdb.key: no such file: films are found on the
+    Internet Archive alone (year and runtime from its metadata) until the key file can be read; tmdb: entries...
 """
 
 from __future__ import annotations
@@ -22,12 +27,16 @@ from typing import Any, ClassVar
 
 from bitharbord.catalog import entries as catalog_entries
 from bitharbord.catalog.entries import file_line, human_size
+from bitharbord.catalog.runtime import Clients, TmdbProblem
 from bitharbord.config import Harbor
 from bitharbord.reconcile.plan import Action, Verb
 from bitharbord.reconcile.provider import Context, Observed, Spec, TemporaryError
 from bitharbord.store import catalog as store
 from bitharbord.store import db
 from bitharbord.store.wanted import DOWNLOADED, DOWNLOADING, FAILED, MATCHED, NOT_FOUND, SEARCHING
+
+FILM_KINDS = ("title", "tmdb", "archive")  # the entries TMDB would help find
+NEEDS_TMDB = (SEARCHING, NOT_FOUND, FAILED, MATCHED)  # the states a search without TMDB shows in
 
 
 def db_path(harbor: Harbor) -> Path:
@@ -55,6 +64,17 @@ def download_lines(have: Mapping[str, Any]) -> list[str]:
     return [file_line(identifier, f) for f in have.get("files") or []]
 
 
+def _tmdb_problem(ctx: Context) -> TmdbProblem | None:
+    """Why TMDB is not used: the running catalog service knows a key TMDB rejected; without it (`--once`,
+    tests) what the config and the key file say."""
+    service = ctx.links.catalog
+    ask = getattr(service, "tmdb_problem", None)  # links.CatalogLink does not name it (yet)
+    if service is not None and ask is not None and service.serves(db_path(ctx.harbor)):
+        found = ask(ctx.harbor)
+        return found if isinstance(found, TmdbProblem) else None
+    return Clients().tmdb_problem(ctx.harbor)
+
+
 class Catalog:
     kind: ClassVar[str] = "catalog"
 
@@ -70,6 +90,11 @@ class Catalog:
         for key, spec in desired.items():  # wanted, but the service has not recorded it yet
             out.setdefault(key, {"key": key, "kind": spec["kind"], "origin": "config", "state": SEARCHING,
                                  "recorded": False})
+        problem = _tmdb_problem(ctx)
+        if problem is not None:  # each film entry says it is searched without TMDB; notes() says it once
+            for key, o in out.items():
+                if o.get("kind") in FILM_KINDS and o.get("state") in NEEDS_TMDB:
+                    out[key] = {**o, "without_tmdb": problem.plan_note()}
         return out
 
     def diff(self, name: str, want: Spec | None, have: Observed | None) -> list[Action]:
@@ -91,7 +116,7 @@ class Catalog:
 
     def notes(self, observed: Mapping[str, Observed]) -> list[str]:
         """Where each wanted entry stands when it has no action (pure, from the observed rows)."""
-        out = []
+        out = sorted({str(o["without_tmdb"]) for o in observed.values() if o.get("without_tmdb")})
         for key, o in sorted(observed.items()):
             address = f"{self.kind}.{key}"
             if o.get("recorded") is False:
