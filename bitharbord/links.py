@@ -62,12 +62,22 @@ class SearchLink(Protocol):
     async def rebuild(self, embedder: str) -> bool: ...
 
 
+class PlanNote(Protocol):
+    """Something that says itself as one plan note (the catalog's TmdbProblem)."""
+
+    def plan_note(self) -> str: ...
+
+
 class CatalogLink(Protocol):
     """What the catalog provider asks of the running catalog service."""
 
     def serves(self, db_path: str | Path) -> bool: ...
 
     def wake(self) -> None: ...
+
+    def tmdb_problem(self, harbor: Any) -> PlanNote | None:
+        """Why TMDB is not used with that config (harbor: a config.Harbor), remembering a key TMDB rejected."""
+        ...
 
 
 @dataclass

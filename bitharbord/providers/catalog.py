@@ -27,8 +27,9 @@ from typing import Any, ClassVar
 
 from bitharbord.catalog import entries as catalog_entries
 from bitharbord.catalog.entries import file_line, human_size
-from bitharbord.catalog.runtime import Clients, TmdbProblem
+from bitharbord.catalog.runtime import Clients
 from bitharbord.config import Harbor
+from bitharbord.links import PlanNote
 from bitharbord.reconcile.plan import Action, Verb
 from bitharbord.reconcile.provider import Context, Observed, Spec, TemporaryError
 from bitharbord.store import catalog as store
@@ -64,14 +65,12 @@ def download_lines(have: Mapping[str, Any]) -> list[str]:
     return [file_line(identifier, f) for f in have.get("files") or []]
 
 
-def _tmdb_problem(ctx: Context) -> TmdbProblem | None:
+def _tmdb_problem(ctx: Context) -> PlanNote | None:
     """Why TMDB is not used: the running catalog service knows a key TMDB rejected; without it (`--once`,
     tests) what the config and the key file say."""
     service = ctx.links.catalog
-    ask = getattr(service, "tmdb_problem", None)  # links.CatalogLink does not name it (yet)
-    if service is not None and ask is not None and service.serves(db_path(ctx.harbor)):
-        found = ask(ctx.harbor)
-        return found if isinstance(found, TmdbProblem) else None
+    if service is not None and service.serves(db_path(ctx.harbor)):
+        return service.tmdb_problem(ctx.harbor)
     return Clients().tmdb_problem(ctx.harbor)
 
 
