@@ -19,7 +19,8 @@ from bitharbord.catalog.match import (
     rank_candidates,
     rank_files,
 )
-from bitharbord.catalog.titles import normalize_title, parse_duration, split_title_year, title_similarity
+from bitharbord.catalog.title_match import title_similarity
+from bitharbord.catalog.titles import normalize_title, parse_duration, split_title_year
 
 RECORDED = Path(__file__).parent / "catalog" / "archive" / "metadata-movies-item.json"
 

@@ -69,7 +69,8 @@ async def test_movie_with_credits(fake: tuple[FakeTmdb, TestServer], tmp_path: P
     tmdb, server = fake
     async with client_for(server, tmp_path) as client:
         movie = await client.movie(603, cast_limit=3)
-    assert tmdb.requests_to("/3/movie/603")[0].query["append_to_response"] == "credits"
+    assert tmdb.requests_to("/3/movie/603")[0].query["append_to_response"] == (
+        "credits,alternative_titles,translations")
     assert movie.title == "The Matrix"
     assert movie.year == 1999
     assert movie.runtime == 136

@@ -2,12 +2,15 @@
 
 `parse_item` / `parse_file` read the metadata API's answers (every value a string there) into `ArchiveItem` /
 `ArchiveFile`; `SearchHit.from_doc` reads an advanced-search document; `movie_query` writes the advanced-search
-query for a film; `is_video` and the table of video formats (as the Internet Archive names them, with the points
-`match.rank_files` gives each).
+query for a film; `ArchiveItem.other_titles` are the item's other names: its `alternate_title` values and the
+titles its description gives ("Also known as ...", "AKA ...", "English title: ...", "Original title: ...",
+read by `description_titles`); `is_video` and the table of video formats (as the Internet Archive names them,
+with the points `match.rank_files` gives each).
 """
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -71,6 +74,13 @@ class ArchiveItem:
     avg_rating: float | None = None
     num_reviews: int = 0
     downloads: int | None = None  # only search results carry this
+    alt_titles: tuple[str, ...] = ()  # the `alternate_title` metadata
+
+    @property
+    def other_titles(self) -> tuple[tuple[str, str], ...]:
+        """(where, title) of the item's other names: `alternate_title`, then the description's."""
+        return (tuple(("alternate_title", t) for t in self.alt_titles)
+                + tuple(("the description", t) for t in description_titles(self.description)))
 
     @property
     def duration_s(self) -> float | None:
@@ -102,6 +112,50 @@ def _int(value: Any) -> int | None:
 def _year(value: Any) -> int | None:
     m = re.search(r"\b(1[89]\d{2}|20\d{2})\b", _first(value))
     return int(m.group(1)) if m else None
+
+
+_AKA = re.compile(
+    r"(?:\b(?:also|originally|better)\s+known\s+as|\ba\.?k\.?a\.?(?![\w.])|\b(?:english|original|alternat(?:e|ive)"
+    r"|international|us|uk|american|british|russian|german|french|italian|spanish|swedish|danish)\s+title"
+    r"|\breleased\s+(?:in\s+english\s+)?as)\s*[:\-]?\s*",
+    re.IGNORECASE,
+)
+_OPEN_QUOTES = "\"\u201c\u201e\u00ab\u2018'"
+_QUOTED = re.compile(r"[\"\u201c\u201e\u00ab\u2018']([^\"\u201d\u00bb\u2019]{2,120})[\"\u201d\u00bb\u2019]")
+# the end of a sentence ("Dr." and its kind are not), a "(1925)" after the title, a dash before lower case
+_TITLE_END = re.compile(r"(?<!\bDr)(?<!\bMr)(?<!\bMrs)(?<!\bSt)(?<!\bJr)(?<!\bvs)(?<=[\w)\]])\.(?:\s|$)"
+                        r"|\s+\((?:18|19|20)\d\d\)|\s+[-\u2013\u2014]\s+(?=[a-z])")
+_MAX_DESCRIPTION_TITLES = 8
+
+
+def _unbalanced_close(text: str) -> int:
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth < 0:
+            return i
+    return len(text)
+
+
+def description_titles(description: str) -> tuple[str, ...]:
+    """The titles a description names: "Also known as Battleship Potemkin.", "AKA: 'Haxan'", "English title:
+    Witchcraft Through the Ages / Häxan" -> each title once, at most 8. HTML tags and entities are read."""
+    text = re.sub(r"<\s*(?:br|/p|p|/div|div|li)\b[^>]*>", "\n", description or "", flags=re.IGNORECASE)
+    text = html.unescape(re.sub(r"<[^>]+>", " ", text))
+    marks = list(_AKA.finditer(text))
+    out: list[str] = []
+    for i, m in enumerate(marks):
+        stop = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+        rest = text[m.end():stop].split("\n", 1)[0].strip()
+        rest = rest[:_unbalanced_close(rest)]
+        quoted = _QUOTED.findall(rest) if rest[:1] in _OPEN_QUOTES else []
+        if not quoted:
+            rest = _TITLE_END.split(rest, maxsplit=1)[0]
+        for title in quoted or re.split(r"\s*(?:;|\s/\s|\bor\b|\baka\b)\s*", rest):
+            title = title.strip(" \t\"'.,:;\u201c\u201d\u2018\u2019\u00ab\u00bb")
+            if 2 <= len(title) <= 120 and title not in out and re.search(r"\w", title):
+                out.append(title)
+    return tuple(out[:_MAX_DESCRIPTION_TITLES])
 
 
 def parse_file(entry: Mapping[str, Any]) -> ArchiveFile:
@@ -154,6 +208,7 @@ def parse_item(metadata: Mapping[str, Any], search_doc: Mapping[str, Any] | None
         avg_rating=avg_rating,
         num_reviews=int(num_reviews) if isinstance(num_reviews, int | float) else len(stars),
         downloads=int(downloads) if isinstance(downloads, int | float) else None,
+        alt_titles=_strings(meta.get("alternate_title")),
     )
 
 

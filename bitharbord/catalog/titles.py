@@ -1,33 +1,37 @@
 """Titles and running times as the matching reads them. Pure: data in, data out.
 
 Titles are compared in a normal form (`normalize_title`):
-  Unicode folded (accents dropped, ligatures and æ/ø/ß spelled out), lower case, "&" read as "and",
-  "Title, The" turned round, a leading article dropped (English the/a/an; French le/la/les/l'; German
-  der/die/das/ein/eine; Spanish el/los/las/un/una; Italian il/lo/gli/uno; Dutch de/het/een), punctuation
-  turned into spaces (apostrophes removed: "Schindler's" -> "schindlers"), roman numerals II..XXXIX read as
-  digits (and a lone I/V/X at the end or after part/chapter/episode/volume/book), number words after
-  "part"/"chapter"/... read as digits, and the word "part" dropped before a number
-  ("The Godfather: Part II" == "Godfather Part 2" == "godfather 2").
+  transliterated to ASCII by `anyascii` (accents dropped, ligatures spelled out, Cyrillic and Greek written in
+  Latin letters: "Häxan" -> "haxan", "Броненосец Потёмкин" -> "bronenosets potyomkin"), lower case, "&" read as
+  "and", "Title, The" turned round, a leading article dropped (English the/a/an; French le/la/les/l'; German
+  der/die/das/ein/eine; Spanish el/los/las/un/una; Italian il/lo/gli/uno; Dutch de/het/een) and English
+  the/a/an dropped in any position, punctuation turned into spaces (apostrophes removed: "Schindler's" ->
+  "schindlers"), Dr/Mr/St/vs spelled out, roman numerals II..XXXIX read as digits (and a lone I/V/X at the end
+  or after part/chapter/episode/volume/book), number words read as digits (one..twelve anywhere, first..third
+  after "part"/"chapter"/...: "Plan Nine" == "Plan 9"), and the
+  word "part" dropped before a number ("The Godfather: Part II" == "Godfather Part 2" == "godfather 2").
 
-`title_similarity(a, b)` compares two normal forms (a sequel number that differs caps it at 0.5);
+`similarity(a, b)` compares two normal forms with rapidfuzz: 1.0 when equal, else the higher of `ratio` and
+`token_sort_ratio` (word order free); a sequel number that differs caps it at 0.5. `title_match.py` reads titles
+in their parts and without their qualifiers and says which one matched.
+
 `split_title_year` reads "Nosferatu (1922)"; `parse_duration` reads the Internet Archive's free-text runtimes.
 """
 
+
 from __future__ import annotations
 
-import difflib
+import functools
 import math
 import re
-import unicodedata
 
-# --------------------------------------------------------------------------- titles
+from anyascii import anyascii
+from rapidfuzz import fuzz
 
-_FOLD = str.maketrans({
-    "æ": "ae", "Æ": "ae", "œ": "oe", "Œ": "oe", "ø": "o", "Ø": "o", "ł": "l", "Ł": "l", "đ": "d", "Đ": "d",
-    "ð": "d", "Ð": "d", "þ": "th", "Þ": "th", "\u0131": "i", "ß": "ss",  # dotless i
-})
-_APOSTROPHES = re.compile("['\u2018\u2019\u02bc`\u00b4]")
-_ARTICLES = frozenset({
+# --------------------------------------------------------------------------- normal forms
+
+_APOSTROPHES = re.compile("['`\u2018\u2019\u02bc\u00b4]")
+ARTICLES = frozenset({
     "the", "a", "an",                       # English
     "le", "la", "les",                      # French (l' is handled with the apostrophe)
     "der", "die", "das", "ein", "eine",     # German
@@ -35,11 +39,11 @@ _ARTICLES = frozenset({
     "il", "lo", "gli", "uno",               # Italian
     "de", "het", "een",                     # Dutch
 })
-_ELIDED = re.compile("^(?:l|d)['\u2019\u00b4](?=\\w)", re.IGNORECASE)
+_ENGLISH_ARTICLES = frozenset({"the", "a", "an"})
+_ELIDED = re.compile(r"^(?:l|d)'(?=\w)")
 _TRAILING_ARTICLE = re.compile(
     r"^(?P<main>.+?),\s*(?P<art>the|a|an|le|la|les|der|die|das|el|los|las|il|lo|gli|de|het)"
     r"(?P<rest>\s*(?:[:(\[]|\s-\s).*)?$",
-    re.IGNORECASE,
 )
 # "Title (1922)", "Title [1922]" or scene-style "Title.1922" / "Title_1922"; never "Blade Runner 2049".
 _YEAR_SUFFIX = re.compile(
@@ -49,16 +53,17 @@ _YEAR_SUFFIX = re.compile(
 _ROMAN = {"i": 1, "v": 5, "x": 10}
 _NUMBER_WORDS = {
     "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
-    "ten": 10, "first": 1, "second": 2, "third": 3,
+    "ten": 10, "eleven": 11, "twelve": 12, "first": 1, "second": 2, "third": 3,
 }
-_SEQUEL_WORDS = frozenset({"part", "chapter", "episode", "volume", "vol", "book", "pt"})
+_CARDINALS = frozenset(w for w, n in _NUMBER_WORDS.items() if w not in {"first", "second", "third"})
+SEQUEL_WORDS = frozenset({"part", "chapter", "episode", "volume", "vol", "book", "pt"})
+_YO = str.maketrans({"ё": "yo", "Ё": "Yo"})  # as the Internet Archive's uploaders write it: "Potyomkin"
+_SPELLED = {"dr": "doctor", "mr": "mister", "mrs": "missus", "st": "saint", "vs": "versus"}
 
 
 def fold(text: str) -> str:
-    """Accents and ligatures removed, case folded: "Amélie" -> "amelie", "Straße" -> "strasse"."""
-    text = unicodedata.normalize("NFKD", text.translate(_FOLD))
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    return text.casefold().translate(_FOLD)
+    """Transliterated to ASCII and case folded: "Amélie" -> "amelie", "Straße" -> "strasse", "Ψ" -> "ps"."""
+    return anyascii(text.translate(_YO)).casefold()
 
 
 def _roman(token: str) -> int | None:
@@ -100,65 +105,56 @@ def split_title_year(title: str) -> tuple[str, int | None]:
     return rest, int(m.group("y1") or m.group("y2") or m.group("y3"))
 
 
-def _turn_trailing_article(title: str) -> str:
-    m = _TRAILING_ARTICLE.match(title.strip())
-    if not m:
-        return title
-    return f"{m.group('art')} {m.group('main')}{m.group('rest') or ''}"
+def title_words(title: str) -> list[str]:
+    """Folded words, the trailing article turned round and l'/d' elided; nothing dropped yet."""
+    text = fold(title).strip()
+    m = _TRAILING_ARTICLE.match(text)
+    if m:
+        text = f"{m.group('art')} {m.group('main')}{m.group('rest') or ''}"
+    text = _APOSTROPHES.sub("", _ELIDED.sub("", text)).replace("&", " and ")
+    return [w for w in re.split(r"[^\w]+|_", text) if w]
 
 
-def _tokens(title: str, *, strip_article: bool = True) -> list[str]:
-    text = _ELIDED.sub("", _turn_trailing_article(title).strip())
-    text = fold(_APOSTROPHES.sub("", text)).replace("&", " and ")
-    words = [w for w in re.split(r"[^\w]+|_", text) if w]
-    if strip_article and len(words) > 1 and words[0] in _ARTICLES:
+def title_tokens(title: str) -> list[str]:
+    words = [_SPELLED.get(w, w) for w in title_words(title)]
+    if len(words) > 1 and words[0] in ARTICLES:
         words = words[1:]
+    if len(words) > 1:
+        words = [w for w in words if w not in _ENGLISH_ARTICLES] or words
     out: list[str] = []
     for i, word in enumerate(words):
-        after_sequel_word = i > 0 and words[i - 1] in _SEQUEL_WORDS
+        after_sequel_word = i > 0 and words[i - 1] in SEQUEL_WORDS
         numeral = _roman(word)
         if numeral is not None and (len(word) > 1 or after_sequel_word or (i == len(words) - 1 and i > 0)):
             word = str(numeral)
-        elif after_sequel_word and word in _NUMBER_WORDS:
+        elif word in _CARDINALS or (after_sequel_word and word in _NUMBER_WORDS):
             word = str(_NUMBER_WORDS[word])
         out.append(word)
     # "part 2" -> "2", so "Godfather Part II" == "Godfather II" == "Godfather 2"
     return [w for i, w in enumerate(out) if not (w in {"part", "pt"} and i + 1 < len(out) and out[i + 1].isdigit())]
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_title(title: str) -> str:
     """The comparable form of a title (see the module docstring). "The Matrix" -> "matrix"."""
-    return " ".join(_tokens(title))
+    return " ".join(title_tokens(title))
 
 
-def _numbers(normal: str) -> set[str]:
-    return {w for w in normal.split() if w.isdigit() and len(w) < 4}
+def sequel_numbers(normal: str) -> frozenset[str]:
+    return frozenset(w for w in normal.split() if w.isdigit() and len(w) < 4)
 
 
-def _base(title: str) -> str | None:
-    """The part before a subtitle separator ("Nosferatu: A Symphony of Horror" -> "Nosferatu")."""
-    m = re.match(r"^(.+?)(?:\s*[:(\[]|\s+[-\u2013\u2014]\s+|\s*,\s)", title)
-    return m.group(1) if m else None
-
-
-def title_similarity(a: str, b: str) -> float:
-    """0..1: 1 when the normal forms are equal; 0.9 when one is the other's main title before a subtitle;
-    otherwise the character-level similarity ratio. A differing sequel number caps it at 0.5."""
-    ta = split_title_year(a)[0]
-    tb = split_title_year(b)[0]
-    na, nb = normalize_title(ta), normalize_title(tb)
+def similarity(na: str, nb: str) -> float:
+    """0..1 between two normal forms: 1 when equal, else rapidfuzz's ratio or token_sort_ratio, the higher;
+    at most 0.5 when their sequel numbers differ."""
     if not na or not nb:
         return 0.0
     if na == nb:
         return 1.0
-    ratio = difflib.SequenceMatcher(None, na, nb).ratio()
-    for x, y in ((ta, nb), (tb, na)):
-        base = _base(x)
-        if base is not None and normalize_title(base) == y:
-            ratio = max(ratio, 0.9)
-    if _numbers(na) != _numbers(nb):
+    ratio = max(fuzz.ratio(na, nb), fuzz.token_sort_ratio(na, nb)) / 100
+    if sequel_numbers(na) != sequel_numbers(nb):
         ratio = min(ratio, 0.5)
-    return round(ratio, 3)
+    return ratio
 
 
 # --------------------------------------------------------------------------- durations

@@ -157,6 +157,11 @@ class Movie:
     backdrop_path: str | None
     imdb_id: str | None
     vote_average: float
+    # other names (alternative titles, translations), English ones first; () in facts stored before they existed
+    aka: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "aka", tuple(self.aka))  # a list when read back from JSON
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, cast_limit: int = 10) -> Movie:
@@ -185,17 +190,48 @@ class Movie:
             backdrop_path=data.get("backdrop_path") or None,
             imdb_id=data.get("imdb_id") or None,
             vote_average=float(data.get("vote_average") or 0),
+            aka=_other_titles(data),
         )
 
     def want(self) -> Want:
-        """What to look for on the Internet Archive."""
+        """What to look for on the Internet Archive: the title, the original title (also searched for) and the
+        other names (matched only)."""
         alt = (self.original_title,) if self.original_title and self.original_title != self.title else ()
-        return Want(self.title, self.year, float(self.runtime) if self.runtime else None, self.directors, alt)
+        aka = tuple(t for t in self.aka if t not in (self.title, self.original_title))
+        return Want(self.title, self.year, float(self.runtime) if self.runtime else None, self.directors, alt, aka)
+
+
+_MAX_AKA = 40
+_ENGLISH_COUNTRIES = ("US", "GB", "CA", "AU", "IE", "NZ")
+
+
+def _other_titles(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """The titles of `append_to_response=alternative_titles,translations`: English translations and
+    alternative titles of English-speaking countries first, then the rest; each once, at most 40."""
+    found: list[tuple[int, str]] = []
+    alternative = data.get("alternative_titles")
+    for entry in (alternative.get("titles") if isinstance(alternative, Mapping) else None) or []:
+        if isinstance(entry, Mapping) and isinstance(entry.get("title"), str):
+            found.append((0 if entry.get("iso_3166_1") in _ENGLISH_COUNTRIES else 2, entry["title"]))
+    translations = data.get("translations")
+    for entry in (translations.get("translations") if isinstance(translations, Mapping) else None) or []:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("data"), Mapping):
+            continue
+        title = entry["data"].get("title")
+        if isinstance(title, str):
+            found.append((1 if entry.get("iso_639_1") == "en" else 3, title))
+    out: list[str] = []
+    for _, title in sorted(found, key=lambda pair: pair[0]):  # stable: TMDB's order within a rank
+        title = title.strip()
+        if title and title not in out:
+            out.append(title)
+    return tuple(out[:_MAX_AKA])
 
 
 # --------------------------------------------------------------------------- the client
 
 _SIZE = re.compile(r"w\d{2,4}|h\d{2,4}|original")
+MOVIE_APPENDS = "credits,alternative_titles,translations"
 
 
 class TmdbClient:
@@ -348,7 +384,7 @@ class TmdbClient:
 
     async def find_movie(self, title: str, year: int | None = None) -> MovieHit | None:
         """The best hit for a wanted title: searched with the year, then (release dates differ between
-        countries) without it, keeping hits within +-1 year; titles compared with `match.title_similarity`."""
+        countries) without it, keeping hits within +-1 year; titles compared with `title_match.match_titles`."""
         def pick(hits: list[MovieHit]) -> MovieHit | None:
             by_id = {h.id: h for h in hits}
             best = best_title_hit(title, year, (TitleHit(h.id, h.title, h.year, (h.original_title,)) for h in hits))
@@ -361,8 +397,8 @@ class TmdbClient:
         return found
 
     async def movie(self, movie_id: int, *, language: str | None = None, cast_limit: int = 10) -> Movie:
-        """`GET /movie/{id}?append_to_response=credits`."""
-        params = {"append_to_response": "credits"}
+        """`GET /movie/{id}?append_to_response=credits,alternative_titles,translations` (one request)."""
+        params = {"append_to_response": MOVIE_APPENDS}
         if language:
             params["language"] = language
         data = await self._get_json(f"movie/{int(movie_id)}", params)

@@ -1,7 +1,8 @@
 """A local stand-in for the TMDB v3 API and its image host, as an aiohttp app.
 
 It answers the shapes recorded in tests/catalog/tmdb/ (see its README): /3/search/movie, /3/movie/{id}
-(append_to_response=credits), /t/p/{size}/{file}; checks the key like TMDB does (api_key query parameter or
+(append_to_response=credits,alternative_titles,translations: each block only when asked for, empty when the movie
+has none), /t/p/{size}/{file}; checks the key like TMDB does (api_key query parameter or
 `Authorization: Bearer`), answering the recorded 401 body (status_code 7) otherwise; unknown ids get 404 with
 status_code 34. Tests queue failures (`fail(...)`) such as 429 with Retry-After or 503, and read back every
 request the client made (`requests`).
@@ -19,6 +20,7 @@ from aiohttp import web
 
 DATA = Path(__file__).resolve().parent.parent / "catalog" / "tmdb"
 PAGE_SIZE = 20
+_APPENDABLE = frozenset({"credits", "alternative_titles", "translations"})
 
 
 def load_movies() -> dict[int, dict[str, Any]]:
@@ -134,10 +136,15 @@ class FakeTmdb:
             movie = self.movies[int(request.match_info["id"])]
         except (KeyError, ValueError):
             return self._not_found()
-        data = {k: v for k, v in movie.items() if k != "credits"}
         appended = request.query.get("append_to_response", "").split(",")
+        data = {k: v for k, v in movie.items() if k not in _APPENDABLE}
+        movie_id = int(movie["id"])
         if "credits" in appended:
-            data["credits"] = {"cast": [], "crew": [], **movie.get("credits", {})}
+            data["credits"] = {"id": movie_id, "cast": [], "crew": [], **movie.get("credits", {})}
+        if "alternative_titles" in appended:
+            data["alternative_titles"] = {"id": movie_id, "titles": [], **movie.get("alternative_titles", {})}
+        if "translations" in appended:
+            data["translations"] = {"id": movie_id, "translations": [], **movie.get("translations", {})}
         return web.json_response(data)
 
     async def image(self, request: web.Request) -> web.Response:
