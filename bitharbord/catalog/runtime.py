@@ -3,7 +3,7 @@
 `Where`: the config in force, the catalog database and the media root (downloads go to
 <media_root>/.incoming/catalog/<key>/). `Clients`: the Internet Archive and TMDB clients, made from the config
 with the service's options. `Metrics`: bitharbor_catalog_entries{state}, bitharbor_catalog_download_bytes_total,
-bitharbor_catalog_searches_total{result}.
+bitharbor_catalog_searches_total{result}, bitharbor_catalog_refreshes_total{result}.
 """
 
 from __future__ import annotations
@@ -64,5 +64,8 @@ class Metrics:
         self.searches = Counter("bitharbor_catalog_searches_total",
                                 "Catalog searches, by result (matched, not_found, failed, temporary_error, "
                                 "in_library).", ["result"], registry=registry)
+        self.refreshes = Counter("bitharbor_catalog_refreshes_total",
+                                 "Background refreshes of a film's metadata, by result (changed, unchanged, "
+                                 "skipped, temporary_error, failed).", ["result"], registry=registry)
         for state in STATES:
             self.entries.labels(state=state).set(0)
