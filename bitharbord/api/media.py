@@ -62,6 +62,8 @@ class MediaItem(MediaSummary):
     height: int | None = None
     metadata: dict[str, Any] = Field(default_factory=dict, description="what probing found (EXIF, ffprobe...)")
     details: dict[str, Any] = Field(default_factory=dict, description="the row of the item's type table")
+    refreshed_at: str | None = Field(None, description="a film: when its metadata was last refreshed from TMDB "
+                                                       "or the Internet Archive (UTC, ISO 8601)")
     paths: Paths
 
 
@@ -173,7 +175,7 @@ async def get_media(request: web.Request) -> web.Response:
         **_summary(row),
         file_hash=row.get("file_hash"), created_at=row.get("created_at"),
         duration_s=row.get("duration_s"), width=row.get("width"), height=row.get("height"),
-        metadata=_metadata(row.get("metadata_json")), details=extra.details,
+        metadata=_metadata(row.get("metadata_json")), details=extra.details, refreshed_at=extra.refreshed_at,
         paths=Paths(blob=str(blob) if blob else None, thumbnail=str(thumb) if thumb else None,
                     preview_clip=str(clip) if clip else None, sources=extra.sources),
     )

@@ -5,7 +5,8 @@
 with the service's options; it also remembers a TMDB key TMDB rejected (until the key file changes) and says
 why TMDB is not used (`TmdbProblem`: not configured, an unreadable key file, a rejected key), in which case
 films are found on the Internet Archive alone. `Metrics`: bitharbor_catalog_entries{state},
-bitharbor_catalog_download_bytes_total, bitharbor_catalog_searches_total{result}.
+bitharbor_catalog_download_bytes_total, bitharbor_catalog_searches_total{result},
+bitharbor_catalog_refreshes_total{result}.
 """
 
 from __future__ import annotations
@@ -148,5 +149,8 @@ class Metrics:
         self.searches = Counter("bitharbor_catalog_searches_total",
                                 "Catalog searches, by result (matched, not_found, failed, temporary_error, "
                                 "in_library).", ["result"], registry=registry)
+        self.refreshes = Counter("bitharbor_catalog_refreshes_total",
+                                 "Background refreshes of a film's metadata, by result (changed, unchanged, "
+                                 "skipped, temporary_error, failed).", ["result"], registry=registry)
         for state in STATES:
             self.entries.labels(state=state).set(0)

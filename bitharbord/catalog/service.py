@@ -1,6 +1,7 @@
 """The catalog service: finds, downloads and ingests what `catalog.wanted` (and POST /v1/catalog/ingest) asks for.
 
-It runs inside bitharbord beside the reconcile loop, as two loops over the `catalog_entries` rows:
+It runs inside bitharbord beside the reconcile loop, as two loops over the `catalog_entries` rows and a third
+over the library's films:
 
   searching   a due entry is searched and recorded `matched`, `not_found` or `failed` (searching.py). Nothing
               is downloaded there: the reconcile loop sees `matched` rows through the catalog provider, `plan`
@@ -9,11 +10,14 @@ It runs inside bitharbord beside the reconcile loop, as two loops over the `cata
               `downloaded`; then handed to ingest (env.links.ingest) and, once ingest has a media id, recorded
               `ingested` (handoff.py). Without an ingest service the entry stays `downloaded, waiting for
               ingest`: the files are kept.
+  refresh     every `catalog.refresh` (a week, jittered) a film's TMDB or Internet Archive facts and poster are
+              fetched again; changes are stored and the item re-embedded (refresh.py).
 
 For the API (api/catalog.py) it answers `list_entries()`, `search(query, year)` and `add(entry)`, raising the
 domain errors of bitharbord/errors.py. Status section "catalog" (status.py); conditions CatalogFailing and
 TmdbKeyUnusable; metrics bitharbor_catalog_entries{state}, bitharbor_catalog_download_bytes_total,
-bitharbor_catalog_searches_total{result}.
+bitharbor_catalog_searches_total{result},
+bitharbor_catalog_refreshes_total{result}.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from bitharbord.catalog import status as shown
 from bitharbord.catalog.entries import entries
 from bitharbord.catalog.finder import Film
 from bitharbord.catalog.handoff import Handoff
+from bitharbord.catalog.refresh import Refresher
 from bitharbord.catalog.runtime import Clients, Metrics, TmdbProblem, Where
 from bitharbord.catalog.searching import Searcher
 from bitharbord.catalog.transfers import Transfers
@@ -57,10 +62,12 @@ class CatalogService:
         self.searcher = Searcher(self.clients, clock, self._count_search, search_items=search_items)
         self.transfers = Transfers(self.clients, clock, self._count_bytes)
         self.handoff = Handoff(clock, ingest_timeout)
+        self.refresher = Refresher(self.clients, clock, self._count_refresh)
         self.env: ServiceEnv | None = None
         self._metrics: Metrics | None = None
         self._wake_search = asyncio.Event()
         self._wake_transfer = asyncio.Event()
+        self._wake_refresh = asyncio.Event()
         self._rows: dict[str, store.EntryRow] = {}
         self.phase = "not started"
         self.last_error = ""
@@ -96,7 +103,8 @@ class CatalogService:
         self.phase = "running"
         try:
             await asyncio.gather(self._loop("search", self.search_pass, self._wake_search),
-                                 self._loop("transfer", self.transfer_pass, self._wake_transfer))
+                                 self._loop("transfer", self.transfer_pass, self._wake_transfer),
+                                 self._loop("refresh", self.refresh_pass, self._wake_refresh))
         finally:
             self.phase = "stopped"
 
@@ -162,6 +170,10 @@ class CatalogService:
         if self._metrics is not None:
             self._metrics.download_bytes.inc(n)
 
+    def _count_refresh(self, result: str) -> None:
+        if self._metrics is not None:
+            self._metrics.refreshes.labels(result=result).inc()
+
     # ------------------------------------------------------------------ the two passes
 
     async def search_pass(self) -> int:
@@ -211,6 +223,24 @@ class CatalogService:
         finally:
             await conn.close()
         return worked
+
+    async def refresh_pass(self) -> int:
+        """Refresh the films whose metadata is due (refresh.py); wakes the search service when facts changed.
+        Returns how many films were refreshed (or tried)."""
+        where = self._where()
+        if where is None or where.harbor.catalog.refresh is None:
+            return 0
+        conn = await self._open(where)
+        if conn is None:
+            return 0
+        try:
+            done, changed = await self.refresher.due(conn, where, self._env().stop)
+        finally:
+            await conn.close()
+        search = self._env().links.search
+        if changed and search is not None:
+            search.wake()
+        return done
 
     # ------------------------------------------------------------------ status
 

@@ -247,11 +247,30 @@ class Archive(Model):
     host: str = "archive.org"
 
 
+REFRESH_MIN = 3600  # an hour: kinder to TMDB than that is not needed, faster than that is abuse
+REFRESH_MAX = 366 * 86400
+
+
+def _refresh_interval(value: Any) -> int | None:
+    """catalog.refresh: seconds between refreshes of a film's metadata; null or off (YAML reads `off` as false)
+    turns the refresh off."""
+    if value is None or value is False or (isinstance(value, str) and value.strip().lower() in ("off", "null")):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and REFRESH_MIN <= value <= REFRESH_MAX:
+        return value
+    raise ValueError(f"expected the seconds between refreshes of a film's metadata, from {REFRESH_MIN} (an hour) "
+                     f"to {REFRESH_MAX} (366 days), e.g. 604800 for a week; or null / off to turn the refresh "
+                     f"off; got {value!r}")
+
+
 class Catalog(Model):
     wanted: list[Wanted] = Field(default_factory=list)
     tmdb: Tmdb = Field(default_factory=Tmdb)
     archive: Archive = Field(default_factory=Archive)
     max_download_bytes: int | None = Field(default=None, ge=1)  # per video file (IA and YouTube); None: no cap
+    refresh: Annotated[int | None, BeforeValidator(_refresh_interval)] = 7 * 86400
+    """Seconds between background refreshes of each film's metadata and poster (jittered ±10 % per film);
+    None (null / off in harbor.yaml): no refresh."""
 
 
 class Embedding(Model):

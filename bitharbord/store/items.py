@@ -128,10 +128,22 @@ async def refresh_metadata(conn: aiosqlite.Connection, media_id: int, info: Mapp
         f"UPDATE media_core SET {sets}, metadata_changed_at=strftime('%Y-%m-%dT%H:%M:%SZ', 'now') "
         "WHERE id=?", [*(core[c] for c in sorted(core)), media_id])
     await write_type_rows(conn, [(media_id, info)], replace=True)
+    await _embed_again(conn, media_id)
+    return True
+
+
+async def _embed_again(conn: aiosqlite.Connection, media_id: int) -> None:
     await conn.execute(
         "INSERT INTO embed_queue (media_id) VALUES (?) ON CONFLICT(media_id) DO UPDATE SET "
         "enqueued_at=excluded.enqueued_at, attempts=0, last_error=NULL", (media_id,))
-    return True
+
+
+async def metadata_changed(conn: aiosqlite.Connection, media_id: int) -> None:
+    """What describes the item changed in its type row (the catalog's refresh of a film's facts), its content
+    did not: stamp `metadata_changed_at` and queue it for embedding again, as `refresh_metadata` does."""
+    await conn.execute("UPDATE media_core SET metadata_changed_at=strftime('%Y-%m-%dT%H:%M:%SZ', 'now') "
+                       "WHERE id=?", (media_id,))
+    await _embed_again(conn, media_id)
 
 
 async def set_previews(conn: aiosqlite.Connection, rows: Sequence[tuple[int, str | None, str | None]]) -> None:

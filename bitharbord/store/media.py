@@ -9,6 +9,7 @@ database file at all raises `NoCatalog` (reading) or reads as an empty library (
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class ItemRows:
     row: dict[str, Any]  # the media_core row
     details: dict[str, Any]  # the row of its type table (without media_id); {} when it has none
     sources: list[str]  # the present paths it was found at (watch folders, local imports)
+    refreshed_at: str | None = None  # a film: when the catalog last refreshed its metadata (UTC, ISO 8601)
 
 
 async def _connect(media_root: Path) -> aiosqlite.Connection | None:
@@ -75,6 +77,7 @@ async def read_item(media_root: Path, media_id: int) -> ItemRows | None:
                 return None
             details: dict[str, Any] = {}
             sources: list[str] = []
+            refreshed: str | None = None
             tables = await _tables(conn)
             for table in TYPE_TABLES:
                 if table in tables:
@@ -87,10 +90,15 @@ async def read_item(media_root: Path, media_id: int) -> ItemRows | None:
                     "SELECT path FROM sources WHERE media_id=? AND vanished=0 AND role='media' ORDER BY path",
                     (media_id,))
                 sources = [str(r[0]) for r in src]
+            if "catalog_refresh" in tables:
+                found = list(await conn.execute_fetchall(
+                    "SELECT refreshed_at FROM catalog_refresh WHERE media_id=?", (media_id,)))
+                if found and found[0][0] is not None:
+                    refreshed = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(found[0][0])))
         except sqlite3.Error as exc:
             log.error("media.catalog_unreadable", media_id=media_id, error=str(exc))
             raise CatalogUnreadable(str(exc)) from None
-        return ItemRows(dict(rows[0]), details, sources)
+        return ItemRows(dict(rows[0]), details, sources, refreshed)
 
 
 async def read_page(media_root: Path, *, media_type: str | None, kind: str | None, limit: int,

@@ -259,6 +259,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        "0006_catalog_refresh",
+        (
+            # The background metadata refresh of films (catalog/refresh.py, written by store/refresh.py): when
+            # each film's TMDB (or Internet Archive) facts were last looked at and when they are due again.
+            # Times are unix seconds; `since` is when the current wait began (first seen, last refreshed, last
+            # lasting error): `next_at` is `since` plus the interval, jittered, unless `errors` (temporary
+            # failures in a row) backs it off; `poster_path` is TMDB's poster path last stored, so a poster is
+            # fetched again only when it changes.
+            """CREATE TABLE catalog_refresh (
+                media_id INTEGER PRIMARY KEY REFERENCES media_core(id) ON DELETE CASCADE,
+                refreshed_at REAL,
+                changed_at REAL,
+                since REAL NOT NULL,
+                next_at REAL NOT NULL,
+                errors INTEGER NOT NULL DEFAULT 0,
+                last_error TEXT,
+                poster_path TEXT
+            )""",
+            "CREATE INDEX catalog_refresh_next ON catalog_refresh(next_at)",
+        ),
+    ),
 )
 
 

@@ -379,6 +379,7 @@
       duration: item.duration_s ? duration(item.duration_s) : undefined,
       dimensions: item.width && item.height ? `${item.width} × ${item.height}` : undefined,
       created: item.created_at || undefined, added: item.added_at, "file name": item.file_name,
+      refreshed: item.refreshed_at || undefined,
       hash: item.file_hash ? h("code", {}, item.file_hash) : undefined,
     };
     const factRows = Object.entries(facts).filter(([, v]) => v !== undefined && v !== null);
