@@ -1,6 +1,8 @@
 """The web UI in a real browser: Debian's headless Chromium driven by selenium against a real bitharbord process
 (every registered service, TMDB and the Internet Archive as local fakes). Log in, add a wanted film, watch files
-dropped in a watch folder go through ingest on the status page, search, open an item and play it.
+dropped in a watch folder go through ingest on the status page, search, open an item and play it, see
+the storage page (the sandbox box's disks, no pools, the true conditions highlighted) and why the catalog
+chose its copy.
 
 One PNG per page is saved to $BITHARBOR_ARTIFACTS (default tests/artifacts/web-ui/). Needs the Debian packages
 chromium and chromium-driver (scripts/test.sh installs them); without them these tests fail and say so."""
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -26,6 +29,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select
 
+from bitharbord.store import db
 from tests.api_support import ALICE_PASSWORD, MACHINE_TOKEN, Live, start_live
 from tests.media import make_jpeg, make_video
 
@@ -363,4 +367,17 @@ def test_catalog_page_shows_why_this_copy(live: Live, browser: WebDriver) -> Non
     assert "rejected" in trailer.text and "rejected: runtime" in trailer.text
     assert trailer.find_element(By.CSS_SELECTOR, ".badge.bad").text == "rejected"
     shot(browser, "07-catalog-why")
+    # a row searched by an older version (its details hold no candidates) says so instead of showing nothing
+    conn = sqlite3.connect(live.media_root / db.DB_NAME, timeout=30)
+    try:
+        with conn:
+            conn.execute("UPDATE catalog_entries SET details_json=json_remove(details_json, '$.candidates') "
+                         "WHERE key='tmdb:653'")
+    finally:
+        conn.close()
+    assert api(live, "GET", "/v1/catalog")["entries"][0]["candidates"] is None
+    browser.refresh()
+    note = el(browser, "#why details.why[data-key='tmdb:653'] .not-recorded")
+    assert "not recorded; searched before this version" in note.text
+    assert not browser.find_elements(By.CSS_SELECTOR, "#why table.candidates")
     no_js_errors(browser)
