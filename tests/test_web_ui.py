@@ -1,6 +1,8 @@
 """The web UI in a real browser: Debian's headless Chromium driven by selenium against a real bitharbord process
 (every registered service, TMDB and the Internet Archive as local fakes). Log in, add a wanted film, watch files
-dropped in a watch folder go through ingest on the status page, search, open an item and play it.
+dropped in a watch folder go through ingest on the status page, search, open an item and play it, see
+the storage page (the sandbox box's disks, no pools, the true conditions highlighted) and why the catalog
+chose its copy.
 
 One PNG per page is saved to $BITHARBOR_ARTIFACTS (default tests/artifacts/web-ui/). Needs the Debian packages
 chromium and chromium-driver (scripts/test.sh installs them); without them these tests fail and say so."""
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -26,6 +29,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select
 
+from bitharbord.store import db
 from tests.api_support import ALICE_PASSWORD, MACHINE_TOKEN, Live, start_live
 from tests.media import make_jpeg, make_video
 
@@ -87,6 +91,11 @@ def shot(driver: WebDriver, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     height = driver.execute_script("return Math.max(document.body.scrollHeight, 900)")
     driver.set_window_size(1280, min(int(height) + 40, 2400))
+    for _ in range(3):  # the window's own height is not all page: grow it until the whole page shows
+        short = int(driver.execute_script("return document.documentElement.scrollHeight - window.innerHeight"))
+        if short <= 0 or driver.get_window_size()["height"] >= 2400:
+            break
+        driver.set_window_size(1280, min(driver.get_window_size()["height"] + short + 20, 2400))
     assert driver.save_screenshot(str(path)), path
     driver.set_window_size(1280, 900)
     assert path.stat().st_size > 5000, f"{path} looks empty"
@@ -268,4 +277,107 @@ def test_item_page_plays_the_video(live: Live, browser: WebDriver) -> None:
     page = el(browser, "main").text
     assert "On the box" in page and "Found at" in page and str(live.harbord.state) in page
     shot(browser, "04-item")
+    no_js_errors(browser)
+
+
+# ----------------------------------------------------------------------------- storage, and why this copy
+
+
+def status_condition(live: Live, kind: str) -> dict[str, Any] | None:
+    return next((c for c in api(live, "GET", "/v1/status")["conditions"] if c["type"] == kind), None)
+
+
+def test_storage_page_shows_the_sandbox_box_as_it_is(live: Live, browser: WebDriver) -> None:
+    # a file ingest cannot read: IngestFailing becomes true, a problem the storage page must not hide
+    inbox = live.harbord.state / "root" / "box" / "inbox"
+    (inbox / "corrupt.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    wait_for("IngestFailing", lambda: (status_condition(live, "IngestFailing") or {}).get("status"), timeout=120)
+    devices = api(live, "GET", "/v1/devices")
+    storage = api(live, "GET", "/v1/status")["services"]["storage"]
+    assert storage["pools"] == []  # the test's harbor.yaml declares no pool (a loop-free sandbox can make none)
+
+    browser.get(f"{live.url}/#/search")
+    el(browser, "#search-form")
+    nav = el(browser, "header nav a[data-nav=storage]")
+    assert nav.text == "Storage"
+    nav.click()
+    el(browser, "#storage-disks")
+    assert browser.current_url.endswith("#/storage") and "active" in (nav.get_attribute("class") or "")
+    page = wait_for("the storage page", lambda: browser.execute_script("""
+        const text = id => (document.getElementById(id) || {}).textContent || null;
+        return document.getElementById('storage-mounts') && {
+            conditions: text('storage-conditions'), pools: text('storage-pools'), disks: text('storage-disks'),
+            arrays: text('storage-arrays'), mounts: text('storage-mounts'), sandbox: text('storage-sandbox'),
+            noPools: text('storage-no-pools'), noConditions: text('storage-no-conditions'),
+            problems: [...document.querySelectorAll('#storage-conditions .condition.bad')].map(
+                c => ({type: c.dataset.type, text: c.textContent, color: getComputedStyle(c).backgroundColor})),
+            rows: [...document.querySelectorAll('#storage-disks tbody tr')].map(
+                r => [...r.querySelectorAll('td')].map(td => td.textContent)),
+        };"""))
+    # what is missing is said plainly
+    assert page["noPools"] and "No storage pools are declared in harbor.yaml" in page["noPools"]
+    assert "media_root is not on a storage pool" in page["pools"]
+    assert page["noConditions"] and "no pool declared" in page["noConditions"]
+    assert page["sandbox"] and str(live.harbord.state) in page["sandbox"]
+    if devices["md_driver"] is False:
+        assert "md RAID driver is not loaded" in page["arrays"]
+    # every device /v1/devices lists is a row: path, by-id (or that there is none), size, verdict and its reason
+    assert len(page["rows"]) == len(devices["devices"]) >= 1
+    for dev, row in zip(devices["devices"], page["rows"], strict=True):
+        assert row[0].startswith(dev["path"])
+        by_id = [i for i in dev["ids"] if "/by-id/" in i]
+        assert all(i.replace("/dev/disk/", "") in row[1] for i in by_id) if by_id else (
+            "no /dev/disk/by-id name" in row[1])
+        assert row[2].startswith("0 B" if not dev["size"] else tuple("123456789"))  # human: "256 GB"
+        assert dev["verdict"]["state"] in row[4] and dev["verdict"]["reason"] in row[4]
+        if dev["root"]:
+            assert "system disk (/)" in row[0]
+        for mount in dev["mountpoints"]:
+            assert mount in page["mounts"]
+    # true problems, whatever status reports, are highlighted; false conditions are not
+    true_problems = {c["type"] for c in api(live, "GET", "/v1/status")["conditions"]
+                     if (c["type"] == "Ready") != bool(c["status"])}
+    assert "IngestFailing" in true_problems
+    assert {p["type"] for p in page["problems"]} == true_problems
+    failing = next(p for p in page["problems"] if p["type"] == "IngestFailing")
+    assert "IngestFailing" in failing["text"] and failing["color"] == "rgb(253, 236, 236)"  # the warning style
+    shot(browser, "06-storage")
+    no_js_errors(browser)
+
+
+def test_catalog_page_shows_why_this_copy(live: Live, browser: WebDriver) -> None:
+    def entry() -> dict[str, Any] | None:
+        entries = api(live, "GET", "/v1/catalog")["entries"]
+        return next((e for e in entries if e["key"] == "tmdb:653" and e.get("candidates")), None)
+
+    wanted = wait_for("tmdb:653 searched, its candidates recorded", entry, timeout=120)
+    assert wanted["identifier"] == "nosferatu1922"
+    browser.get(f"{live.url}/#/catalog")
+    why = el(browser, "#why details.why[data-key='tmdb:653']")
+    assert why.get_attribute("open") is not None  # few entries: open, readable at once
+    assert "chosen nosferatu1922" in why.find_element(By.CSS_SELECTOR, "summary").text
+    rows = why.find_elements(By.CSS_SELECTOR, "table.candidates tbody tr")
+    assert [r.get_attribute("data-identifier") for r in rows] == [c["identifier"] for c in wanted["candidates"]]
+    by_id = {r.get_attribute("data-identifier"): r for r in rows}
+    chosen, trailer = by_id["nosferatu1922"], by_id["nosferatu_trailer"]
+    assert "chosen" in (chosen.get_attribute("class") or "") and "chosen" in chosen.text
+    best = wanted["candidates"][0]
+    assert f"{best['score']:.1f}" in chosen.find_element(By.CSS_SELECTOR, "td.score").text
+    assert "format h.264 +35" in chosen.text and "h.264" in chosen.text
+    assert "rejected" in trailer.text and "rejected: runtime" in trailer.text
+    assert trailer.find_element(By.CSS_SELECTOR, ".badge.bad").text == "rejected"
+    shot(browser, "07-catalog-why")
+    # a row searched by an older version (its details hold no candidates) says so instead of showing nothing
+    conn = sqlite3.connect(live.media_root / db.DB_NAME, timeout=30)
+    try:
+        with conn:
+            conn.execute("UPDATE catalog_entries SET details_json=json_remove(details_json, '$.candidates') "
+                         "WHERE key='tmdb:653'")
+    finally:
+        conn.close()
+    assert api(live, "GET", "/v1/catalog")["entries"][0]["candidates"] is None
+    browser.refresh()
+    note = el(browser, "#why details.why[data-key='tmdb:653'] .not-recorded")
+    assert "not recorded; searched before this version" in note.text
+    assert not browser.find_elements(By.CSS_SELECTOR, "#why table.candidates")
     no_js_errors(browser)

@@ -27,6 +27,11 @@ class SearchQuery(BaseModel):
     year: int | None = Field(default=None, ge=1870, le=2100, description="the release year (matches within +-1)")
 
 
+_KEPT_CANDIDATE: schemas.JsonSchema = {"type": "object", "properties": {
+    "identifier": {"type": "string"}, "title": {"type": "string"}, "year": {"type": ["integer", "null"]},
+    "score": {"type": "number"}, "accepted": {"type": "boolean"},
+    "reasons": {"type": "array", "items": {"type": "string"}, "description": "why: each rule and its points"},
+    "video": {"type": ["object", "null"], "description": "the chosen video file: name, format, size"}}}
 _ENTRY: schemas.JsonSchema = {
     "type": "object", "description": "a wanted entry and where it stands",
     "properties": {
@@ -42,6 +47,14 @@ _ENTRY: schemas.JsonSchema = {
         "next_try_at": {"type": ["number", "null"], "description": "Unix time of the next search"},
         "error": {"type": ["string", "null"]},
         "media_ids": {"type": "array", "items": {"type": "integer"}},
+        "score": {"type": ["number", "null"], "description": "the chosen copy's score"},
+        "reasons": {"type": "array", "items": {"type": "string"},
+                    "description": "why the chosen copy (or, when none was accepted, why the best was not)"},
+        "candidates": {"type": ["array", "null"], "items": _KEPT_CANDIDATE,
+                       "description": "every Internet Archive candidate of the last search, best first; null "
+                                      "when none were recorded (searched before this version, or not yet)"},
+        "candidates_total": {"type": ["integer", "null"], "description": "candidates ranked (some may not be kept)"},
+        "searched_at": {"type": ["number", "null"], "description": "Unix time of the search they come from"},
     },
     "required": ["key", "kind", "state"],
 }

@@ -38,6 +38,7 @@ from bitharbord.store import catalog as store
 from bitharbord.store.wanted import FAILED, INGESTED, MATCHED, NOT_FOUND, YOUTUBE_KINDS, Entry
 
 log = structlog.get_logger("bitharbord.catalog")
+MAX_KEPT_CANDIDATES = 20  # the ranked candidates an entry keeps from its last search (the best first)
 
 
 class Searcher:
@@ -162,14 +163,16 @@ class Searcher:
         title = movie.title if movie else film.want.title
         year = movie.year if movie else film.want.year
         tmdb_id = movie.id if movie else None
+        ranked = self._ranked(film, now)  # every candidate, for "why this copy" (GET /v1/catalog, the web UI)
         if best is None:
             reasons = list(film.notes) + (list(film.candidates[0].reasons) if film.candidates else [])
             when = await store.record_miss(conn, e.key, state=NOT_FOUND, error=film.why_none(), now=now,
-                                           reasons=reasons, title=title, year=year, tmdb_id=tmdb_id)
+                                           reasons=reasons, title=title, year=year, tmdb_id=tmdb_id,
+                                           details=ranked)
             log.info("catalog.not_found", key=e.key, why=film.why_none(), next_try_at=when)
             return NOT_FOUND
         files = candidate_files(best)
-        details: dict[str, Any] = {"item": item_facts(best.item)}
+        details: dict[str, Any] = {"item": item_facts(best.item), **ranked}
         if movie is not None:
             details["movie"] = movie_json(movie)
         choice = store.Choice(
@@ -185,6 +188,17 @@ class Searcher:
         log.info("catalog.matched", key=e.key, identifier=best.item.identifier, score=best.score,
                  files=[file_line(best.item.identifier, f) for f in files])
         return MATCHED
+
+    @staticmethod
+    def _ranked(film: Film, now: float, limit: int = MAX_KEPT_CANDIDATES) -> dict[str, Any]:
+        """The ranked candidates of a search, compact (no file lists): kept in the entry's details."""
+        kept = [{"identifier": c.item.identifier, "title": c.item.title, "year": c.item.year,
+                 "score": round(c.score, 3), "accepted": c.accepted, "reasons": list(c.reasons),
+                 "video": {"name": c.video.file.name, "format": c.video.file.format, "size": c.video.file.size}
+                 if c.video else None}
+                for c in film.candidates[:limit]]
+        return {"candidates": kept, "candidates_total": len(film.candidates), "searched_at": now,
+                "notes": list(film.notes)}
 
     @staticmethod
     def _youtube_choice(e: Entry, harbor: Harbor) -> store.Choice:

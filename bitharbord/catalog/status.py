@@ -23,10 +23,23 @@ def entry_json(row: EntryRow, progress: tuple[int, int | None] | None = None) ->
         "next_try_at": row.next_try_at, "error": row.error, "media_ids": row.media_ids,
         "download": [file_line(row.identifier or "", f) for f in row.files],
     }
+    out.update(why(row))
     if row.state in (DOWNLOADING, DOWNLOADED):
         percent = round(100 * done / total, 1) if total else None
         out["progress"] = {"bytes": done, "total": total, "percent": percent}
     return out
+
+
+def why(row: EntryRow) -> dict[str, Any]:
+    """Why this copy: the chosen copy's reasons and every candidate of the entry's last search, ranked (kept
+    since candidates were recorded; `candidates` is None for an entry searched before, or never searched)."""
+    kept = row.details.get("candidates")
+    return {
+        "reasons": list(row.reasons),
+        "candidates": list(kept) if isinstance(kept, list) else None,
+        "candidates_total": row.details.get("candidates_total") if isinstance(kept, list) else None,
+        "searched_at": row.details.get("searched_at") if isinstance(kept, list) else None,
+    }
 
 
 def summary(entries_: Sequence[Mapping[str, Any]], phase: str) -> str:

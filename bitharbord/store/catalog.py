@@ -249,8 +249,9 @@ async def record_match(conn: aiosqlite.Connection, key: str, choice: Choice, now
 
 async def record_miss(conn: aiosqlite.Connection, key: str, *, state: str, error: str, now: float,
                       reasons: Sequence[str] = (), title: str | None = None, year: int | None = None,
-                      tmdb_id: int | None = None) -> float:
+                      tmdb_id: int | None = None, details: Mapping[str, Any] | None = None) -> float:
     """Nothing usable (`not_found`) or a lasting error (`failed`): the next try after 1, 3, 7, 30 days.
+    `details` (the ranked candidates of the search) replaces the kept details; None keeps them.
     Returns the time of the next try."""
     if state not in (NOT_FOUND, FAILED):
         raise ValueError(f"record_miss takes not_found or failed, got {state!r}")
@@ -262,8 +263,9 @@ async def record_miss(conn: aiosqlite.Connection, key: str, *, state: str, error
         await conn.execute(
             f"UPDATE {TABLE} SET state=?, error=?, reasons_json=?, attempts=attempts+1, misses=?, temp_errors=0, "
             "next_try_at=?, title=COALESCE(?, title), year=COALESCE(?, year), tmdb_id=COALESCE(?, tmdb_id), "
-            "updated_at=? WHERE key=?",
-            (state, error, _dumps(list(reasons)), misses, next_try, title, year, tmdb_id, now, key))
+            "details_json=COALESCE(?, details_json), updated_at=? WHERE key=?",
+            (state, error, _dumps(list(reasons)), misses, next_try, title, year, tmdb_id,
+             None if details is None else _dumps(dict(details)), now, key))
         await conn.execute("COMMIT")
     except BaseException:
         await conn.execute("ROLLBACK")

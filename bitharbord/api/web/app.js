@@ -1,6 +1,6 @@
 /* BitHarbor web UI: one plain script, no build step, no dependencies. Talks only to this daemon's /v1 API.
  *
- * Pages (hash routes): #/login, #/search?q=&type=, #/item/<id>, #/status, #/catalog.
+ * Pages (hash routes): #/login, #/search?q=&type=, #/item/<id>, #/status, #/storage, #/catalog.
  * The token from POST /v1/auth/login is kept in sessionStorage and sent as a Bearer header; the daemon also
  * sets an HttpOnly cookie at login that GET requests accept, which is what <img> and <video> use.
  * Every service's data is optional: a page shows what the daemon reports and says what is missing.
@@ -187,7 +187,8 @@
       go("#/login");
       return;
     }
-    const pages = { login: loginPage, search: searchPage, item: itemPage, status: statusPage, catalog: catalogPage };
+    const pages = { login: loginPage, search: searchPage, item: itemPage, status: statusPage, storage: storagePage,
+      catalog: catalogPage };
     const fn = pages[page];
     if (!fn) {
       show(h("div", { class: "notice" }, "No such page. ", h("a", { href: "#/search" }, "Go to search")));
@@ -466,6 +467,7 @@
     }
     const rest = Object.fromEntries(Object.entries(s).filter(([k]) => !["pools", "healths"].includes(k)));
     if (Object.keys(rest).length) parts.push(kvTable(rest));
+    parts.push(h("p", { class: "small" }, h("a", { href: "#/storage" }, "Disks, arrays and mounts →")));
     return section("Storage health", "status-storage", parts);
   }
 
@@ -562,6 +564,209 @@
     if (current()) refreshTimer = setInterval(load, 2000);
   }
 
+  // ------------------------------------------------------------------ storage
+
+  // The storage service's conditions (pools/service.py); any other type naming a disk, pool, array or mount too.
+  const STORAGE_CONDITIONS = ["Degraded", "DiskMissing", "MountMissing", "DiskFull", "StorageUnknown"];
+  const isStorageCondition = c => STORAGE_CONDITIONS.includes(c.type) || /(disk|pool|array|mount|storage|raid)/i.test(c.type);
+  // Ready is good when true; every other condition is a problem when true.
+  const isProblem = c => (c.type === "Ready" ? !c.status : Boolean(c.status));
+
+  function problemBox(c) {
+    return h("div", { class: "condition bad", role: "alert", "data-type": c.type },
+      h("strong", {}, c.type === "Ready" ? "Not ready" : c.type), h("span", {}, c.reason || "(no reason given)"),
+      c.since ? h("span", { class: "small muted" }, `since ${when(c.since)}`) : null);
+  }
+
+  function storageConditions(st) {
+    const all = st.conditions || [];
+    const ours = all.filter(isStorageCondition);
+    const elsewhere = all.filter(c => !isStorageCondition(c) && isProblem(c));
+    const parts = [];
+    if (!ours.length) {
+      parts.push(h("p", { class: "muted small", id: "storage-no-conditions" },
+        "The storage service reports no conditions: with no pool declared there is no disk, array or mount to watch."));
+    } else {
+      const bad = ours.filter(isProblem);
+      parts.push(bad.length ? bad.map(problemBox)
+        : h("p", { class: "condition good" }, h("strong", {}, "All clear"), h("span", {}, `${ours.length} storage conditions, none true`)));
+      parts.push(listTable(ours, [
+        { title: "condition", render: c => c.type },
+        { title: "status", render: c => stateBadge(isProblem(c) ? "true" : "false", isProblem(c) ? "bad" : "ok") },
+        { title: "reason", render: c => c.reason || "" }]));
+    }
+    if (elsewhere.length) {
+      parts.push(h("h3", {}, "Elsewhere on this box"), elsewhere.map(problemBox),
+        h("p", { class: "small" }, h("a", { href: "#/status" }, "Status page →")));
+    }
+    return section("Conditions", "storage-conditions", parts);
+  }
+
+  function usage(fs) {
+    if (!fs || !fs.size) return h("span", { class: "muted" }, "not mounted: size unknown");
+    const pct = fs.used_percent ?? (fs.used !== null ? Math.round(100 * fs.used / fs.size) : null);
+    const bar = progressBar(fs.used || 0, (fs.used || 0) + (fs.avail ?? (fs.size - (fs.used || 0))),
+      `${human(fs.used)} of ${human(fs.size)} used${pct !== null ? ` (${pct}%)` : ""} · ${human(fs.avail)} free`);
+    if (pct !== null && pct >= 95) bar.classList.add("full");
+    return bar;
+  }
+
+  function arrayState(a) {
+    if (!a) return h("span", { class: "muted" }, "no array (a single disk)");
+    const text = a.sync_action ? `${a.state}, ${a.sync_action}${a.progress !== null && a.progress !== undefined
+      ? ` ${Number(a.progress).toFixed(1)}%` : ""}` : a.state;
+    return h("span", {}, stateBadge(text, a.degraded || ["inactive", "stopped"].includes(a.state) ? "bad"
+      : a.state === "clean" ? "ok" : a.state === "absent" ? "" : "warn"),
+    a.raid_devices !== null && a.working !== null && a.raid_devices !== undefined
+      ? h("span", { class: "small muted" }, ` ${a.working}/${a.raid_devices} members`) : null);
+  }
+
+  function poolsSection(sv) {
+    if (!sv) return section("Pools", "storage-pools", missing("storage"));
+    const pools = sv.pools || [];
+    const parts = [];
+    if (sv.error) parts.push(h("div", { class: "error small" }, sv.error));
+    if (!pools.length) {
+      parts.push(h("p", { class: "notice", id: "storage-no-pools" },
+        "No storage pools are declared in harbor.yaml (storage.pools): media lives on the system disk. ",
+        "Add a pool to have BitHarbor build the array, make the filesystem and mount it."));
+    } else {
+      parts.push(listTable(pools, [
+        { title: "pool", render: p => h("span", {}, h("strong", {}, p.pool), h("div", { class: "small muted" }, `raid${p.raid}`)) },
+        { title: "array", render: p => arrayState(p.array) },
+        { title: "disks", render: p => h("ul", { class: "plain small" }, (p.disks || []).map(d => h("li", {},
+          d.present ? stateBadge("present", "ok") : stateBadge("missing", "bad"), " ", h("code", {}, d.path),
+          d.device && d.device !== d.path ? h("span", { class: "muted" }, ` → ${d.device}`) : null))) },
+        { title: "mount", render: p => h("span", {}, h("code", {}, p.mount), " ",
+          p.mounted ? stateBadge("mounted", "ok") : stateBadge("not mounted", "bad"),
+          !p.mounted && p.mount_source ? h("div", { class: "small muted" }, `${p.mount_source} is mounted there instead`) : null) },
+        { title: "space", render: p => usage(p.filesystem) }]));
+    }
+    const ready = sv.media_ready || {};
+    if (ready.reason) {
+      parts.push(h("p", { class: ready.ok ? "small muted" : "condition bad" },
+        ready.ok ? `Ingest may write: ${ready.reason}` : [h("strong", {}, "Ingest paused"), h("span", {}, ready.reason)]));
+    }
+    return section("Pools", "storage-pools", parts);
+  }
+
+  function byId(ids) {
+    const named = (ids || []).filter(i => i.includes("/by-id/"));
+    const shown = named.length ? named : ids || [];
+    return shown.length ? h("ul", { class: "plain mono small" }, shown.map(i => h("li", {}, i.replace(/^\/dev\/disk\//, ""))))
+      : h("span", { class: "muted small" }, "no /dev/disk/by-id name");
+  }
+
+  function diskHealth(d) {
+    if (d.missing) return stateBadge("missing", "bad");
+    if (d.md && d.md.role === "faulty") return stateBadge(`faulty in ${d.md.array || d.md.name}`, "bad");
+    if (d.unreadable) return h("span", {}, stateBadge("unreadable", "warn"), h("div", { class: "small muted" }, d.unreadable));
+    if (d.md) return stateBadge(`${d.md.role} of ${d.md.array || d.md.name || "an array"}`, d.md.active ? "ok" : "warn");
+    return stateBadge(d.size ? "present" : "no space", d.size ? "ok" : "warn");
+  }
+
+  function disksSection(dev, sv) {
+    if (dev.error) {
+      return section("Disks", "storage-disks", dev.error.status === 404 ? missing("storage") : errorBox(dev.error));
+    }
+    const devices = [...(dev.data.devices || [])];
+    // a pool disk that is not there at all: a row of its own, so it is not silently absent from the list
+    for (const p of (sv && sv.pools) || []) {
+      for (const d of p.disks || []) {
+        if (!d.present) devices.push({ path: d.path, missing: true, pool: p.pool, ids: [], mountpoints: [] });
+      }
+    }
+    if (!devices.length) return section("Disks", "storage-disks", h("p", { class: "notice" }, "lsblk lists no block devices."));
+    return section("Disks", "storage-disks", listTable(devices, [
+      { title: "device", render: d => h("span", {}, h("code", {}, d.path),
+        d.model || d.serial ? h("div", { class: "small muted" }, [d.model, d.serial].filter(Boolean).join(" · ")) : null,
+        d.root ? h("div", {}, stateBadge("system disk (/)", "")) : null) },
+      { title: "by-id", render: d => byId(d.ids) },
+      { title: "size", render: d => d.missing ? "–" : h("span", {}, human(d.size),
+        d.type ? h("div", { class: "small muted" }, `${d.type}${d.rotational ? ", rotational" : d.rotational === false ? ", solid state" : ""}`) : null) },
+      { title: "health", render: diskHealth },
+      { title: "use", render: d => d.missing ? h("span", {}, `pool ${d.pool}: `, h("strong", {}, "not present"))
+        : h("span", {}, stateBadge(d.verdict ? d.verdict.state : "unknown", d.verdict && d.verdict.state === "free" ? "ok" : ""),
+          d.pool ? h("span", { class: "badge" }, ` pool ${d.pool}`) : null,
+          d.verdict && d.verdict.reason ? h("div", { class: "small muted" }, d.verdict.reason) : null,
+          (d.partitions || []).length ? h("ul", { class: "plain small mono" }, d.partitions.map(pt => h("li", {},
+            `${pt.path} ${human(pt.size)}${pt.fstype ? ` ${pt.fstype}` : ""}${(pt.mountpoints || []).length ? ` on ${pt.mountpoints.join(", ")}` : ""}`)))
+            : null) }]));
+  }
+
+  function arraysSection(dev, sv) {
+    const fromPools = ((sv && sv.pools) || []).filter(p => p.array);
+    const arrays = dev.data ? dev.data.arrays || [] : [];
+    const parts = [];
+    if (dev.data && dev.data.md_driver === false) {
+      parts.push(h("p", { class: "muted small", id: "storage-no-md" },
+        "The md RAID driver is not loaded (no /proc/mdstat): there are no arrays on this box."));
+    }
+    if (arrays.length) {
+      parts.push(listTable(arrays, [
+        { title: "array", render: a => h("span", {}, h("code", {}, a.device), a.name ? h("div", { class: "small muted" }, a.name) : null) },
+        { title: "level", render: a => a.level || "–" },
+        { title: "state", render: a => stateBadge(!a.active ? "inactive" : a.degraded ? "degraded" : "active",
+          !a.active || a.degraded ? "bad" : "ok") },
+        { title: "members", render: a => h("span", { class: "small mono" }, (a.members || []).join(" ") || "–") },
+        { title: "faulty / spares", render: a => [
+          (a.faulty || []).length ? stateBadge(`faulty: ${a.faulty.join(" ")}`, "bad") : null,
+          (a.spares || []).length ? h("span", { class: "small" }, ` spares: ${a.spares.join(" ")}`) : null,
+          !(a.faulty || []).length && !(a.spares || []).length ? "–" : null] }]));
+    } else if (dev.data && dev.data.md_driver !== false) {
+      parts.push(h("p", { class: "muted small" }, "No md arrays are assembled."));
+    }
+    for (const p of fromPools) {
+      if (p.array.state === "absent") parts.push(h("p", { class: "small" }, `Pool ${p.pool}'s array (raid${p.raid}) is not created yet.`));
+    }
+    return section("Arrays", "storage-arrays", parts.length ? parts : h("p", { class: "muted small" }, "Nothing reported."));
+  }
+
+  function mountsSection(dev, sv) {
+    const rows = ((sv && sv.pools) || []).map(p => ({ mount: p.mount, what: `pool ${p.pool}`, fs: p.filesystem, mounted: p.mounted,
+      source: p.mount_source }));
+    const poolMounts = new Set(rows.map(r => r.mount));
+    for (const d of (dev.data && dev.data.devices) || []) {
+      for (const node of [d, ...(d.partitions || [])]) {
+        for (const m of node.mountpoints || []) {
+          if (!poolMounts.has(m)) rows.push({ mount: m, what: node.path, fs: null, mounted: true, other: true });
+        }
+      }
+    }
+    if (!rows.length) return section("Mounts and free space", "storage-mounts", h("p", { class: "muted small" }, "No mounts reported."));
+    return section("Mounts and free space", "storage-mounts", [listTable(rows, [
+      { title: "mount point", render: r => h("code", {}, r.mount) },
+      { title: "from", render: r => h("span", {}, r.what, r.source && !r.other ? h("div", { class: "small muted" }, r.source) : null) },
+      { title: "state", render: r => r.mounted ? stateBadge("mounted", "ok") : stateBadge("not mounted", "bad") },
+      { title: "free space", render: r => r.other
+        ? h("span", { class: "muted small" }, "not watched (not a pool)") : usage(r.fs) }])]);
+  }
+
+  async function storagePage(_, __, current) {
+    const stamp = h("span", { class: "updated small muted" });
+    const body = h("div", { id: "storage" }, h("p", { class: "muted" }, "Loading…"));
+    show(h("h1", {}, "Storage ", stamp), body);
+    const load = async () => {
+      const [st, devices] = await Promise.allSettled([api("GET", "/v1/status"), api("GET", "/v1/devices")]);
+      if (!current()) return;
+      if (st.status === "rejected") {
+        body.replaceChildren(errorBox(st.reason));
+        return;
+      }
+      const sv = (st.value.services || {}).storage;
+      const dev = devices.status === "fulfilled" ? { data: devices.value } : { error: devices.reason };
+      body.replaceChildren(storageConditions(st.value), poolsSection(sv), disksSection(dev, sv),
+        h("div", { class: "cards" }, arraysSection(dev, sv), mountsSection(dev, sv)));
+      if (st.value.sandbox) {
+        body.prepend(h("p", { class: "small muted", id: "storage-sandbox" }, "Sandboxed (--state-dir ",
+          h("code", {}, st.value.sandbox), "): BitHarbor only ever touches loop devices here."));
+      }
+      stamp.textContent = `updated ${new Date().toLocaleTimeString()}`;
+    };
+    await load();
+    if (current()) refreshTimer = setInterval(load, 10000);
+  }
+
   // ------------------------------------------------------------------ catalog
 
   function wantedBody(film) {
@@ -601,6 +806,60 @@
       button);
   }
 
+  function candidateRows(e) {
+    const chosen = e.identifier;
+    return h("table", { class: "list candidates" },
+      h("thead", {}, h("tr", {}, ["#", "copy", "score", "verdict", "video", "reasons"].map(t => h("th", {}, t)))),
+      h("tbody", {}, e.candidates.map((c, i) => {
+        const isChosen = c.identifier === chosen && c.accepted;
+        return h("tr", { class: isChosen ? "chosen" : c.accepted ? "accepted" : "rejected", "data-identifier": c.identifier },
+          h("td", { class: "num" }, String(i + 1)),
+          h("td", {}, h("code", {}, c.identifier), h("div", { class: "small" }, c.title || "untitled",
+            c.year && !String(c.title || "").includes(String(c.year)) ? ` (${c.year})` : "")),
+          h("td", { class: "num score" }, typeof c.score === "number" ? c.score.toFixed(1) : "–"),
+          h("td", {}, isChosen ? stateBadge("chosen", "ok") : c.accepted ? stateBadge("accepted", "")
+            : stateBadge("rejected", "bad")),
+          h("td", { class: "small" }, c.video ? [c.video.format || "?", h("div", { class: "muted" }, human(c.video.size))]
+            : h("span", { class: "muted" }, "no usable video")),
+          h("td", { class: "small" }, (c.reasons || []).length
+            ? h("ul", { class: "reasons" }, c.reasons.map(r => h("li", { class: /^rejected/.test(r) ? "rejected" : "" }, r)))
+            : "–"));
+      })));
+  }
+
+  function whyEntry(e, open) {
+    const name = e.title ? `${e.title}${e.year ? ` (${e.year})` : ""}` : (e.label || e.key);
+    const kept = Array.isArray(e.candidates) ? e.candidates : null;
+    let body;
+    if (["youtube", "youtube_playlist", "youtube_channel"].includes(e.kind)) {
+      body = h("p", { class: "muted small" }, "A video host entry: yt-dlp picks the copy, nothing is ranked.");
+    } else if (kept === null) {
+      body = h("p", { class: "muted small not-recorded" }, e.attempts
+        ? "Candidates not recorded; searched before this version (they are kept from its next search on)."
+        : "Not searched yet.");
+    } else if (!kept.length) {
+      body = h("p", { class: "notice small" }, e.error || "The Internet Archive had no candidate at all.");
+    } else {
+      const more = (e.candidates_total || kept.length) - kept.length;
+      body = [
+        h("p", { class: "small muted" }, `${kept.length} candidate${kept.length === 1 ? "" : "s"} from the search of `,
+          when(e.searched_at), ", best first", more > 0 ? ` (${more} more not kept)` : "", "."),
+        !e.identifier && e.error ? h("p", { class: "notice small" }, e.error) : null,
+        candidateRows(e)];
+    }
+    return h("details", { class: "why", "data-key": e.key, open: open || null },
+      h("summary", {}, h("span", { class: "title" }, name), stateBadge(e.state),
+        e.identifier ? h("span", { class: "small" }, "chosen ", h("code", {}, e.identifier),
+          typeof e.score === "number" ? ` · score ${e.score.toFixed(1)}` : "")
+          : h("span", { class: "small muted" }, "no copy chosen")),
+      body);
+  }
+
+  function whyList(entries) {
+    if (!entries.length) return h("p", { class: "muted small" }, "Nothing wanted yet.");
+    return entries.map(e => whyEntry(e, entries.length <= 5));
+  }
+
   let loadWanted = () => {};
 
   async function catalogPage(_, params, current) {
@@ -612,6 +871,7 @@
       min: 1870, max: 2100, style: "width:7rem", "aria-label": "year" });
     const results = h("div", { id: "catalog-results" });
     const wanted = h("div", { id: "wanted" }, h("p", { class: "muted" }, "Loading…"));
+    const why = h("div", { id: "why" });
     show(h("h1", {}, "Catalog"),
       h("form", { class: "panel", id: "catalog-form", onsubmit: (ev) => {
         ev.preventDefault();
@@ -622,11 +882,19 @@
       } }, h("p", { class: "muted small" }, "Find a film (TMDB and the Internet Archive) and add it to the wanted list."),
       h("div", { class: "searchbar" }, input, yearInput, h("button", { type: "submit", class: "primary" }, "Find"))),
       results,
-      h("section", { class: "panel" }, h("h2", {}, "Wanted"), wanted));
+      h("section", { class: "panel" }, h("h2", {}, "Wanted"), wanted),
+      h("section", { class: "panel", id: "why-this-copy" }, h("h2", {}, "Why this copy"),
+        h("p", { class: "muted small" }, "Per wanted title: every Internet Archive candidate its last search ranked, "
+          + "with its score, whether it was accepted, and the reasons."), why));
     loadWanted = async () => {
       try {
         const data = await api("GET", "/v1/catalog");
-        if (current()) wanted.replaceChildren(wantedTable((data && data.entries) || []));
+        if (!current()) return;
+        const list = (data && data.entries) || [];
+        const opened = new Set([...why.querySelectorAll("details.why")].filter(d => d.open).map(d => d.dataset.key));
+        wanted.replaceChildren(wantedTable(list));
+        why.replaceChildren(...[whyList(list)].flat());
+        if (opened.size) for (const d of why.querySelectorAll("details.why")) d.open = d.open || opened.has(d.dataset.key);
       } catch (err) {
         if (current()) wanted.replaceChildren(err.status === 404 ? missing("catalog") : errorBox(err));
       }
