@@ -23,7 +23,8 @@ from bitharbord.catalog.archive_items import ArchiveFile, ArchiveItem, descripti
 from bitharbord.catalog.finder import Finder
 from bitharbord.catalog.match import Want, match_item, rank_candidates
 from bitharbord.catalog.title_match import match_titles
-from bitharbord.catalog.tmdb import Movie, TmdbClient
+from bitharbord.catalog.tmdb import TmdbClient
+from bitharbord.catalog.tmdb_movies import Movie
 from bitharbord.config import Archive
 from tests.fakes.archive import FakeArchive, FakeFile, FakeItem, blob
 from tests.fakes.tmdb import FakeTmdb
@@ -235,3 +236,24 @@ async def test_held_out_potemkin_through_the_real_finder(aiohttp_server: Server)
     assert not trailer.accepted
     assert trailer.reasons[0] == ("rejected: a trailer, not the film: title 'Battleship Potemkin (1925) - Trailer' ~ "
                                   "'Battleship Potemkin' 1.00")
+
+
+async def test_a_pinned_item_finds_its_film_on_tmdb_by_a_part_of_its_title(aiohttp_server: Server) -> None:
+    """`archive: BattleshipPotemkin`: TMDB's search knows no "Bronenosets Potyomkin (Battleship Potemkin)", so the
+    finder asks again by the parts of the item's title and gets the film's facts."""
+    archive = FakeArchive()
+    for item in potemkin_items():
+        archive.add(item)
+    tmdb = FakeTmdb(api_key=KEY)
+    ia = await aiohttp_server(archive.app)
+    tm = await aiohttp_server(tmdb.app)
+    base = str(tm.make_url("")).rstrip("/")
+    async with TmdbClient(KEY, api_base=f"{base}/3", image_base=base) as client:
+        finder = Finder(ArchiveClient.from_config(Archive(host=str(ia.make_url("")).rstrip("/"))), client)
+        film = await finder.by_archive("BattleshipPotemkin")
+    assert film.movie is not None and film.movie.id == 643
+    assert film.notes == ()
+    searched = [r.query["query"] for r in tmdb.requests_to("/3/search/movie")]
+    assert searched[0] == "Bronenosets Potyomkin (Battleship Potemkin)"
+    assert "Battleship Potemkin" in searched
+    assert film.best is not None and film.best.item.identifier == "BattleshipPotemkin"

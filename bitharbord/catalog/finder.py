@@ -25,8 +25,10 @@ import structlog
 from bitharbord.catalog.archive import ArchiveClient
 from bitharbord.catalog.archive_items import ArchiveFile, ArchiveItem, SearchHit
 from bitharbord.catalog.match import Candidate, Want, rank_candidates
+from bitharbord.catalog.title_match import title_parts
 from bitharbord.catalog.titles import split_title_year
-from bitharbord.catalog.tmdb import CastMember, KeyFileError, KeyRejected, Movie, TmdbClient
+from bitharbord.catalog.tmdb import KeyFileError, KeyRejected, TmdbClient
+from bitharbord.catalog.tmdb_movies import CastMember, Movie
 
 log = structlog.get_logger("bitharbord.catalog.finder")
 
@@ -206,6 +208,17 @@ class Finder:
         title, title_year = split_title_year(item.title)
         year = item.year or title_year
         movie, notes = await self._movie_for(title, year)
+        if movie is None and self.tmdb is not None:
+            # "Bronenosets Potyomkin (Battleship Potemkin)": TMDB knows it by one of the parts, or by a title
+            # the item gives as `alternate_title` or in its description
+            others = dict.fromkeys([*title_parts(title)[1:], *(t for _, t in item.other_titles)])
+            for other in others:
+                if self.tmdb is None:  # the key was rejected meanwhile
+                    break
+                found, _ = await self._movie_for(other, year)
+                if found is not None:
+                    movie, notes = found, ()
+                    break
         runtime = item.duration_s / 60 if item.duration_s else None
         itself = Want(title, year, runtime)
         ranked = rank_candidates(itself, [item], max_bytes=self.max_bytes)

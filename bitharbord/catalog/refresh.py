@@ -30,6 +30,7 @@ from bitharbord.catalog import archive as ia
 from bitharbord.catalog import tmdb as tm
 from bitharbord.catalog.archive_items import ArchiveItem
 from bitharbord.catalog.runtime import Clients, Where
+from bitharbord.catalog.tmdb_movies import Movie
 from bitharbord.reconcile.provider import TemporaryError
 from bitharbord.store import refresh as rs
 from bitharbord.store.blobs import LocalBlobStore
@@ -67,7 +68,7 @@ def retry_delay(errors: int, interval: float, retry_after: float | None = None) 
     return delay
 
 
-def tmdb_facts(movie: tm.Movie) -> dict[str, Any]:
+def tmdb_facts(movie: Movie) -> dict[str, Any]:
     """A TMDB film's facts as the movies columns hold them (JSON columns decoded), as handoff.py writes them."""
     return {"runtime_min": movie.runtime, "synopsis": movie.overview or None,
             "director": ", ".join(movie.directors) or None,

@@ -238,6 +238,17 @@ def _parts(title: str) -> list[tuple[str, str, float, str]]:
     return out
 
 
+def title_parts(title: str) -> list[str]:
+    """Every title a written title may hold, the whole first: "Bronenosets Potyomkin (Battleship Potemkin)" ->
+    [that, "Bronenosets Potyomkin", "Battleship Potemkin"]; either side of a slash, colon or dash too."""
+    out: list[str] = []
+    for part, _how, _weight, _numbers in _parts(title):
+        part = part.strip()
+        if part and part not in out:
+            out.append(part)
+    return out
+
+
 @functools.lru_cache(maxsize=4096)
 def _variants(title: str, source: str, qualifiers: bool, year: int | None) -> tuple[_Variant, ...]:
     base = split_title_year(title)[0]
