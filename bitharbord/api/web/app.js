@@ -632,7 +632,7 @@
         "Add a pool to have BitHarbor build the array, make the filesystem and mount it."));
     } else {
       parts.push(listTable(pools, [
-        { title: "pool", render: p => h("span", {}, h("strong", {}, p.pool), h("div", { class: "small muted" }, `raid${p.raid}`)) },
+        { title: "pool", render: p => h("span", {}, h("strong", {}, p.pool), h("div", { class: "small muted" }, p.raid && p.raid !== "none" ? `raid${p.raid}` : "no RAID")) },
         { title: "array", render: p => arrayState(p.array) },
         { title: "disks", render: p => h("ul", { class: "plain small" }, (p.disks || []).map(d => h("li", {},
           d.present ? stateBadge("present", "ok") : stateBadge("missing", "bad"), " ", h("code", {}, d.path),
