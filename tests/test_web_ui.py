@@ -4,55 +4,29 @@ dropped in a watch folder go through ingest on the status page, search, open an 
 the storage page (the sandbox box's disks, no pools, the true conditions highlighted) and why the catalog
 chose its copy.
 
-One PNG per page is saved to $BITHARBOR_ARTIFACTS (default tests/artifacts/web-ui/). Needs the Debian packages
-chromium and chromium-driver (scripts/test.sh installs them); without them these tests fail and say so."""
+One PNG per page is saved to $BITHARBOR_ARTIFACTS (default tests/artifacts/web-ui/). The browser and the helpers
+are tests/web_support.py's; the storage page over a real pool on loop devices is tests/test_web_ui_storage.py."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import sqlite3
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select
 
 from bitharbord.store import db
-from tests.api_support import ALICE_PASSWORD, MACHINE_TOKEN, Live, start_live
+from tests.api_support import ALICE_PASSWORD, Live, start_live
 from tests.media import make_jpeg, make_video
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-ARTIFACTS = Path(os.environ.get("BITHARBOR_ARTIFACTS", Path(__file__).resolve().parent / "artifacts" / "web-ui"))
-T = TypeVar("T")
+from tests.web_support import browser, call, el, no_js_errors, shot, wait_for  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = fn()
-        except (StaleElementReferenceException, WebDriverException) as exc:
-            value, last = None, exc
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" ({last})" if last else ""))
 
 
 @pytest.fixture(scope="module")
@@ -62,70 +36,14 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     box.stop()
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    for exe in (CHROMIUM, CHROMEDRIVER):
-        if not Path(exe).exists():
-            raise AssertionError(f"{exe} is missing: apt-get install chromium chromium-driver "
-                                 "(bash scripts/test.sh does, as root)")
-    options = Options()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--no-default-browser-check", "--disable-default-apps",
-                "--disable-domain-reliability", "--disable-features=Translate,OptimizationHints,MediaRouter",
-                "--window-size=1280,900", "--autoplay-policy=no-user-gesture-required",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(60)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def shot(driver: WebDriver, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    height = driver.execute_script("return Math.max(document.body.scrollHeight, 900)")
-    driver.set_window_size(1280, min(int(height) + 40, 2400))
-    for _ in range(3):  # the window's own height is not all page: grow it until the whole page shows
-        short = int(driver.execute_script("return document.documentElement.scrollHeight - window.innerHeight"))
-        if short <= 0 or driver.get_window_size()["height"] >= 2400:
-            break
-        driver.set_window_size(1280, min(driver.get_window_size()["height"] + short + 20, 2400))
-    assert driver.save_screenshot(str(path)), path
-    driver.set_window_size(1280, 900)
-    assert path.stat().st_size > 5000, f"{path} looks empty"
-    return path
-
-
-def no_js_errors(driver: WebDriver) -> None:
-    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"  # type: ignore[no-untyped-call]
-              and "favicon" not in e["message"] and "/thumbnail" not in e["message"]
-              and "Failed to load resource" not in e["message"]]
-    assert not errors, errors
-
-
 def api(live: Live, method: str, path: str, body: Any = None) -> Any:
-    req = urllib.request.Request(f"{live.url}{path}", method=method,
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Authorization": f"Bearer {MACHINE_TOKEN}",
-                                          "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        return json.loads(resp.read())
-
-
-def el(driver: WebDriver, css: str) -> WebElement:
-    return wait_for(css, lambda: next(iter(driver.find_elements(By.CSS_SELECTOR, css)), None))
+    return call(live.url, method, path, body)
 
 
 # ----------------------------------------------------------------------------- the walk through
 
 
-def test_login(live: Live, browser: WebDriver) -> None:
+def test_login(live: Live, browser: WebDriver) -> None:  # noqa: F811
     browser.get(f"{live.url}/")
     form = el(browser, "#login-form")
     assert "BitHarbor" in form.text
@@ -146,7 +64,7 @@ def test_login(live: Live, browser: WebDriver) -> None:
     no_js_errors(browser)
 
 
-def test_catalog_search_and_add_to_wanted(live: Live, browser: WebDriver) -> None:
+def test_catalog_search_and_add_to_wanted(live: Live, browser: WebDriver) -> None:  # noqa: F811
     browser.get(f"{live.url}/#/catalog")
     el(browser, "#catalog-q").send_keys("Nosferatu")
     el(browser, "#catalog-year").send_keys("1922")
@@ -167,7 +85,7 @@ def test_catalog_search_and_add_to_wanted(live: Live, browser: WebDriver) -> Non
     no_js_errors(browser)
 
 
-def test_status_shows_ingest_progress(live: Live, browser: WebDriver) -> None:
+def test_status_shows_ingest_progress(live: Live, browser: WebDriver) -> None:  # noqa: F811
     inbox = live.harbord.state / "root" / "box" / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
     staging = live.tmp / "staging"
@@ -214,7 +132,7 @@ def test_status_shows_ingest_progress(live: Live, browser: WebDriver) -> None:
     no_js_errors(browser)
 
 
-def test_search_with_thumbnails_type_filter_and_scores(live: Live, browser: WebDriver) -> None:
+def test_search_with_thumbnails_type_filter_and_scores(live: Live, browser: WebDriver) -> None:  # noqa: F811
     browser.get(f"{live.url}/#/search")
     cards = wait_for("cards", lambda: [c for c in browser.find_elements(By.CSS_SELECTOR, "#results .card")] or None)
     assert len(cards) >= 4
@@ -258,7 +176,7 @@ def test_search_with_thumbnails_type_filter_and_scores(live: Live, browser: WebD
     no_js_errors(browser)
 
 
-def test_item_page_plays_the_video(live: Live, browser: WebDriver) -> None:
+def test_item_page_plays_the_video(live: Live, browser: WebDriver) -> None:  # noqa: F811
     items = api(live, "GET", "/v1/media?kind=video")["items"]
     assert items, "the dropped video was ingested"
     browser.get(f"{live.url}/#/search?type=personal")
@@ -287,7 +205,7 @@ def status_condition(live: Live, kind: str) -> dict[str, Any] | None:
     return next((c for c in api(live, "GET", "/v1/status")["conditions"] if c["type"] == kind), None)
 
 
-def test_storage_page_shows_the_sandbox_box_as_it_is(live: Live, browser: WebDriver) -> None:
+def test_storage_page_shows_the_sandbox_box_as_it_is(live: Live, browser: WebDriver) -> None:  # noqa: F811
     # a file ingest cannot read: IngestFailing becomes true, a problem the storage page must not hide
     inbox = live.harbord.state / "root" / "box" / "inbox"
     (inbox / "corrupt.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
@@ -345,15 +263,16 @@ def test_storage_page_shows_the_sandbox_box_as_it_is(live: Live, browser: WebDri
     no_js_errors(browser)
 
 
-def test_catalog_page_shows_why_this_copy(live: Live, browser: WebDriver) -> None:
+def test_catalog_page_shows_why_this_copy(live: Live, browser: WebDriver) -> None:  # noqa: F811
     def entry() -> dict[str, Any] | None:
-        entries = api(live, "GET", "/v1/catalog")["entries"]
-        return next((e for e in entries if e["key"] == "tmdb:653" and e.get("candidates")), None)
+        found = api(live, "GET", "/v1/catalog/entries/tmdb:653")["entry"]
+        return found if found.get("candidates") else None
 
     wanted = wait_for("tmdb:653 searched, its candidates recorded", entry, timeout=120)
     assert wanted["identifier"] == "nosferatu1922"
+    assert "candidates" not in api(live, "GET", "/v1/catalog")["entries"][0]  # the list stays lean
     browser.get(f"{live.url}/#/catalog")
-    why = el(browser, "#why details.why[data-key='tmdb:653']")
+    why = el(browser, "#why details.why[data-key='tmdb:653'][data-loaded]")  # fetched when opened
     assert why.get_attribute("open") is not None  # few entries: open, readable at once
     assert "chosen nosferatu1922" in why.find_element(By.CSS_SELECTOR, "summary").text
     rows = why.find_elements(By.CSS_SELECTOR, "table.candidates tbody tr")
@@ -375,7 +294,7 @@ def test_catalog_page_shows_why_this_copy(live: Live, browser: WebDriver) -> Non
                          "WHERE key='tmdb:653'")
     finally:
         conn.close()
-    assert api(live, "GET", "/v1/catalog")["entries"][0]["candidates"] is None
+    assert api(live, "GET", "/v1/catalog/entries/tmdb:653")["entry"]["candidates"] is None
     browser.refresh()
     note = el(browser, "#why details.why[data-key='tmdb:653'] .not-recorded")
     assert "not recorded; searched before this version" in note.text

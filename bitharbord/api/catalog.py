@@ -1,9 +1,11 @@
-"""The catalog routes: GET /v1/catalog (entries and states), GET /v1/catalog/search?q=&year= (the best choice per
-film and every candidate with its score and reasons), POST /v1/catalog/ingest (add an entry; kept in SQLite).
+"""The catalog routes: GET /v1/catalog (entries and states), GET /v1/catalog/entries/{key} (one entry and every
+candidate of its last search: why this copy), GET /v1/catalog/search?q=&year= (the best choice per film and every
+candidate with its score and reasons), POST /v1/catalog/ingest (add an entry; kept in SQLite).
 
 Each handler reads the service with `request.app[CATALOG]`; the service raises the domain errors api/errors.py
 answers (503 catalog_not_running, 409 catalog_not_ready, 502 upstream_error, 503 upstream_unavailable); what
-is wrong with the request itself (400 bad_query, invalid_body) is answered here. Without a usable TMDB key the
+is wrong with the request itself (400 bad_query, invalid_body) is answered here; the service refuses a malformed
+key (400 bad_key) and an unknown one (404 unknown_entry). Without a usable TMDB key the
 search answers 200 with the Internet Archive's candidates alone and a note saying why.
 """
 
@@ -17,7 +19,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from bitharbord.api import schemas
 from bitharbord.api.errors import ApiError
 from bitharbord.api.keys import CATALOG, Handles
-from bitharbord.catalog.entries import parse_wanted
+from bitharbord.catalog.entries import KEY_PATTERN, parse_wanted
 from bitharbord.config import Wanted
 from bitharbord.store.wanted import STATES
 
@@ -49,15 +51,25 @@ _ENTRY: schemas.JsonSchema = {
         "media_ids": {"type": "array", "items": {"type": "integer"}},
         "score": {"type": ["number", "null"], "description": "the chosen copy's score"},
         "reasons": {"type": "array", "items": {"type": "string"},
-                    "description": "why the chosen copy (or, when none was accepted, why the best was not)"},
+                    "description": "why the chosen copy (or, when none was accepted, why the best was not); "
+                                   "every candidate: GET /v1/catalog/entries/{key}"},
+    },
+    "required": ["key", "kind", "state"],
+}
+_DETAIL: schemas.JsonSchema = {
+    **_ENTRY, "description": "a wanted entry and why its copy was chosen",
+    "properties": {
+        **_ENTRY["properties"],
         "candidates": {"type": ["array", "null"], "items": _KEPT_CANDIDATE,
                        "description": "every Internet Archive candidate of the last search, best first; null "
                                       "when none were recorded (searched before this version, or not yet)"},
         "candidates_total": {"type": ["integer", "null"], "description": "candidates ranked (some may not be kept)"},
         "searched_at": {"type": ["number", "null"], "description": "Unix time of the search they come from"},
-    },
-    "required": ["key", "kind", "state"],
+        "notes": {"type": "array", "items": {"type": "string"},
+                  "description": "what the search noted, e.g. that TMDB was not used and why"}},
+    "required": ["key", "kind", "state", "candidates", "candidates_total", "searched_at", "notes"],
 }
+_ONE: schemas.JsonSchema = {"type": "object", "properties": {"entry": _DETAIL}, "required": ["entry"]}
 _LIST: schemas.JsonSchema = {"type": "object", "properties": {
     "entries": {"type": "array", "items": _ENTRY},
     "counts": {"type": "object", "additionalProperties": {"type": "integer"}, "description": "entries per state"}},
@@ -82,6 +94,7 @@ _ADDED: schemas.JsonSchema = {"type": "object", "properties": {"created": {"type
 def routes(handles: Handles) -> Sequence[web.RouteDef]:
     return [
         web.get("/v1/catalog", list_entries),
+        web.get("/v1/catalog/entries/{key}", entry),
         web.get("/v1/catalog/search", search),
         web.post("/v1/catalog/ingest", add),
     ]
@@ -94,6 +107,19 @@ def routes(handles: Handles) -> Sequence[web.RouteDef]:
 async def list_entries(request: web.Request) -> web.Response:
     rows, counts = await request.app[CATALOG].list_entries()
     return web.json_response({"entries": rows, "counts": counts})
+
+
+@schemas.route(summary="One wanted entry and why its copy was chosen", tags=["catalog"],
+               description="The entry as GET /v1/catalog lists it, plus every Internet Archive candidate of its "
+                           "last search (best first) with its score, whether it was accepted and the reasons, "
+                           "and the search's notes. `candidates` is null for an entry not searched since "
+                           "candidates were recorded. 400 `bad_key` for a malformed key, 404 `unknown_entry` "
+                           "for a key nothing wants.",
+               path={"key": {"type": "string", "pattern": KEY_PATTERN,
+                             "description": "the entry's key, e.g. title:nosferatu-1922, tmdb:653"}},
+               responses={200: _ONE}, errors=[404, 409, 503])
+async def entry(request: web.Request) -> web.Response:
+    return web.json_response({"entry": await request.app[CATALOG].entry(request.match_info["key"])})
 
 
 @schemas.route(summary="Search TMDB and the Internet Archive for a film", tags=["catalog"],

@@ -117,6 +117,11 @@ def _channel_id(value: str) -> str:
     return _hash(value)
 
 
+KINDS = ("title", "tmdb", "archive", "youtube", "youtube_playlist", "youtube_channel")
+KEY_PATTERN = r"^(?:" + "|".join(KINDS) + r"):[A-Za-z0-9._@-]+$"
+"""What every key looks like (a key of another shape names no entry: the API refuses it as malformed)."""
+
+
 def entry_key(wanted: BaseModel) -> str:
     """The stable key of a wanted entry (see the module docstring)."""
     if isinstance(wanted, WantedTitle):

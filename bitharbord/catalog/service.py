@@ -13,7 +13,8 @@ over the library's films:
   refresh     every `catalog.refresh` (a week, jittered) a film's TMDB or Internet Archive facts and poster are
               fetched again; changes are stored and the item re-embedded (refresh.py).
 
-For the API (api/catalog.py) it answers `list_entries()`, `search(query, year)` and `add(entry)`, raising the
+For the API (api/catalog.py) it answers `list_entries()`, `entry(key)` (one entry and every candidate of its last
+search), `search(query, year)` and `add(entry)`, raising the
 domain errors of bitharbord/errors.py. Status section "catalog" (status.py); conditions CatalogFailing and
 TmdbKeyUnusable; metrics bitharbor_catalog_entries{state}, bitharbor_catalog_download_bytes_total,
 bitharbor_catalog_searches_total{result},
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -34,7 +36,7 @@ import structlog
 
 from bitharbord import errors
 from bitharbord.catalog import status as shown
-from bitharbord.catalog.entries import entries
+from bitharbord.catalog.entries import KEY_PATTERN, entries
 from bitharbord.catalog.finder import Film
 from bitharbord.catalog.handoff import Handoff
 from bitharbord.catalog.refresh import Refresher
@@ -294,6 +296,28 @@ class CatalogService:
                   "error": "not searched yet"} for e in pending]
         rows.sort(key=lambda r: str(r["key"]))
         return rows, store.counts(found)
+
+    async def entry(self, key: str) -> dict[str, Any]:
+        """One wanted entry as listed plus why its copy was chosen: every candidate of its last search with its
+        score and reasons, and the search's notes. Invalid ("bad_key") for a string no key looks like,
+        NotFound ("unknown_entry") for a key nothing wants."""
+        if not re.fullmatch(KEY_PATTERN, key):
+            raise errors.Invalid("bad_key", f"not an entry key: {key[:80]!r} (expected <kind>:<id>, e.g. "
+                                            "title:nosferatu-1922, tmdb:653 or archive:nosferatu1922)")
+        where = self._ready()
+        wanted = {e.key: e for e in entries(where.harbor)}
+        found = await store.read_entries(where.db_path, wanted)
+        if found is None:
+            raise errors.Conflict("catalog_not_ready",
+                                  "the catalog tables are not there yet (migration 0003_catalog)")
+        row = next((r for r in found if r.key == key), None)
+        if row is not None:
+            return shown.entry_detail(row, self.transfers.progress.get(row.key))
+        if key in wanted:  # in harbor.yaml, not searched yet
+            e = wanted[key]
+            return {"key": e.key, "kind": e.kind, "label": e.label, "origin": "config", "state": "searching",
+                    "error": "not searched yet", "reasons": [], **shown.why_unrecorded()}
+        raise errors.NotFound("unknown_entry", f"no wanted entry {key!r} (GET /v1/catalog lists them)")
 
     async def search(self, query: str, year: int | None) -> list[Film]:
         """TMDB's films for the title, each with its Internet Archive candidates ranked (searching.py)."""

@@ -1,4 +1,5 @@
-"""How the catalog shows itself: each entry as the status and GET /v1/catalog list it, the one-line summary for
+"""How the catalog shows itself: each entry as the status and GET /v1/catalog list it (lean: polled every few
+seconds), one entry with why its copy was chosen (GET /v1/catalog/entries/{key}), the one-line summary for
 `bitharborctl status`, and the CatalogFailing and TmdbKeyUnusable conditions. Pure: rows in, data out."""
 
 from __future__ import annotations
@@ -14,32 +15,45 @@ from bitharbord.store.wanted import DOWNLOADED, DOWNLOADING, FAILED, STATES
 
 
 def entry_json(row: EntryRow, progress: tuple[int, int | None] | None = None) -> dict[str, Any]:
-    """One entry; `progress` is (bytes, total) of a download in flight (else what the row last recorded)."""
+    """One entry as listed; `progress` is (bytes, total) of a download in flight (else what the row last
+    recorded). `reasons` are the chosen copy's; every candidate is in `entry_detail`."""
     done, total = progress if progress is not None else (row.progress_bytes, row.total_bytes)
     out: dict[str, Any] = {
         "key": row.key, "kind": row.kind, "label": row.entry.label, "origin": row.origin, "state": row.state,
         "title": row.title, "year": row.year, "tmdb_id": row.tmdb_id, "source": row.source,
         "identifier": row.identifier, "size": row.size, "score": row.score, "attempts": row.attempts,
         "next_try_at": row.next_try_at, "error": row.error, "media_ids": row.media_ids,
-        "download": [file_line(row.identifier or "", f) for f in row.files],
+        "download": [file_line(row.identifier or "", f) for f in row.files], "reasons": list(row.reasons),
     }
-    out.update(why(row))
     if row.state in (DOWNLOADING, DOWNLOADED):
         percent = round(100 * done / total, 1) if total else None
         out["progress"] = {"bytes": done, "total": total, "percent": percent}
     return out
 
 
+def entry_detail(row: EntryRow, progress: tuple[int, int | None] | None = None) -> dict[str, Any]:
+    """One entry with why its copy was chosen: the listed entry plus `why(row)`."""
+    return {**entry_json(row, progress), **why(row)}
+
+
 def why(row: EntryRow) -> dict[str, Any]:
-    """Why this copy: the chosen copy's reasons and every candidate of the entry's last search, ranked (kept
-    since candidates were recorded; `candidates` is None for an entry searched before, or never searched)."""
+    """Why this copy: every candidate of the entry's last search, ranked, and its notes (kept since candidates
+    were recorded; `candidates` is None for an entry searched before, or never searched)."""
     kept = row.details.get("candidates")
+    if not isinstance(kept, list):
+        return why_unrecorded()
+    notes = row.details.get("notes")
     return {
-        "reasons": list(row.reasons),
-        "candidates": list(kept) if isinstance(kept, list) else None,
-        "candidates_total": row.details.get("candidates_total") if isinstance(kept, list) else None,
-        "searched_at": row.details.get("searched_at") if isinstance(kept, list) else None,
+        "candidates": list(kept),
+        "candidates_total": row.details.get("candidates_total"),
+        "searched_at": row.details.get("searched_at"),
+        "notes": [str(n) for n in notes] if isinstance(notes, list) else [],
     }
+
+
+def why_unrecorded() -> dict[str, Any]:
+    """`why` of an entry whose candidates were never recorded."""
+    return {"candidates": None, "candidates_total": None, "searched_at": None, "notes": []}
 
 
 def summary(entries_: Sequence[Mapping[str, Any]], phase: str) -> str:

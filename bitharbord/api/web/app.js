@@ -632,7 +632,7 @@
         "Add a pool to have BitHarbor build the array, make the filesystem and mount it."));
     } else {
       parts.push(listTable(pools, [
-        { title: "pool", render: p => h("span", {}, h("strong", {}, p.pool), h("div", { class: "small muted" }, `raid${p.raid}`)) },
+        { title: "pool", render: p => h("span", {}, h("strong", {}, p.pool), h("div", { class: "small muted" }, p.raid && p.raid !== "none" ? `raid${p.raid}` : "no RAID")) },
         { title: "array", render: p => arrayState(p.array) },
         { title: "disks", render: p => h("ul", { class: "plain small" }, (p.disks || []).map(d => h("li", {},
           d.present ? stateBadge("present", "ok") : stateBadge("missing", "bad"), " ", h("code", {}, d.path),
@@ -827,32 +827,59 @@
       })));
   }
 
-  function whyEntry(e, open) {
-    const name = e.title ? `${e.title}${e.year ? ` (${e.year})` : ""}` : (e.label || e.key);
+  const VIDEO_HOST_KINDS = ["youtube", "youtube_playlist", "youtube_channel"];
+
+  function whyBody(e) {
     const kept = Array.isArray(e.candidates) ? e.candidates : null;
-    let body;
-    if (["youtube", "youtube_playlist", "youtube_channel"].includes(e.kind)) {
-      body = h("p", { class: "muted small" }, "A video host entry: yt-dlp picks the copy, nothing is ranked.");
-    } else if (kept === null) {
-      body = h("p", { class: "muted small not-recorded" }, e.attempts
+    const notes = (e.notes || []).length ? h("ul", { class: "notes small" }, e.notes.map(n => h("li", {}, n))) : null;
+    if (VIDEO_HOST_KINDS.includes(e.kind)) {
+      return h("p", { class: "muted small" }, "A video host entry: yt-dlp picks the copy, nothing is ranked.");
+    }
+    if (kept === null) {
+      return h("p", { class: "muted small not-recorded" }, e.attempts
         ? "Candidates not recorded; searched before this version (they are kept from its next search on)."
         : "Not searched yet.");
-    } else if (!kept.length) {
-      body = h("p", { class: "notice small" }, e.error || "The Internet Archive had no candidate at all.");
-    } else {
-      const more = (e.candidates_total || kept.length) - kept.length;
-      body = [
-        h("p", { class: "small muted" }, `${kept.length} candidate${kept.length === 1 ? "" : "s"} from the search of `,
-          when(e.searched_at), ", best first", more > 0 ? ` (${more} more not kept)` : "", "."),
-        !e.identifier && e.error ? h("p", { class: "notice small" }, e.error) : null,
-        candidateRows(e)];
     }
-    return h("details", { class: "why", "data-key": e.key, open: open || null },
+    if (!kept.length) return [notes, h("p", { class: "notice small" }, e.error || "The Internet Archive had no candidate at all.")];
+    const more = (e.candidates_total || kept.length) - kept.length;
+    return [
+      h("p", { class: "small muted" }, `${kept.length} candidate${kept.length === 1 ? "" : "s"} from the search of `,
+        when(e.searched_at), ", best first", more > 0 ? ` (${more} more not kept)` : "", "."),
+      notes,
+      !e.identifier && e.error ? h("p", { class: "notice small" }, e.error) : null,
+      candidateRows(e)];
+  }
+
+  // The list (GET /v1/catalog) is lean; an entry's candidates are fetched when its title is opened.
+  function whyEntry(e, open) {
+    const name = e.title ? `${e.title}${e.year ? ` (${e.year})` : ""}` : (e.label || e.key);
+    const body = h("div", { class: "why-body" }, h("p", { class: "muted small" }, "Loading…"));
+    const details = h("details", { class: "why", "data-key": e.key },
       h("summary", {}, h("span", { class: "title" }, name), stateBadge(e.state),
         e.identifier ? h("span", { class: "small" }, "chosen ", h("code", {}, e.identifier),
           typeof e.score === "number" ? ` · score ${e.score.toFixed(1)}` : "")
           : h("span", { class: "small muted" }, "no copy chosen")),
       body);
+    let loading = null;
+    const load = () => {
+      if (VIDEO_HOST_KINDS.includes(e.kind)) {
+        body.replaceChildren(...[whyBody(e)].flat().filter(Boolean));
+        return;
+      }
+      loading = loading || api("GET", `/v1/catalog/entries/${encodeURIComponent(e.key)}`).then(data => {
+        body.replaceChildren(...[whyBody(data.entry)].flat().filter(Boolean));
+        details.dataset.loaded = "true";
+      }, err => {
+        loading = null; // opening it again tries again
+        body.replaceChildren(errorBox(err));
+      });
+    };
+    details.addEventListener("toggle", () => { if (details.open) load(); });
+    if (open) {
+      details.open = true;
+      load();
+    }
+    return details;
   }
 
   function whyList(entries) {
