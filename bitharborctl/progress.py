@@ -159,7 +159,7 @@ class RichView:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=BAR),
                                  TaskProgressColumn(), TextColumn("{task.fields[detail]}"),
                                  console=self.console, auto_refresh=False, transient=False)
-        self.task = self.progress.add_task("", total=None, detail="", start=False)
+        self.task = self.progress.add_task("", total=None, detail="")
         self.meter = Meter()
         self.drawn_at: float | None = None
         self.step = ""
