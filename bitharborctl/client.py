@@ -6,11 +6,17 @@ import http.client
 import json
 import socket
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 DEFAULT_SOCKET = "/run/bitharbor/bitharbord.sock"
 CHUNK = 1 << 20  # bytes per send of a streamed body
+
+
+class Readable(Protocol):
+    """A request body streamed in chunks: a file opened "rb", or anything that reads like one."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
 
 
 class ClientError(Exception):
@@ -65,7 +71,7 @@ class Client:
         return _UnixConnection(self.socket_path, self.timeout)
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None, *,
-                data: bytes | BinaryIO | None = None, size: int | None = None,
+                data: bytes | Readable | None = None, size: int | None = None,
                 content_type: str = "application/octet-stream") -> Any:
         """One call: `body` is sent as JSON; or `data` (bytes, or a file streamed in chunks; `size` bytes) as
         `content_type`. Returns the JSON answer (text for other answers); raises ClientError / ApiError."""

@@ -105,6 +105,11 @@ def test_plan_apply_ingest_upload_queue(harbord: Harbord, tmp_path: Path) -> Non
     added = harbord.ctl("ingest", str(outside), "--type", "personal", "--wait")
     assert added.returncode == 0, added.stderr
     assert added.stdout.startswith("ingested 1 file(s)\n  done      #5 ") and "-> item 5" in added.stdout
+    # progress in a pipe: plain step lines on stderr, no control characters, the last one the whole
+    steps = added.stderr.splitlines()
+    assert steps and all(line.startswith("ingest [") for line in steps), added.stderr
+    assert steps[-1].startswith("ingest [############################] 100% 1/1 files")
+    assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f]", added.stderr)
     again = harbord.ctl("ingest", str(photos[0]), "--wait")  # in the watch folder: its type; already in
     assert again.returncode == 0 and "-> item 1" in again.stdout
     refused = harbord.ctl("ingest", str(tmp_path / "camera"))
@@ -114,6 +119,8 @@ def test_plan_apply_ingest_upload_queue(harbord: Harbord, tmp_path: Path) -> Non
 
     uploaded = harbord.ctl("upload", str(photos[1]), "--type", "personal")
     assert uploaded.returncode == 0, uploaded.stderr
+    assert uploaded.stderr.startswith("upload [1/1] IMG_1.jpg [") and "upload [1/1] IMG_1.jpg: ingesting [" \
+        in uploaded.stderr, uploaded.stderr
     assert "-> item 2 (already in the library)" in uploaded.stdout and "upload IMG_1.jpg" in uploaded.stdout
     fresh = make_jpeg(tmp_path / "laptop" / "new.jpg", color=(9, 9, 250))
     up = harbord.ctl("upload", str(fresh), "--type", "personal", "-o", "json")
@@ -134,3 +141,10 @@ def test_plan_apply_ingest_upload_queue(harbord: Harbord, tmp_path: Path) -> Non
     assert f"{bad}: cannot probe the file: not an image" in status
     retried = harbord.ctl("queue", "--retry-failed")
     assert retried.stdout.startswith("queued 1 failed job(s) again")
+    # the failed file queued again: --watch follows the queue until it is empty, then prints the report
+    watched = harbord.ctl("queue", "--watch")
+    assert watched.returncode == 0, watched.stderr
+    assert watched.stderr.startswith("queue") and not re.search(r"[\x00-\x09\x0b-\x1f\x7f]", watched.stderr)
+    assert "queue:     0 unfinished" in watched.stdout and "failures (latest first):" in watched.stdout
+    after = harbord.queue()
+    assert after["depth"] == 0 and after["totals"] == {"done": 7, "failed": 1}, after  # failed again

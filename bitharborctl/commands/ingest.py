@@ -2,19 +2,28 @@
 
     bitharborctl ingest PATH... [--type T] [--wait]      POST /v1/ingest/local (paths on the server)
     bitharborctl upload FILE... --type T [--no-wait]     PUT /v1/uploads (the file streamed as the body)
-    bitharborctl queue [--failures N] [--retry-failed]   GET /v1/ingest (queue, rate, ETA, failures)
+    bitharborctl queue [--failures N] [--retry-failed] [--watch]   GET /v1/ingest (queue, rate, ETA, failures)
+
+`ingest --wait`, `upload` and `queue --watch` draw progress on stderr (bitharborctl.progress: a bar with rate
+and ETA on a terminal, one line per step in a pipe); stdout has what they printed before: the jobs, the report.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from bitharborctl.client import ApiError, Client, ClientError
+from bitharborctl.follow import follow_jobs, watch_queue
 from bitharborctl.output import add_output_flag, dump_json, emit
+from bitharborctl.progress import Snapshot, View, open_view
 from bitharbord.reconcile.render import human_duration
 
 TYPES = ("personal", "movie", "tv", "music", "podcast", "online_video", "other")
@@ -24,6 +33,10 @@ def _client(args: argparse.Namespace) -> Client:
     from bitharborctl.cli import client_for
 
     return client_for(args)
+
+
+def _view(args: argparse.Namespace) -> View:
+    return open_view(sys.stderr, no_color=getattr(args, "no_color", False))
 
 
 def _job_line(job: dict[str, Any]) -> str:
@@ -45,11 +58,15 @@ def _job_line(job: dict[str, Any]) -> str:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     paths = [os.path.abspath(p) for p in args.paths]
-    body: dict[str, Any] = {"paths": paths, "wait": args.wait}
+    body: dict[str, Any] = {"paths": paths, "wait": False}
     if args.type:
         body["type"] = args.type
-    data = _client(args).request("POST", "/v1/ingest/local", body)
+    client = _client(args)
+    data = client.request("POST", "/v1/ingest/local", body)
     jobs = data.get("jobs", [])
+    if args.wait:  # followed from here, drawn as progress, rather than one long request
+        jobs = follow_jobs(client, jobs, _view(args))
+        data = {"jobs": jobs}
     if args.output == "json":
         dump_json(data)
     else:
@@ -62,8 +79,23 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- upload FILE...
 
 
-def upload_file(client: Client, path: Path, media_type: str, *, wait: bool) -> dict[str, Any]:
-    """Stream one file as the body of PUT /v1/uploads; returns the JSON answer."""
+class _Counted:
+    """A file read for the request body that tells `sent` how many bytes each read took."""
+
+    def __init__(self, handle: Any, sent: Callable[[int], None]) -> None:
+        self.handle = handle
+        self.sent = sent
+
+    def read(self, n: int = -1, /) -> bytes:
+        chunk: bytes = self.handle.read(n)
+        self.sent(len(chunk))
+        return chunk
+
+
+def upload_file(client: Client, path: Path, media_type: str, *, wait: bool,
+                sent: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Stream one file as the body of PUT /v1/uploads (`sent` told the bytes of each chunk read for it);
+    returns the JSON answer."""
     try:
         size = path.stat().st_size
         handle = path.open("rb")
@@ -72,7 +104,8 @@ def upload_file(client: Client, path: Path, media_type: str, *, wait: bool) -> d
     query = urlencode({"name": path.name, "type": media_type, "wait": "1" if wait else "0"})
     try:
         with handle:
-            data = client.request("PUT", f"/v1/uploads?{query}", data=handle, size=size)
+            body = handle if sent is None else _Counted(handle, sent)
+            data = client.request("PUT", f"/v1/uploads?{query}", data=body, size=size)
     except ApiError as exc:
         raise ApiError(exc.status, exc.code, f"{path}: {exc.message}", exc.body) from None
     except ClientError as exc:
@@ -82,16 +115,58 @@ def upload_file(client: Client, path: Path, media_type: str, *, wait: bool) -> d
     return data
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # upload_file says why it cannot be read
+
+
+class _UploadProgress:
+    """Snapshots of an upload: the bytes sent of every file's, and while the daemon ingests a file, that step."""
+
+    def __init__(self, view: View, paths: list[Path], wait: bool) -> None:
+        self.view, self.paths, self.wait = view, paths, wait
+        self.sizes = [_size(p) for p in paths]
+        self.total = sum(self.sizes)
+        self.before = 0  # bytes of the files already sent
+        self.index = 0
+        self.file_sent = 0
+
+    def start(self, index: int) -> None:
+        self.index, self.file_sent = index, 0
+        self.before = sum(self.sizes[:index])
+        self._show("send")
+
+    def sent(self, n: int) -> None:
+        self.file_sent += n
+        done = self.file_sent >= self.sizes[self.index]
+        self._show("ingest" if done and self.wait else "send")
+
+    def _show(self, what: str) -> None:
+        name = self.paths[self.index].name
+        label = f"upload [{self.index + 1}/{len(self.paths)}] {name}" + (": ingesting" if what == "ingest" else "")
+        self.view.update(Snapshot(t=time.monotonic(), label=label, step=f"{what} {self.index}",
+                                  done=self.before + self.file_sent, total=self.total or None, unit="B"))
+
+
 def cmd_upload(args: argparse.Namespace) -> int:
     client = _client(args)
     results = []
-    for name in args.files:
-        path = Path(name)
-        data = upload_file(client, path, args.type, wait=not args.no_wait)
-        results.append(data)
-        if args.output != "json":
-            print(f"{path}: {data.get('size', 0)} bytes sent")
-            print(_job_line(data.get("job", {})))
+    paths = [Path(name) for name in args.files]
+    view = _view(args)
+    progress = _UploadProgress(view, paths, wait=not args.no_wait)
+    lines: list[str] = []
+    try:
+        for index, path in enumerate(paths):
+            progress.start(index)
+            data = upload_file(client, path, args.type, wait=not args.no_wait, sent=progress.sent)
+            results.append(data)
+            lines += [f"{path}: {data.get('size', 0)} bytes sent", _job_line(data.get("job", {}))]
+    finally:
+        view.close()  # then the lines, so they do not run through a bar being drawn
+        if args.output != "json" and lines:
+            print("\n".join(lines))
     if args.output == "json":
         dump_json({"uploads": results})
     return 1 if any(r.get("job", {}).get("stage") == "failed" for r in results) else 0
@@ -112,7 +187,13 @@ def render_queue(st: dict[str, Any]) -> str:
     lines.append(f"queue:     {depth} unfinished" + (f" ({parts})" if parts else ""))
     eta = st.get("eta_s")
     lines.append(f"rate:      {st.get('rate_per_s', 0):.1f} files/s over the last minute"
-                 + (f"; ETA {human_duration(eta)}" if eta is not None else ""))
+                 + (f"; ETA {human_duration(eta)}" if eta is not None else "")
+                 + (f" (bound by {st['eta_bound_by']})" if st.get("eta_bound_by") and eta is not None else ""))
+    stages = st.get("stages") or {}
+    moving = [f"{work} {s['remaining']} left" + (f" at {s['rate_per_s']:.1f}/s" if s.get("rate_per_s") else "")
+              for work, s in stages.items() if s.get("remaining")]
+    if moving and depth:
+        lines.append(f"stages:    {', '.join(moving)}")
     totals = st.get("totals") or {}
     embed = st.get("embedding")
     lines.append(f"finished:  {totals.get('done', 0)} done, {totals.get('failed', 0)} failed, "
@@ -153,6 +234,9 @@ def cmd_queue(args: argparse.Namespace) -> int:
         if args.output != "json":
             print(f"queued {len(queued)} failed job(s) again, {answer.get('embed_requeued', 0)} item(s) for "
                   "embedding")
+    if args.watch:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C stops watching: the report as it is now
+            watch_queue(client, _view(args), 0)
     doc = client.request("GET", f"/v1/ingest?failures={args.failures}")
     try:
         embed = client.request("GET", "/v1/index").get("embed_queue")
@@ -174,13 +258,15 @@ def register(sub: Any) -> None:
                                    "its path. Paths inside a watch folder take the folder's type.")
     i.add_argument("paths", nargs="+", metavar="PATH", help="files or folders on the server")
     i.add_argument("--type", choices=TYPES, help="media type (needed for paths outside the watch folders)")
-    i.add_argument("--wait", action="store_true", help="wait until every file is ingested (or failed)")
+    i.add_argument("--wait", action="store_true",
+                   help="wait until every file is ingested (or failed), showing progress on stderr")
     add_output_flag(i, "the jobs as the daemon reports them")
     i.set_defaults(func=cmd_ingest)
 
     u = sub.add_parser("upload", help="send files from this machine into the library",
                        description="Stream files to bitharbord (PUT /v1/uploads) and ingest them. By default waits "
-                                   "until each is in the library and prints its item id.")
+                                   "until each is in the library and prints its item id. Progress (bytes sent, "
+                                   "rate, ETA) goes to stderr.")
     u.add_argument("files", nargs="+", metavar="FILE", help="files to upload")
     u.add_argument("--type", required=True, choices=TYPES, help="media type of the files")
     u.add_argument("--no-wait", action="store_true", help="return once the file is received and queued")
@@ -193,5 +279,8 @@ def register(sub: Any) -> None:
                                    "the latest failures with their reasons.")
     q.add_argument("--failures", type=int, default=10, help="how many recent failures to list (default 10)")
     q.add_argument("--retry-failed", action="store_true", help="queue every failed job again first")
+    q.add_argument("--watch", action="store_true",
+                   help="first follow the queue until it is empty (a progress bar with rate and the ETA of the "
+                        "stage that bounds it, on stderr), then print the report")
     add_output_flag(q, "the GET /v1/ingest document")
     q.set_defaults(func=cmd_queue)

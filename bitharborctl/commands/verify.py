@@ -9,57 +9,35 @@ import argparse
 import math
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any
 
 from bitharborctl.output import add_output_flag, dump_json
+from bitharborctl.progress import Snapshot, is_terminal, open_view, plain_line
 
 EXIT_OK, EXIT_ERROR, EXIT_FOUND = 0, 1, 2
-BAR = 28
 
 
 def _mb(n: float) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
+def snapshot(run: dict[str, Any], t: float) -> Snapshot:
+    """A running scrub (GET /v1/verify's `running`) as a progress snapshot: step n/N; for the blob step the
+    bytes re-hashed of all, with the daemon's rate and ETA."""
+    label = f"verify #{run['id']} [{run['step_index']}/{len(run['steps'])}] {run['step']}"
+    total = float(run.get("bytes_total") or 0)
+    if not total:  # a step that reads no blobs: its name is all there is to show
+        return Snapshot(t=t, label=label, step=str(run["step"]), done=0.0, total=None, unit="B")
+    eta = run.get("eta_s")
+    return Snapshot(t=t, label=label, step=str(run["step"]), done=float(run.get("bytes_done") or 0), total=total,
+                    unit="B", rate=float(run.get("rate_bytes_per_s") or 0.0) or None,
+                    eta=None if eta is None else float(eta))
+
+
 def progress_line(run: dict[str, Any]) -> str:
     """One progress line: step n/N, and for the blob step a bar, bytes, rate and ETA."""
-    head = f"verify #{run['id']} [{run['step_index']}/{len(run['steps'])}] {run['step']}"
-    total = int(run.get("bytes_total") or 0)
-    if not total:
-        return head
-    done = min(int(run.get("bytes_done") or 0), total)
-    filled = int(BAR * done / total)
-    rate = float(run.get("rate_bytes_per_s") or 0.0)
-    eta = run.get("eta_s")
-    tail = f" {_mb(done)}/{_mb(total)}"
-    if rate:
-        tail += f" {rate / 1e6:.1f} MB/s"
-    if eta is not None:
-        tail += f" ETA {int(eta) // 60}:{int(eta) % 60:02d}"
-    return f"{head} [{'#' * filled}{'.' * (BAR - filled)}] {100 * done / total:3.0f}%{tail}"
-
-
-class Progress:
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.last_step = ""
-        self.width = 0
-
-    def show(self, run: dict[str, Any]) -> None:
-        line = progress_line(run)
-        if self.tty:
-            self.stream.write("\r" + line.ljust(self.width))
-            self.width = len(line)
-        elif run["step"] != self.last_step:
-            self.stream.write(line + "\n")
-        self.last_step = run["step"]
-        self.stream.flush()
-
-    def done(self) -> None:
-        if self.tty and self.width:
-            self.stream.write("\r" + " " * self.width + "\r")
-            self.stream.flush()
+    snap = snapshot(run, 0.0)
+    return plain_line(snap, snap.rate, snap.eta)
 
 
 def render_report(r: dict[str, Any]) -> str:
@@ -102,7 +80,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         body["rate"] = args.rate
     started = client.request("POST", "/v1/verify", body)
     run_id = int(started["id"])
-    progress = Progress(sys.stderr)
+    progress = open_view(sys.stderr, no_color=getattr(args, "no_color", False))
+    tty = is_terminal(sys.stderr)
     report: dict[str, Any] | None = None
     try:
         while True:
@@ -110,15 +89,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
             run = state.get("running")
             last = state.get("last") or {}
             if run and int(run.get("id") or 0) == run_id:
-                progress.show(run)
+                progress.update(snapshot(run, time.monotonic()))
             elif int(last.get("id") or 0) >= run_id:
                 report = last if int(last["id"]) == run_id else None
                 break
             elif not run:
                 break
-            time.sleep(0.5 if progress.tty else 1.0)
+            time.sleep(0.5 if tty else 1.0)
     finally:
-        progress.done()
+        progress.close()
     if report is None or report.get("result") == "interrupted":
         print(f"bitharborctl: verify #{run_id} did not finish (the daemon stopped?): run it again",
               file=sys.stderr)

@@ -108,6 +108,14 @@ class Failure(BaseModel):
     at: float | None
 
 
+class StageProgress(BaseModel):
+    waiting: int = Field(description="jobs waiting for this stage's work")
+    remaining: int = Field(description="unfinished jobs that still need it (waiting here or upstream)")
+    rate_per_s: float | None = Field(description="jobs that cleared it per second over the last minute "
+                                                 "(null: not measured yet)")
+    eta_s: float | None = Field(description="remaining / rate: when this stage finishes its work")
+
+
 class IngestStatus(BaseModel):
     summary: str
     running: bool = Field(description="the workers have the catalog open (false while starting or paused)")
@@ -116,7 +124,11 @@ class IngestStatus(BaseModel):
     queue: dict[str, int]
     depth: int
     rate_per_s: float
-    eta_s: float | None
+    eta_s: float | None = Field(description="when the queue is empty: the ETA of the stage that finishes last")
+    eta_bound_by: str | None = Field(description="that stage (hash, probe, store, catalog or preview); with no "
+                                                 "ETA, a stage with jobs waiting that finished none in the last "
+                                                 "minute")
+    stages: dict[str, StageProgress] = Field(description="per stage of work, in pipeline order")
     totals: dict[str, int]
     pending_embed: int
     failed_last_10_minutes: int

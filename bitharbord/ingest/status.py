@@ -1,6 +1,7 @@
 """What ingest reports: the status section (also GET /v1/ingest) and the conditions.
 
-The queue by stage, the rate over the last minute and the ETA, totals, items pending embedding (and why they
+The queue by stage, the rate over the last minute, the rate and ETA of each stage and the ETA of the stage that
+bounds the queue (`ingest.eta`), totals, items pending embedding (and why they
 wait), watch folders not ingested and why, the latest failures with their reasons, and one summary line for
 `bitharborctl status`. Conditions: IngestFailing (items failed in the last 10 minutes, or a worker hit an error)
 and IngestPaused (why nothing is ingested: no database yet, media storage not ready).
@@ -12,6 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final
 
+from bitharbord.ingest.eta import StageRates, bound
 from bitharbord.ingest.readiness import Session, Sessions
 from bitharbord.reconcile.render import human_duration
 from bitharbord.services import Condition
@@ -33,6 +35,7 @@ class StatusBoard:
         self.facts: QueueFacts | None = None
         self.failures: list[Job] = []
         self.facts_at = 0.0
+        self.rates = StageRates()  # each piece of work's rate, from the facts of every refresh
         self._since: dict[str, tuple[bool, float]] = {}
         self.folders: dict[str, str] = {}  # watch folder -> why it is not ingested, as the provider last saw it
 
@@ -40,6 +43,7 @@ class StatusBoard:
         self.facts = await session.store.queue()
         self.failures = await session.store.failures(FAILURES_SHOWN)
         self.facts_at = time.time()
+        self.rates.observe(time.monotonic(), self.facts.by_stage, self.facts.totals)
         metrics = self.sessions.metrics
         if metrics is not None:
             metrics.queue_depth.set(self.facts.depth)
@@ -55,11 +59,13 @@ class StatusBoard:
         facts = self.facts
         depth = facts.depth if facts else 0
         rate = round(facts.finished_last_minute / 60.0, 3) if facts else 0.0
-        eta = round(depth / rate, 1) if facts and depth and rate > 0 else None
+        by_stage = facts.by_stage if facts else {}
+        stages = bound(by_stage, self.rates.rates())
+        eta = stages.eta_s if depth else None
         folders = dict(self.folders)
         sessions = self.sessions
         return {
-            "summary": self._summary(facts, depth, rate, eta),
+            "summary": self._summary(facts, depth, rate, eta, stages.bound_by),
             "running": sessions.session is not None,
             "paused": sessions.paused or None,
             "worker_error": self.worker_error or None,
@@ -67,6 +73,8 @@ class StatusBoard:
             "depth": depth,
             "rate_per_s": rate,
             "eta_s": eta,
+            "eta_bound_by": stages.bound_by if depth else None,
+            "stages": stages.stages,
             "totals": facts.totals if facts else {},
             "pending_embed": self._pending_embed(facts)[0],
             "failed_last_10_minutes": facts.failed_last_10_minutes if facts else 0,
@@ -74,7 +82,8 @@ class StatusBoard:
             "folders_not_ingested": folders,
         }
 
-    def _summary(self, facts: QueueFacts | None, depth: int, rate: float, eta: float | None) -> str:
+    def _summary(self, facts: QueueFacts | None, depth: int, rate: float, eta: float | None,
+                 bound_by: str | None) -> str:
         """One line for `bitharborctl status`: the queue, rate and ETA, the latest failure with its reason."""
         if self.sessions.paused:
             head = f"paused: {self.sessions.paused}"
@@ -82,7 +91,11 @@ class StatusBoard:
             head = "starting"
         elif depth:
             stages = ", ".join(f"{n} {stage}" for stage, n in (facts.by_stage if facts else {}).items() if n)
-            head = f"{depth} queued ({stages}), {rate:.1f} files/s" + (f", ETA {human_duration(eta)}" if eta else "")
+            head = f"{depth} queued ({stages}), {rate:.1f} files/s"
+            if eta is not None and bound_by:
+                head += f", ETA {human_duration(eta)} (bound by {bound_by})"
+            elif bound_by:
+                head += f", no ETA: {bound_by} finished nothing in the last minute"
         else:
             head = "idle"
         if facts is not None:
