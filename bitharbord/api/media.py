@@ -22,6 +22,7 @@ from bitharbord.api.errors import ApiError
 from bitharbord.api.keys import CONTROL
 from bitharbord.config import MediaType
 from bitharbord.store import media as media_store
+from bitharbord.store.places import place_of_row
 
 log = structlog.get_logger("bitharbord.api.media")
 
@@ -54,6 +55,13 @@ class MediaSummary(BaseModel):
     urls: Urls
 
 
+class Place(BaseModel):
+    city: str
+    region: str | None = None
+    country: str | None = None
+    country_code: str | None = Field(None, description="ISO 3166-1 alpha-2")
+
+
 class MediaItem(MediaSummary):
     file_hash: str | None = None
     created_at: str | None = None
@@ -64,6 +72,8 @@ class MediaItem(MediaSummary):
     details: dict[str, Any] = Field(default_factory=dict, description="the row of the item's type table")
     refreshed_at: str | None = Field(None, description="a film: when its metadata was last refreshed from TMDB "
                                                        "or the Internet Archive (UTC, ISO 8601)")
+    place: Place | None = Field(None, description="a photo or clip with GPS: the nearest city (within 50 km), its "
+                                                  "region and country, from GeoNames data shipped offline")
     paths: Paths
 
 
@@ -163,6 +173,11 @@ async def list_media(request: web.Request) -> web.Response:
                                   "total": total, "limit": q.limit, "offset": q.offset})
 
 
+def _place(details: dict[str, Any]) -> Place | None:
+    found = place_of_row(details)
+    return Place.model_validate(found) if found else None
+
+
 @schemas.route(summary="One item: metadata, paths on the box and preview URLs", tags=["media"],
                path={"id": ID_SCHEMA}, responses={200: MediaItem}, errors=[404, 503])
 async def get_media(request: web.Request) -> web.Response:
@@ -176,6 +191,7 @@ async def get_media(request: web.Request) -> web.Response:
         file_hash=row.get("file_hash"), created_at=row.get("created_at"),
         duration_s=row.get("duration_s"), width=row.get("width"), height=row.get("height"),
         metadata=_metadata(row.get("metadata_json")), details=extra.details, refreshed_at=extra.refreshed_at,
+        place=_place(extra.details),
         paths=Paths(blob=str(blob) if blob else None, thumbnail=str(thumb) if thumb else None,
                     preview_clip=str(clip) if clip else None, sources=extra.sources),
     )

