@@ -30,7 +30,7 @@ def test_real_photos_get_the_words_a_family_would_search(model: Labeller, tmp_pa
     names = ["coffee", "chelsea", "rocket", "camera"]
     batch = [load_image(_photo(tmp_path, n)) for n in names]
     got = model.classify(batch)
-    words = {n: label_words.merge_words([(lab.words, lab.score) for lab in labels]) 
+    words = {n: label_words.merge_words([(lab.words, lab.score) for lab in labels])
              for n, labels in zip(names, got, strict=True)}
     assert "coffee" in words["coffee"][:2]
     assert words["chelsea"][0] == "cat"
