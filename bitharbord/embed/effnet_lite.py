@@ -59,7 +59,8 @@ class MBConv(nn.Module):
             x = F.relu6(self._bn0(self._expand_conv(x)))
         x = F.relu6(self._bn1(self._depthwise_conv(x)))
         x = self._bn2(self._project_conv(x))
-        return x + inputs if self.skip else x
+        out: torch.Tensor = x + inputs if self.skip else x
+        return out
 
 
 class EfficientNetLite0(nn.Module):
