@@ -42,6 +42,13 @@ class Paths(BaseModel):
     sources: list[str] = Field(default_factory=list, description="where the file was found (watch folders...)")
 
 
+class VisualLabel(BaseModel):
+    label: str = Field(description="the model's class (ImageNet's first synonym, e.g. seashore)")
+    words: str = Field(description="the plain words it is searched by (e.g. beach, sea)")
+    score: float = Field(description="the model's confidence, 0 to 1")
+    model: str = Field(description="the model that gave it (a new model labels again)")
+
+
 class MediaSummary(BaseModel):
     id: int
     type: str
@@ -64,6 +71,8 @@ class MediaItem(MediaSummary):
     details: dict[str, Any] = Field(default_factory=dict, description="the row of the item's type table")
     refreshed_at: str | None = Field(None, description="a film: when its metadata was last refreshed from TMDB "
                                                        "or the Internet Archive (UTC, ISO 8601)")
+    labels: list[VisualLabel] = Field(default_factory=list, description="what is seen in a photo or video, "
+                                                                        "most confident first")
     paths: Paths
 
 
@@ -176,6 +185,7 @@ async def get_media(request: web.Request) -> web.Response:
         file_hash=row.get("file_hash"), created_at=row.get("created_at"),
         duration_s=row.get("duration_s"), width=row.get("width"), height=row.get("height"),
         metadata=_metadata(row.get("metadata_json")), details=extra.details, refreshed_at=extra.refreshed_at,
+        labels=[VisualLabel.model_validate(lab) for lab in extra.labels or []],
         paths=Paths(blob=str(blob) if blob else None, thumbnail=str(thumb) if thumb else None,
                     preview_clip=str(clip) if clip else None, sources=extra.sources),
     )
