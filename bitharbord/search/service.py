@@ -5,8 +5,9 @@ which raise domain errors (bitharbord/errors.py). Other services reach it throug
 (wake, load_failure, embed_queue_facts, retry_failed, tombstone, rebuild).
 
 Threads: every VectorStore/Searcher call runs on one "index owner" thread (they are not thread-safe); model
-encodes run in asyncio.to_thread; a rebuild's `RebuildJob.run()` runs in its own thread while searches and
-appends continue, and is installed (the atomic manifest swap) on the owner thread.
+encodes run in asyncio.to_thread (concurrent text queries together: search/batching.py); a rebuild's
+`RebuildJob.run()` runs in its own thread while searches and appends continue, and is installed (the atomic
+manifest swap) on the owner thread.
 
 Status section "search"; conditions RebuildFailed, EmbedderUnavailable (harbor.yaml's imagebind checkpoint is
 missing: the serving index keeps serving, nothing new is started); metrics (metrics.py)
@@ -48,7 +49,9 @@ class SearchService:
 
     def __init__(self, *, poll_interval: float = 2.0, batch_size: int = 64,
                  embedder_factory: Callable[[Embedding], Embedder] = load_embedder,
-                 write_guard: WriteGuard | None = None) -> None:
+                 write_guard: WriteGuard | None = None, query_batch: int = 32, query_cache: int = 1024) -> None:
+        """`query_batch`: text queries encoded together at most (1: one at a time); `query_cache`: query vectors
+        kept (0: none) — see batching.py."""
         self.poll_interval = poll_interval
         self.env: ServiceEnv | None = None
         self._metrics: SearchMetrics | None = None
@@ -59,7 +62,8 @@ class SearchService:
         self.generations = Generations(embedder_factory, self._note_error)
         self.rebuilds = Rebuilds(self.generations, self._refresh_stats)
         self.worker = Worker(self.generations, self._note_error, batch_size=batch_size, write_guard=write_guard)
-        self.query = Query(self.generations, self._where, lambda: self.phase)
+        self.query = Query(self.generations, self._where, lambda: self.phase, batch_size=query_batch,
+                           cache_size=query_cache)
 
     def _note_error(self, error: str) -> None:
         self.last_error = error
