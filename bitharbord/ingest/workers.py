@@ -17,7 +17,6 @@ moved items. One failing worker ends the session (the others are cancelled); the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Final
 
@@ -63,18 +62,21 @@ class Workers:
         for the ones that got a place. A failure is logged and retried, never fatal."""
         if not await session.store.has_places():
             return
-        while not env.stop.is_set():
-            try:
-                if await asyncio.to_thread(places.geocoder) is None:
-                    return  # cannot load (logged once by places): items keep their coordinates
-                n = await places.backfill(session.store)
-            except Exception as exc:
-                log.warning("ingest.places_backfill_failed", error=f"{type(exc).__name__}: {exc}")
-                n = 0
-            if n and env.links.search is not None:
-                env.links.search.wake()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(env.stop.wait(), timeout=places.BACKFILL_EVERY_S)
+        sessions = self.sessions
+        last: float | None = None
+        while not env.stop.is_set() and sessions.current(env, session):  # the session ends when the workers do
+            if last is None or time.monotonic() - last >= places.BACKFILL_EVERY_S:
+                last = time.monotonic()
+                try:
+                    if await asyncio.to_thread(places.geocoder) is None:
+                        return  # cannot load (logged once by places): items keep their coordinates
+                    n = await places.backfill(session.store)
+                except Exception as exc:
+                    log.warning("ingest.places_backfill_failed", error=f"{type(exc).__name__}: {exc}")
+                    n = 0
+                if n and env.links.search is not None:
+                    env.links.search.wake()
+            await sessions.sleep(env, self.idle_poll_s)
 
     async def _work_loop(self, env: ServiceEnv, session: Session, step_name: str) -> None:
         sessions = self.sessions
