@@ -1,4 +1,4 @@
-"""All SQL of the visual labels (`item_labels`, `label_runs`; migration 0008_item_labels).
+"""All SQL of the visual labels (`item_labels`, `label_runs`; migration 0007_item_labels).
 
 An item is *pending* for model M while it is a photo or video with a thumbnail and has no `label_runs` row for
 M (a new model labels everything again). `record` writes an item's labels, its run row and its `embed_queue`
