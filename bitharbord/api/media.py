@@ -43,13 +43,6 @@ class Paths(BaseModel):
     sources: list[str] = Field(default_factory=list, description="where the file was found (watch folders...)")
 
 
-class VisualLabel(BaseModel):
-    label: str = Field(description="the model's class (ImageNet's first synonym, e.g. seashore)")
-    words: str = Field(description="the plain words it is searched by (e.g. beach, sea)")
-    score: float = Field(description="the model's confidence, 0 to 1")
-    model: str = Field(description="the model that gave it (a new model labels again)")
-
-
 class MediaSummary(BaseModel):
     id: int
     type: str
@@ -81,8 +74,6 @@ class MediaItem(MediaSummary):
                                                        "or the Internet Archive (UTC, ISO 8601)")
     place: Place | None = Field(None, description="a photo or clip with GPS: the nearest city (within 50 km), its "
                                                   "region and country, from GeoNames data shipped offline")
-    labels: list[VisualLabel] = Field(default_factory=list, description="what is seen in a photo or video, "
-                                                                        "most confident first")
     paths: Paths
 
 
@@ -201,7 +192,6 @@ async def get_media(request: web.Request) -> web.Response:
         duration_s=row.get("duration_s"), width=row.get("width"), height=row.get("height"),
         metadata=_metadata(row.get("metadata_json")), details=extra.details, refreshed_at=extra.refreshed_at,
         place=_place(extra.details),
-        labels=[VisualLabel.model_validate(lab) for lab in extra.labels or []],
         paths=Paths(blob=str(blob) if blob else None, thumbnail=str(thumb) if thumb else None,
                     preview_clip=str(clip) if clip else None, sources=extra.sources),
     )

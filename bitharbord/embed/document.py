@@ -21,8 +21,6 @@ most telling facts first, since a text model reads only its first few hundred to
   camera
   mime, duration_s  tell a photo from a video clip for personal media
   file_name         the original name, cleaned: "IMG_2041-beach.day.JPG" -> "IMG 2041 beach day"
-  labels            what is seen in a photo or video (visual labels' plain words, most confident first): a
-                    list, or `label_words` ("beach, sea, coast, sea"); repeats are dropped
 """
 
 from __future__ import annotations
@@ -50,7 +48,6 @@ TYPE_WORDS = {
 }
 MAX_CAST = 8
 MAX_TAGS = 20
-MAX_LABELS = 12
 MAX_CHARS = 2000
 
 # Release-name noise in file names: resolutions, codecs, rips, audio formats.
@@ -229,18 +226,6 @@ def _is_video(meta: Mapping[str, Any]) -> bool:
 # --------------------------------------------------------------------------- the document
 
 
-def label_words(meta: Mapping[str, Any]) -> list[str]:
-    """The item's visual label words, in order, each once (`labels` list or `label_words` "a, b, c" string)."""
-    raw = _field(meta, "labels", "label_words")
-    parts = [p for value in (raw if isinstance(raw, list) else [raw]) for p in _text(value).split(",")]
-    out: list[str] = []
-    for part in parts:
-        word = part.strip().lower()
-        if word and word not in out:
-            out.append(word)
-    return out[:MAX_LABELS]
-
-
 def build_document(meta: Mapping[str, Any], *, max_chars: int = MAX_CHARS) -> str:
     """The text to embed for one item (see the module doc for the keys). Never empty for an item with any
     usable field; "" only when nothing at all is known."""
@@ -276,10 +261,6 @@ def build_document(meta: Mapping[str, Any], *, max_chars: int = MAX_CHARS) -> st
     sentences.append(headline)
     if year is not None:
         sentences.append(f"From the {year // 10 * 10}s")
-
-    seen = label_words(meta)
-    if seen:
-        sentences.append("Seen in it: " + ", ".join(seen))
 
     genres = _names(_field(meta, "genres", "genres_json"))
     if genres:

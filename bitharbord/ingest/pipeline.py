@@ -36,7 +36,6 @@ import structlog
 from bitharbord.ingest import preview
 from bitharbord.ingest.back import BackStages
 from bitharbord.ingest.front import FrontStages
-from bitharbord.ingest.label_stage import LabelStage
 from bitharbord.ingest.outcomes import JobResult, Observer, Outcomes
 from bitharbord.ingest.preview_stage import PreviewStage
 from bitharbord.ingest.uploads import sweep_uploads, uploads_dir
@@ -97,7 +96,6 @@ class Pipeline:
                                      runner=runner, preview_workers=preview_workers, video_workers=video_workers,
                                      max_attempts=max_attempts, index_device=index_device)
         self.preview_dir = self.previews.preview_dir
-        self.labels = LabelStage(store, index_root=index_root)
 
     def close(self) -> None:
         self.front.close()
@@ -183,11 +181,6 @@ class Pipeline:
         """Cataloged jobs: thumbnail and clip, then done (`preview_stage`)."""
         return await self.previews.step()
 
-    async def label_step(self) -> int:
-        """Photos and videos with thumbnails: their visual labels (`label_stage`)."""
-        self.previews.check_index_root()
-        return await self.labels.step()
-
     def check_index_root(self) -> None:
         self.previews.check_index_root()
 
@@ -196,14 +189,12 @@ class Pipeline:
 
     # ------------------------------------------------------------------ driving
 
-    async def run_until_idle(self, *, max_steps: int | None = None, previews: bool = True,
-                             labels: bool = False) -> int:
+    async def run_until_idle(self, *, max_steps: int | None = None, previews: bool = True) -> int:
         """Work until no job is left in any stage (tests, benchmarks). Returns the jobs stepped."""
         total = steps = 0
         while max_steps is None or steps < max_steps:
             n = await self.step()
             m = await self.preview_step() if previews else 0
-            m += await self.label_step() if labels else 0
             total += n + m
             steps += 1
             if n == 0 and m == 0:

@@ -3,7 +3,6 @@
 * front: hash, link what the catalog has, probe (woken at once when jobs are queued);
 * back: store blobs, write the item rows;
 * preview: thumbnails and clips;
-* labels: visual labels of photos and videos from their thumbnails (`label_stage`);
 * ticker: refreshes the status facts and the queue gauge, wakes the reconcile loop every
   `library.scan_interval` (a level-triggered rescan of the watch folders, whatever file events were missed),
   and sweeps old temp files every SWEEP_EVERY_S;
@@ -31,7 +30,7 @@ from bitharbord.store.blobs import StorageChangedError
 log = structlog.get_logger("bitharbord.ingest.service")
 
 SWEEP_EVERY_S: Final = 600.0
-WORKERS: Final = ("front", "back", "preview", "labels")
+WORKERS: Final = ("front", "back", "preview")
 
 
 class Workers:
@@ -91,7 +90,7 @@ class Workers:
                 sessions.paused = ""
             try:
                 step = {"front": session.pipeline.front_step, "back": session.pipeline.back_step,
-                        "preview": session.pipeline.preview_step, "labels": session.pipeline.label_step}[step_name]
+                        "preview": session.pipeline.preview_step}[step_name]
                 n = await step()
             except StorageChangedError as exc:  # the pool went away under the session: pause, never write
                 sessions.paused = f"media storage not ready: {exc}"

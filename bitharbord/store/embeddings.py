@@ -18,8 +18,6 @@ from typing import Any
 
 import aiosqlite
 
-from bitharbord.store.labels import LABEL_WORDS_SQL
-
 MAX_ATTEMPTS = 3
 """An item whose embedding failed this many times stays in the queue (with its error) but is not retried."""
 
@@ -29,8 +27,7 @@ SELECT m.id, m.type, m.title, m.file_name, m.mime, m.kind, m.blob_path, m.thumbn
        mv.year, mv.runtime_min, mv.synopsis, mv.director, mv.cast_json, mv.genres_json, mv.poster_hash,
        ov.channel, ov.upload_date, ov.tags_json,
        COALESCE(ov.description, g.description) AS description,
-       COALESCE(p.captured_at, g.captured_at) AS captured_at, p.gps_lat, p.gps_lon, p.camera, g.artist{places},
-       """ + LABEL_WORDS_SQL + """
+       COALESCE(p.captured_at, g.captured_at) AS captured_at, p.gps_lat, p.gps_lon, p.camera, g.artist{places}
 FROM media_core m
 LEFT JOIN movies mv ON mv.media_id = m.id
 LEFT JOIN online_video ov ON ov.media_id = m.id

@@ -24,7 +24,7 @@ from typing import Any
 
 import aiosqlite
 
-from bitharbord.store import db, items, journal, labels, places, sources
+from bitharbord.store import db, items, journal, places, sources
 from bitharbord.store.fingerprint import Fingerprint
 from bitharbord.store.items import CORE_COLUMNS as CORE_COLUMNS
 from bitharbord.store.items import TYPE_COLUMNS as TYPE_COLUMNS
@@ -286,18 +286,6 @@ class IngestStore:
         async with self._transaction():
             await items.set_previews(self.conn, [(media_id, thumb, clip) for _, media_id, thumb, clip, _ in rows])
             await journal.mark_previewed(self.conn, [(job_id, warning) for job_id, _, _, _, warning in rows], t)
-
-    async def pending_labels(self, model: str, limit: int) -> list[labels.ToLabel]:
-        """Photos and videos with a thumbnail not yet labelled by `model` (store/labels.py)."""
-        async with self.lock:
-            return await labels.pending(self.conn, model, limit)
-
-    async def record_labels(self, model: str, done: Sequence[labels.Labelled], now: float | None = None) -> int:
-        """One transaction: the items' labels, their label run and their embed_queue rows (store/labels.py)."""
-        if not done:
-            return 0
-        async with self._transaction():
-            return await labels.record(self.conn, model, done, time.time() if now is None else now)
 
     async def retry_failed(self, ids: Sequence[int] | None = None, now: float | None = None) -> list[int]:
         """Queue failed jobs again (the latest job of each path, when no other job for it is unfinished)."""

@@ -20,7 +20,6 @@ import aiosqlite
 import structlog
 
 from bitharbord.store import db
-from bitharbord.store import labels as labels_store
 from bitharbord.store.items import TYPE_TABLES
 
 log = structlog.get_logger("bitharbord.store.media")
@@ -40,7 +39,6 @@ class ItemRows:
     details: dict[str, Any]  # the row of its type table (without media_id); {} when it has none
     sources: list[str]  # the present paths it was found at (watch folders, local imports)
     refreshed_at: str | None = None  # a film: when the catalog last refreshed its metadata (UTC, ISO 8601)
-    labels: list[dict[str, Any]] | None = None  # visual labels {label, words, score, model}, most confident first
 
 
 async def _connect(media_root: Path) -> aiosqlite.Connection | None:
@@ -81,7 +79,6 @@ async def read_item(media_root: Path, media_id: int) -> ItemRows | None:
             sources: list[str] = []
             refreshed: str | None = None
             tables = await _tables(conn)
-            labels = await labels_store.labels_of(conn, media_id) if "item_labels" in tables else []
             for table in TYPE_TABLES:
                 if table in tables:
                     found = list(await conn.execute_fetchall(f"SELECT * FROM {table} WHERE media_id=?", (media_id,)))
@@ -101,7 +98,7 @@ async def read_item(media_root: Path, media_id: int) -> ItemRows | None:
         except sqlite3.Error as exc:
             log.error("media.catalog_unreadable", media_id=media_id, error=str(exc))
             raise CatalogUnreadable(str(exc)) from None
-        return ItemRows(dict(rows[0]), details, sources, refreshed, labels)
+        return ItemRows(dict(rows[0]), details, sources, refreshed)
 
 
 async def read_page(media_root: Path, *, media_type: str | None, kind: str | None, limit: int,

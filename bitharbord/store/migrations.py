@@ -297,31 +297,6 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX personal_media_country ON personal_media(place_country_code)",
         ),
     ),
-    Migration(
-        "0008_item_labels",
-        (
-            # Visual labels (ingest/label_stage.py, written by store/labels.py): an item's top ImageNet classes
-            # from its thumbnail (photos) or frames (videos) with their confidence, the plain words they map to
-            # (embed/label_words.py) and the model that gave them. `label_runs` says an item was labelled by a
-            # model (even with no label above the threshold, or with `error` when its picture was unreadable):
-            # items with no run for the current model are pending, so a model change labels everything again.
-            """CREATE TABLE item_labels (
-                media_id INTEGER NOT NULL REFERENCES media_core(id) ON DELETE CASCADE,
-                model TEXT NOT NULL,
-                label TEXT NOT NULL,
-                words TEXT NOT NULL,
-                score REAL NOT NULL,
-                PRIMARY KEY (media_id, model, label)
-            )""",
-            "CREATE INDEX item_labels_words ON item_labels(words)",
-            """CREATE TABLE label_runs (
-                media_id INTEGER PRIMARY KEY REFERENCES media_core(id) ON DELETE CASCADE,
-                model TEXT NOT NULL,
-                labelled_at REAL NOT NULL,
-                error TEXT
-            )""",
-        ),
-    ),
 )
 
 
