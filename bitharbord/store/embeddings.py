@@ -38,6 +38,14 @@ _PLACE_SELECT = ", p.place_city, p.place_region, p.place_country"
 """The place of a personal item (migration 0007_places), selected when the database has it."""
 
 
+async def document_select(conn: aiosqlite.Connection) -> str:
+    """The SELECT of an item's document facts for this database (the place columns once 0007_places has run):
+    the one query behind the embedding worker's documents and the scrub's check of them (store/verify.py)."""
+    with_places = bool(await (await conn.execute(
+        "SELECT 1 FROM _migrations WHERE name = '0007_places'")).fetchall())
+    return _DOC_SELECT.format(places=_PLACE_SELECT if with_places else "")
+
+
 @dataclass(frozen=True)
 class Pending:
     """One item to embed: its catalog facts (document keys of embed/document.py) and where its files are."""
@@ -181,9 +189,7 @@ async def next_batch(conn: aiosqlite.Connection, embedder: str, limit: int, *,
     `wait_for_previews` (an image embedder, which embeds the thumbnail too): photos and videos whose preview is
     still being made wait for it, instead of being embedded from their text alone for good."""
     extra = _PREVIEW_COMING if wait_for_previews else ""
-    with_places = bool(await (await conn.execute(
-        "SELECT 1 FROM _migrations WHERE name = '0007_places'")).fetchall())
-    select = _DOC_SELECT.format(places=_PLACE_SELECT if with_places else "")
+    select = await document_select(conn)
     conn.row_factory = aiosqlite.Row
     try:
         queued = await (await conn.execute(

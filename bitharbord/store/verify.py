@@ -15,7 +15,7 @@ from typing import Any
 
 import aiosqlite
 
-from bitharbord.store.embeddings import _DOC_SELECT
+from bitharbord.store.embeddings import document_select
 
 NEEDS = ("0002_ingest", "0004_search", "0005_verify")
 _CHUNK = 500
@@ -153,10 +153,11 @@ async def queued_for_embedding(conn: aiosqlite.Connection) -> set[int]:
 async def item_meta(conn: aiosqlite.Connection, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     """The catalog facts each item's document is built from (the embedding worker's own query)."""
     out: dict[int, dict[str, Any]] = {}
+    select = await document_select(conn)
     conn.row_factory = aiosqlite.Row
     try:
         for part in _chunks(list(ids)):
-            for r in await _all(conn, _DOC_SELECT + f" WHERE m.id IN ({','.join('?' * len(part))})", list(part)):
+            for r in await _all(conn, select + f" WHERE m.id IN ({','.join('?' * len(part))})", list(part)):
                 out[int(r["id"])] = {k: r[k] for k in r.keys() if r[k] is not None and k != "id"}  # noqa: SIM118
     finally:
         conn.row_factory = None
